@@ -1,0 +1,142 @@
+"""A tool's dataset: photos stored per class, and the checks that run before training."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import InspectorError
+from core.workspace import atomic_write_bytes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MIN_IMAGES_PER_CLASS = 5
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode an image file as 3-channel BGR, or None if it is unreadable."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    return decode_image(data.tobytes()) if data.size else None
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return image if image is not None and image.size else None
+
+
+def image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+@dataclass
+class LoadedImages:
+    """Decoded images with their class index, and the files that could not be read."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+
+    def skipped_report(self) -> str:
+        if not self.skipped:
+            return ""
+        names = ", ".join(str(p) for p in self.skipped[:10])
+        more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+        return (f"skipped {len(self.skipped)} unreadable image(s): {names}{more}; "
+                "delete or replace them")
+
+
+def load_folder(root: Path, classes: tuple[str, ...] | list[str]) -> LoadedImages:
+    """Load ``root/<class>/*`` for the given classes, skipping files that do not decode."""
+    loaded = LoadedImages()
+    for index, name in enumerate(classes):
+        for path in image_files(root / name):
+            image = read_image(path)
+            if image is None:
+                loaded.skipped.append(path)
+                continue
+            loaded.images.append(image)
+            loaded.labels.append(index)
+            loaded.paths.append(path)
+    return loaded
+
+
+def check_trainable(counts: dict[str, int], minimum: int = MIN_IMAGES_PER_CLASS,
+                    kind: str = "classifier") -> None:
+    """Refuse to train on too few images, with what to capture next."""
+    needed = ["good"] if kind == "anomaly" else list(counts)
+    if kind == "classifier" and sum(1 for n in counts.values() if n > 0) < 2:
+        raise InspectorError("training needs images of at least two classes (good and a defect); "
+                             f"have {counts}")
+    short = {c: counts.get(c, 0) for c in needed if counts.get(c, 0) < minimum}
+    if short:
+        advice = "; ".join(f"capture {minimum - n} more '{c}' image(s)" for c, n in short.items())
+        raise InspectorError(f"not enough images to train ({minimum} per class needed): {advice}")
+
+
+class ToolDataset:
+    """The images of one tool, one folder per class."""
+
+    def __init__(self, root: Path, classes: tuple[str, ...]):
+        self.root = root
+        self.classes = classes
+
+    def _class_dir(self, name: str) -> Path:
+        if name not in self.classes:
+            raise InspectorError(f"unknown class '{name}'; this tool has {list(self.classes)}")
+        return self.root / name
+
+    def counts(self) -> dict[str, int]:
+        return {c: len(image_files(self.root / c)) for c in self.classes}
+
+    def files(self, name: str | None = None) -> list[Path]:
+        names = [name] if name else list(self.classes)
+        return [p for c in names for p in image_files(self._class_dir(c))]
+
+    def add_image(self, name: str, image: np.ndarray) -> Path:
+        """Store a BGR frame (a snapshot or its ROI) as a lossless PNG in a class."""
+        ok, encoded = cv2.imencode(".png", image)
+        if not ok:
+            raise InspectorError("could not encode the image to store it")
+        return self._store(name, encoded.tobytes(), ".png")
+
+    def add_file(self, name: str, data: bytes, filename: str = "upload") -> Path:
+        """Store an uploaded photo as it is, after checking it decodes."""
+        if decode_image(data) is None:
+            raise InspectorError(f"'{filename}' is not a readable image (PNG, JPEG, BMP, TIFF "
+                                 "or WebP): nothing was added")
+        suffix = Path(filename).suffix.lower()
+        return self._store(name, data, suffix if suffix in IMAGE_SUFFIXES else ".png")
+
+    def _store(self, name: str, data: bytes, suffix: str) -> Path:
+        digest = hashlib.sha1(data).hexdigest()[:10]
+        path = self._class_dir(name) / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}{suffix}"
+        atomic_write_bytes(path, data)
+        return path
+
+    def _own(self, path: Path) -> Path:
+        path = Path(path).resolve()
+        if path.parent.parent != self.root.resolve() or path.parent.name not in self.classes:
+            raise InspectorError(f"{path} is not an image of this tool")
+        return path
+
+    def move(self, paths: list[Path], name: str) -> list[Path]:
+        """Relabel images by moving them to another class."""
+        target = self._class_dir(name)
+        target.mkdir(parents=True, exist_ok=True)
+        return [Path(shutil.move(str(self._own(p)), target / Path(p).name)) for p in paths]
+
+    def delete(self, paths: list[Path]) -> None:
+        for path in paths:
+            self._own(path).unlink(missing_ok=True)
+
+    def load(self) -> LoadedImages:
+        return load_folder(self.root, self.classes)

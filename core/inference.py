@@ -1,0 +1,191 @@
+"""Live inspection: crop each tool's ROI from a BGR frame, classify, threshold, smooth, explain.
+
+``Inspector.inspect(frame)`` is what the webcam callback calls on its own thread. Settings
+(threshold, smoothing window, TTA, ROI) may be changed from another thread at any moment through
+``ToolRunner.configure``; each frame reads one consistent snapshot of them under a lock, so a
+change takes effect on the next frame without restarting anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from core.backbones import get_profile
+from core.errors import InspectorError
+from core.explanation import draw_result
+from core.model import ClassifierHead, pool_features
+from core.preprocessing import crop_roi, to_tensor, tta_variants
+from core.runtime import get_extractor
+from core.tools import Tool, ToolConfig
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """One tool's decision on one frame."""
+
+    tool: str
+    verdict: str  # "PASS" or "FAIL"
+    defect_class: str | None  # the most likely defect when FAIL
+    score: float  # this frame's defect score (0..1)
+    smoothed: float  # moving average of the last ``smoothing`` scores
+    threshold: float
+    box: tuple[int, int, int, int]  # ROI in frame pixels (x0, y0, x1, y1)
+    heatmap: np.ndarray | None  # Grad-CAM evidence over the ROI, 1.0 = a typical defect
+    latency_ms: float
+    version: str
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
+
+    def label(self) -> str:
+        cls = f" {self.defect_class}" if self.defect_class and not self.passed else ""
+        return f"{self.tool}: {self.verdict}{cls} {self.smoothed:.2f}"
+
+
+class TrainedModel:
+    """A tool's model version ready to run: backbone extractor plus classifier head."""
+
+    def __init__(self, tool: Tool, version: str | None = None):
+        self.version = version or tool.config.active_version
+        if not self.version:
+            raise InspectorError(f"tool '{tool.name}' has no trained model yet: train it first")
+        meta = tool.version_meta(self.version)
+        self.profile = get_profile(meta["profile"])
+        self.head = ClassifierHead.load(tool.version_dir(self.version))
+        self.extractor = get_extractor(self.profile)
+
+    def features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        batch = to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
+        return self.extractor(batch)
+
+    def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
+        """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
+        out = []
+        for start in range(0, len(images), batch):
+            mid, last = self.features(images[start:start + batch])
+            out.append(self.head.probabilities(pool_features(mid, last)))
+        return np.concatenate(out) if out else np.zeros((0, len(self.head.classes)), np.float32)
+
+    def explain(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(probabilities, Grad-CAM map) of each image, the map for its most likely defect."""
+        mid, last = self.features(images)
+        probabilities = self.head.probabilities(pool_features(mid, last))
+        targets = self.head.top_defect(probabilities)
+        return [(probabilities[i], self.head.gradcam(mid[i], last[i], int(targets[i])))
+                for i in range(len(images))]
+
+
+class ToolRunner:
+    """One tool's live state: its model, its settings snapshot and its moving average."""
+
+    def __init__(self, tool: Tool):
+        self.tool = tool
+        self.model = TrainedModel(tool)
+        self._config = tool.config
+        self._scores: deque[float] = deque(maxlen=tool.config.smoothing)
+        self._lock = threading.Lock()
+        self.last_result: ToolResult | None = None
+
+    @property
+    def config(self) -> ToolConfig:
+        with self._lock:
+            return self._config
+
+    def configure(self, persist: bool = False, **changes: Any) -> ToolConfig:
+        """Change threshold, smoothing, tta, roi... for the next frame; optionally save them."""
+        with self._lock:
+            config = replace(self._config, **changes)
+            if config.roi != self._config.roi or config.smoothing != self._config.smoothing:
+                self._scores = deque(self._scores if config.roi == self._config.roi else (),
+                                     maxlen=config.smoothing)
+            self._config = config
+        if persist:
+            self.tool.update(**changes)
+        return config
+
+    def reset(self) -> None:
+        with self._lock:
+            self._scores.clear()
+
+    def swap_model(self, model: TrainedModel) -> None:
+        """Put another model version live (after training or a rollback) between two frames."""
+        with self._lock:
+            self.model = model
+            self._scores.clear()
+
+    def _prepare(self, frame: np.ndarray) -> tuple[ToolConfig, TrainedModel, list[np.ndarray]]:
+        with self._lock:
+            config, model = self._config, self.model
+        roi_image = crop_roi(frame, config.roi)
+        images = tta_variants(roi_image, config.tta.variants) if config.tta.enabled else [roi_image]
+        return config, model, images
+
+    def _decide(self, config: ToolConfig, model: TrainedModel, frame_shape: tuple[int, ...],
+                probabilities: np.ndarray, heat: np.ndarray | None, latency_ms: float) -> ToolResult:
+        mean_probabilities = probabilities.mean(axis=0, keepdims=True)
+        score = float(model.head.defect_scores(mean_probabilities)[0])
+        with self._lock:
+            self._scores.append(score)
+            smoothed = float(np.mean(self._scores))
+        failed = smoothed >= config.threshold
+        defect = model.head.classes[int(model.head.top_defect(mean_probabilities)[0])]
+        result = ToolResult(config.name, "FAIL" if failed else "PASS", defect if failed else None,
+                            score, smoothed, config.threshold,
+                            config.roi.to_pixels(frame_shape[1], frame_shape[0]), heat,
+                            latency_ms, model.version)
+        self.last_result = result
+        return result
+
+
+class Inspector:
+    """Several tools on one frame; ROIs of tools sharing a network run in one batch."""
+
+    def __init__(self, runners: list[ToolRunner]):
+        self.runners = runners
+
+    @classmethod
+    def from_tools(cls, tools: list[Tool]) -> "Inspector":
+        return cls([ToolRunner(t) for t in tools if t.config.enabled and t.config.active_version])
+
+    def inspect(self, frame: np.ndarray, heatmaps: bool = True) -> list[ToolResult]:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
+            raise InspectorError(f"expected a BGR colour frame, got an array of shape {frame.shape}")
+        start = time.perf_counter()
+        prepared = [runner._prepare(frame) for runner in self.runners]
+        groups: dict[str, list[int]] = {}
+        for index, (_, model, _) in enumerate(prepared):
+            groups.setdefault(model.profile.name, []).append(index)
+        outputs: list[tuple[np.ndarray, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
+        for indices in groups.values():
+            images = [im for i in indices for im in prepared[i][2]]
+            mid, last = prepared[indices[0]][1].features(images)
+            offset = 0
+            for i in indices:
+                _, model, own = prepared[i]
+                rows = slice(offset, offset + len(own))
+                offset += len(own)
+                probabilities = model.head.probabilities(pool_features(mid[rows], last[rows]))
+                heat = None
+                if heatmaps:
+                    target = int(model.head.top_defect(probabilities[:1])[0])
+                    heat = model.head.gradcam(mid[rows.start], last[rows.start], target)
+                outputs[i] = (probabilities, heat)
+        latency = (time.perf_counter() - start) * 1000
+        return [runner._decide(config, model, frame.shape, *outputs[i], latency)
+                for i, (runner, (config, model, _)) in enumerate(zip(self.runners, prepared))]
+
+    @staticmethod
+    def draw(frame: np.ndarray, results: list[ToolResult], heatmaps: bool = True) -> np.ndarray:
+        """A copy of the frame with every tool's ROI, verdict and (optionally) heatmap."""
+        out = frame.copy()
+        for result in results:
+            draw_result(out, result.box, result.label(), result.verdict,
+                        result.heatmap if heatmaps else None)
+        return out

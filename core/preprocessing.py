@@ -1,0 +1,67 @@
+"""From BGR pixels to network input: ROI crop, resize, normalisation, augmentation, TTA variants.
+
+All of it is OpenCV and NumPy on uint8/float32 arrays, because the same code runs on the live
+video thread where a frame must be ready in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from core.tools import ROI
+
+
+def crop_roi(frame: np.ndarray, roi: ROI) -> np.ndarray:
+    x0, y0, x1, y1 = roi.to_pixels(frame.shape[1], frame.shape[0])
+    return frame[y0:y1, x0:x1]
+
+
+def to_tensor(images: list[np.ndarray], size: int, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> np.ndarray:
+    """BGR uint8 images -> normalised RGB float32 batch (N, 3, size, size)."""
+    resized = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA
+                          if min(im.shape[:2]) > size else cv2.INTER_LINEAR) for im in images]
+    batch = cv2.dnn.blobFromImages(resized, 1.0 / 255.0, swapRB=True)
+    batch -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return batch
+
+
+def adjust_brightness(image: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
+    return cv2.convertScaleAbs(image, alpha=gain, beta=offset)
+
+
+def tta_variants(image: np.ndarray, variants: tuple[str, ...]) -> list[np.ndarray]:
+    """The original ROI followed by each test-time variant, to classify in one batch."""
+    makers = {
+        "hflip": lambda im: cv2.flip(im, 1),
+        "vflip": lambda im: cv2.flip(im, 0),
+        "brighter": lambda im: adjust_brightness(im, 1.12, 8),
+        "darker": lambda im: adjust_brightness(im, 0.88, -8),
+    }
+    return [image] + [makers[v](image) for v in variants]
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
+    """A plausible re-take of the same part: lighting, a small shift/rotation/zoom, some blur.
+
+    Flips are used only when the tool says the part looks the same mirrored (not for text).
+    """
+    h, w = image.shape[:2]
+    angle = rng.uniform(-8, 8)
+    scale = rng.uniform(0.94, 1.06)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-0.04, 0.04, 2) * (w, h)
+    out = cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+    if allow_flips:
+        if rng.random() < 0.5:
+            out = cv2.flip(out, 1)
+        if rng.random() < 0.5:
+            out = cv2.flip(out, 0)
+    gamma = rng.uniform(0.8, 1.25)
+    table = np.clip(((np.arange(256) / 255.0) ** gamma) * 255, 0, 255).astype(np.uint8)
+    out = adjust_brightness(cv2.LUT(out, table), rng.uniform(0.85, 1.15), rng.uniform(-15, 15))
+    if rng.random() < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.2))
+    return out

@@ -1,0 +1,76 @@
+"""Running a frozen backbone fast: ONNX Runtime on a CPU, PyTorch on a GPU when there is one.
+
+The ONNX graph is built once per profile from the local checkpoint and cached in the workspace,
+so a second start (or a second tool on the same profile) costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.backbones import Backbone, Profile, create_backbone, get_profile
+from core.workspace import atomic_write_bytes, workspace_root
+
+_lock = threading.Lock()
+_extractors: dict[str, "FeatureExtractor"] = {}
+
+
+def export_backbone_onnx(backbone: Backbone, path: Path) -> None:
+    """Write the backbone as an ONNX graph with a dynamic batch size (for TTA batches)."""
+    size = backbone.profile.input_size
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(backbone, torch.zeros(1, 3, size, size), buffer, input_names=["image"],
+                          output_names=["mid", "last"], opset_version=17, dynamo=False,
+                          dynamic_axes={"image": {0: "n"}, "mid": {0: "n"}, "last": {0: "n"}})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class FeatureExtractor:
+    """Maps a normalised batch (N, 3, S, S) to the backbone's (mid, last) feature maps."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":
+            self._backbone = create_backbone(profile).to(self.device)
+            self._session = None
+            self.channels = self._backbone.channels
+        else:
+            import onnxruntime as ort
+
+            path = workspace_root() / "cache" / f"{profile.name}-{profile.input_size}.onnx"
+            if not path.is_file():
+                export_backbone_onnx(create_backbone(profile), path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = os.cpu_count() or 1
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(str(path), options,
+                                                 providers=["CPUExecutionProvider"])
+            mid, last = self._session.get_outputs()
+            self.channels = (int(mid.shape[1]), int(last.shape[1]))
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is not None:
+            mid, last = self._session.run(None, {"image": batch})
+            return mid, last
+        with torch.no_grad():
+            mid, last = self._backbone(torch.from_numpy(batch).to(self.device))
+        return mid.float().cpu().numpy(), last.float().cpu().numpy()
+
+
+def get_extractor(profile: str | Profile) -> FeatureExtractor:
+    """A shared, thread-safe extractor per profile (ONNX Runtime sessions allow concurrent runs)."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    with _lock:
+        if profile.name not in _extractors:
+            _extractors[profile.name] = FeatureExtractor(profile)
+        return _extractors[profile.name]

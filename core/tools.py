@@ -1,0 +1,259 @@
+"""Tools: named inspections, each with its classes, ROI, network profile, settings and models.
+
+A tool lives in ``<workspace>/tools/<name>/``: ``tool.json`` (readable configuration),
+``images/<class>/`` (its dataset) and ``versions/<id>/`` (trained models, weights in safetensors).
+Loading a tool parses JSON and safetensors only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import InspectorError
+from core.workspace import atomic_write_json, workspace_root
+
+TOOL_KINDS = ("classifier", "anomaly")
+TTA_VARIANTS = ("hflip", "vflip", "brighter", "darker")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+_CONFIG_FILE = "tool.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ROI:
+    """A rectangle in normalised frame coordinates (0..1), so it survives a resolution change."""
+
+    x: float = 0.0
+    y: float = 0.0
+    w: float = 1.0
+    h: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.x < 1 and 0 <= self.y < 1 and 0 < self.w <= 1 and 0 < self.h <= 1
+                and self.x + self.w <= 1.0001 and self.y + self.h <= 1.0001):
+            raise InspectorError(f"ROI {self} is outside the frame: x, y, w, h must lie in 0..1")
+
+    def to_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in pixels, at least one pixel wide."""
+        x0, y0 = int(round(self.x * width)), int(round(self.y * height))
+        x1 = max(x0 + 1, min(width, int(round((self.x + self.w) * width))))
+        y1 = max(y0 + 1, min(height, int(round((self.y + self.h) * height))))
+        return x0, y0, x1, y1
+
+    @classmethod
+    def from_pixels(cls, x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> "ROI":
+        x0, x1 = sorted((max(0.0, x0), min(float(width), x1)))
+        y0, y1 = sorted((max(0.0, y0), min(float(height), y1)))
+        return cls(x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
+
+
+@dataclass(frozen=True)
+class TTASettings:
+    """Test-time augmentation: classify the ROI plus these variants in one batch, average."""
+
+    enabled: bool = False
+    variants: tuple[str, ...] = ("hflip", "brighter", "darker")
+
+    def __post_init__(self) -> None:
+        unknown = set(self.variants) - set(TTA_VARIANTS)
+        if unknown:
+            raise InspectorError(f"unknown TTA variant(s) {sorted(unknown)}; use {TTA_VARIANTS}")
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """Everything that defines a tool except its images and weights."""
+
+    name: str
+    kind: str = "classifier"
+    classes: tuple[str, ...] = ("good", "defect")
+    roi: ROI = field(default_factory=ROI)
+    profile: str = "fast"
+    threshold: float = 0.5
+    smoothing: int = 5
+    tta: TTASettings = field(default_factory=TTASettings)
+    allow_flips: bool = False
+    camera: str = "0"
+    enabled: bool = True
+    active_version: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InspectorError(f"tool name '{self.name}' is not allowed: use 1-64 letters, "
+                                 "digits, spaces, '_', '-' or '.', starting with a letter or digit")
+        if self.kind not in TOOL_KINDS:
+            raise InspectorError(f"unknown tool kind '{self.kind}'; use one of {TOOL_KINDS}")
+        if "good" not in self.classes or len(set(self.classes)) != len(self.classes):
+            raise InspectorError("a tool's classes must be distinct and include 'good'")
+        for c in self.classes:
+            if not _NAME.match(c):
+                raise InspectorError(f"class name '{c}' is not allowed")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InspectorError(f"threshold {self.threshold} must lie between 0 and 1")
+        if not 1 <= self.smoothing <= 100:
+            raise InspectorError(f"smoothing window {self.smoothing} must be 1..100 frames")
+
+    @property
+    def defect_classes(self) -> tuple[str, ...]:
+        return tuple(c for c in self.classes if c != "good")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ToolConfig":
+        """Parse a config, refusing unknown fields and wrong types with a clear message."""
+        if not isinstance(data, dict):
+            raise InspectorError("tool configuration must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InspectorError(f"tool configuration has unknown field(s): {sorted(unknown)}")
+        try:
+            values = dict(data)
+            values["classes"] = tuple(values.get("classes", ("good", "defect")))
+            values["roi"] = ROI(**values.get("roi", {}))
+            tta = dict(values.get("tta", {}))
+            tta["variants"] = tuple(tta.get("variants", TTASettings.variants))
+            values["tta"] = TTASettings(**tta)
+            config = cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise InspectorError(f"tool configuration is invalid: {exc}") from exc
+        if config.schema > SCHEMA_VERSION:
+            raise InspectorError(f"tool uses schema {config.schema}; this station knows up to "
+                                 f"{SCHEMA_VERSION}: update Shopfloor Inspector")
+        return config
+
+
+class Tool:
+    """A tool on disk: its configuration, dataset folder and model versions."""
+
+    def __init__(self, folder: Path, config: ToolConfig):
+        self.folder = folder
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def images_dir(self) -> Path:
+        return self.folder / "images"
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.folder / "versions"
+
+    def save(self) -> None:
+        atomic_write_json(self.folder / _CONFIG_FILE, self.config.to_json())
+
+    def update(self, **changes: Any) -> ToolConfig:
+        """Change settings (threshold, ROI, smoothing...) and persist them atomically."""
+        self.config = replace(self.config, **changes)
+        self.save()
+        return self.config
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every complete model version, oldest first, with its metadata."""
+        found = []
+        if self.versions_dir.is_dir():
+            for folder in sorted(self.versions_dir.iterdir()):
+                meta = folder / "meta.json"
+                if folder.name.startswith(".") or not meta.is_file():
+                    continue
+                info = json.loads(meta.read_text())
+                info["active"] = folder.name == self.config.active_version
+                found.append(info)
+        return found
+
+    def version_dir(self, version: str | None = None) -> Path:
+        version = version or self.config.active_version
+        if not version:
+            raise InspectorError(f"tool '{self.name}' has no trained model yet: train it first")
+        folder = self.versions_dir / version
+        if not (folder / "meta.json").is_file():
+            raise InspectorError(f"tool '{self.name}' has no model version '{version}'")
+        return folder
+
+    def version_meta(self, version: str | None = None) -> dict[str, Any]:
+        return json.loads((self.version_dir(version) / "meta.json").read_text())
+
+    def activate(self, version: str) -> None:
+        """Make a version live with its suggested threshold (a rollback activates an older one)."""
+        meta = self.version_meta(version)
+        self.update(active_version=version, threshold=float(meta["suggested_threshold"]))
+
+
+class ToolStore:
+    """The workspace's tools: create, list, open, rename, duplicate, delete."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or workspace_root()) / "tools"
+
+    def _folder(self, name: str) -> Path:
+        ToolConfig(name=name)  # validates the name before it touches the file system
+        return self.root / name
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / _CONFIG_FILE).is_file())
+
+    def exists(self, name: str) -> bool:
+        return (self._folder(name) / _CONFIG_FILE).is_file()
+
+    def get(self, name: str) -> Tool:
+        folder = self._folder(name)
+        path = folder / _CONFIG_FILE
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise InspectorError(f"no tool named '{name}' (tools: {known})")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InspectorError(f"{path} is not valid JSON ({exc}): restore it or re-import "
+                                 "the tool") from exc
+        return Tool(folder, ToolConfig.from_json(data))
+
+    def create(self, name: str, **settings: Any) -> Tool:
+        if self.exists(name):
+            raise InspectorError(f"a tool named '{name}' already exists")
+        tool = Tool(self._folder(name), ToolConfig(name=name, **settings))
+        tool.folder.mkdir(parents=True, exist_ok=True)
+        tool.save()
+        return tool
+
+    def get_or_create(self, name: str, **settings: Any) -> Tool:
+        return self.get(name) if self.exists(name) else self.create(name, **settings)
+
+    def all(self) -> list[Tool]:
+        return [self.get(n) for n in self.names()]
+
+    def delete(self, name: str) -> None:
+        shutil.rmtree(self.get(name).folder)
+
+    def rename(self, name: str, new_name: str) -> Tool:
+        tool = self.get(name)
+        if self.exists(new_name):
+            raise InspectorError(f"a tool named '{new_name}' already exists")
+        target = self._folder(new_name)
+        tool.folder.rename(target)
+        renamed = Tool(target, replace(tool.config, name=new_name))
+        renamed.save()
+        return renamed
+
+    def duplicate(self, name: str, new_name: str) -> Tool:
+        tool = self.get(name)
+        if self.exists(new_name):
+            raise InspectorError(f"a tool named '{new_name}' already exists")
+        target = self._folder(new_name)
+        shutil.copytree(tool.folder, target)
+        copy = Tool(target, replace(tool.config, name=new_name))
+        copy.save()
+        return copy
