@@ -1,0 +1,264 @@
+"""``inspector``: every engine operation from a shell, for engineers, scripts and headless stations.
+
+Errors print one line (``error: ...``) and exit with status 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.backbones import available_profiles
+from core.datasets import load_folder, read_image
+from core.errors import InspectorError
+from core.exchange import export_onnx, export_tool, import_tool
+from core.explanation import blend_heatmap
+from core.inference import TrainedModel
+from core.metrics import pass_fail_metrics
+from core.preprocessing import crop_roi
+from core.tools import ROI, TTASettings, ToolStore
+from core.training import Progress, TrainingOptions, train_tool
+
+
+def _classes_in(folder: Path) -> tuple[str, ...]:
+    if not folder.is_dir():
+        raise InspectorError(f"no folder at {folder}: give DIR with one sub-folder per class")
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if "good" not in names:
+        raise InspectorError(f"{folder} has no 'good' sub-folder (found {names or 'none'})")
+    return ("good", *[n for n in names if n != "good"])
+
+
+def _print_progress(progress: Progress) -> None:
+    eta = f", about {progress.eta_s:.0f} s left" if progress.eta_s is not None else ""
+    print(f"\r{progress.stage}: {progress.done}/{progress.total}{eta}    ", end="",
+          file=sys.stderr, flush=True)
+    if progress.done == progress.total:
+        print(file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    store = ToolStore()
+    folder = Path(args.data)
+    classes = _classes_in(folder)
+    settings = {"kind": args.kind, "classes": classes}
+    if args.profile:
+        settings["profile"] = args.profile
+    tool = store.get_or_create(args.tool, **settings)
+    tool.update(**settings, **({"allow_flips": True} if args.allow_flips else {}))
+    data = load_folder(folder, classes)
+    if data.skipped:
+        print(f"warning: {data.skipped_report()}", file=sys.stderr)
+    meta = train_tool(tool, data, TrainingOptions(seed=args.seed, activate=not args.no_activate),
+                      on_progress=_print_progress)
+    v = meta["validation"]
+    print(f"trained {tool.name} {meta['id']} on {meta['images']} in {meta['training_seconds']} s: "
+          f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}, "
+          f"suggested threshold {meta['suggested_threshold']:.3f}"
+          + ("" if args.no_activate else " (active)"))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    tool = ToolStore().get(args.tool)
+    model = TrainedModel(tool, args.version)
+    folder = Path(args.data)
+    names = _classes_in(folder)
+    data = load_folder(folder, names)
+    if not data.images:
+        raise InspectorError(f"no readable images under {folder}")
+    scores = model.head.defect_scores(model.probabilities(data.images))
+    is_defect = np.array([names[y] != "good" for y in data.labels])
+    result = pass_fail_metrics(is_defect, scores, tool.config.threshold)
+    result.update(tool=tool.name, version=model.version, skipped=[str(p) for p in data.skipped])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{tool.name} {model.version} on {result['n']} images at threshold "
+              f"{result['threshold']:.3f}: balanced accuracy {result['balanced_accuracy']}, "
+              f"ROC AUC {result['auroc']}, confusion {result['confusion']['matrix']}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    tool = ToolStore().get(args.tool)
+    model = TrainedModel(tool)
+    rows = []
+    for name in args.images:
+        image = read_image(Path(name))
+        if image is None:
+            raise InspectorError(f"'{name}' is not a readable image")
+        roi = crop_roi(image, tool.config.roi) if args.full_frame else image
+        probabilities, heat = model.explain([roi])[0]
+        score = float(1.0 - probabilities[model.head.good_index])
+        failed = score >= tool.config.threshold
+        defect = model.head.classes[int(model.head.top_defect(probabilities[None])[0])]
+        row = {"image": name, "verdict": "FAIL" if failed else "PASS", "score": score,
+               "class": defect if failed else "good", "threshold": tool.config.threshold,
+               "probabilities": dict(zip(model.head.classes, map(float, probabilities)))}
+        if args.heatmap:
+            out = Path(args.heatmap) / f"{Path(name).stem}-heatmap.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), blend_heatmap(roi, heat))
+            row["heatmap"] = str(out)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0]))
+    else:
+        for row in rows:
+            print(f"{row['image']}: {row['verdict']} ({row['class']}, score {row['score']:.3f})")
+
+
+def cmd_tools(args: argparse.Namespace) -> None:
+    for tool in ToolStore().all():
+        c = tool.config
+        print(f"{c.name}\t{c.kind}\t{c.profile}\tversion={c.active_version or '-'}\t"
+              f"threshold={c.threshold:.3f}\tclasses={','.join(c.classes)}")
+
+
+def cmd_create(args: argparse.Namespace) -> None:
+    tool = ToolStore().create(args.tool, kind=args.kind, profile=args.profile,
+                              classes=tuple(args.classes.split(",")))
+    print(f"created tool {tool.name} in {tool.folder}")
+
+
+def cmd_set(args: argparse.Namespace) -> None:
+    tool = ToolStore().get(args.tool)
+    changes: dict = {}
+    if args.threshold is not None:
+        changes["threshold"] = args.threshold
+    if args.smoothing is not None:
+        changes["smoothing"] = args.smoothing
+    if args.roi:
+        changes["roi"] = ROI(*[float(v) for v in args.roi.split(",")])
+    if args.tta is not None:
+        changes["tta"] = TTASettings(args.tta == "on", tool.config.tta.variants)
+    if args.profile:
+        changes["profile"] = args.profile
+    print(json.dumps(tool.update(**changes).to_json()))
+
+
+def cmd_versions(args: argparse.Namespace) -> None:
+    for meta in ToolStore().get(args.tool).versions():
+        v = meta["validation"]
+        print(f"{'*' if meta['active'] else ' '} {meta['id']}\t{meta['profile']}\t"
+              f"images={sum(meta['images'].values())}\tbalanced_accuracy={v['balanced_accuracy']:.3f}")
+
+
+def cmd_activate(args: argparse.Namespace) -> None:
+    tool = ToolStore().get(args.tool)
+    tool.activate(args.version)
+    print(f"{tool.name}: version {args.version} is active, threshold {tool.config.threshold:.3f}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    tool = ToolStore().get(args.tool)
+    if args.onnx:
+        report = export_onnx(tool, Path(args.out))
+        print(f"wrote {report['path']} (onnxruntime agrees within {report['max_score_difference']:.1e})")
+    else:
+        print(f"wrote {export_tool(tool, Path(args.out), include_images=args.with_images)}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    tool = import_tool(Path(args.file), name=args.name, replace_existing=args.replace)
+    print(f"imported tool {tool.name} (version {tool.config.active_version or 'none'})")
+
+
+def cmd_profiles(args: argparse.Namespace) -> None:
+    for p in available_profiles().values():
+        print(f"{p.name}\t{p.architecture}\t{p.input_size}px\t{p.description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inspector", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a tool from DIR/<class>/ images and activate it")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. good")
+    p.add_argument("--profile")
+    p.add_argument("--kind", default="classifier")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-flips", action="store_true", help="parts look the same mirrored")
+    p.add_argument("--no-activate", action="store_true", help="keep the current version live")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="pass/fail figures of a tool on DIR/<class>/ images")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files")
+    p.add_argument("--tool", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--heatmap", metavar="OUT_DIR", help="write Grad-CAM overlays there")
+    p.add_argument("--full-frame", action="store_true", help="crop the tool's ROI first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("tools", help="list the station's tools")
+    p.set_defaults(run=cmd_tools)
+
+    p = sub.add_parser("create", help="create an empty tool")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--kind", default="classifier")
+    p.add_argument("--profile", default="fast")
+    p.add_argument("--classes", default="good,defect")
+    p.set_defaults(run=cmd_create)
+
+    p = sub.add_parser("set", help="change a tool's live settings")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--smoothing", type=int)
+    p.add_argument("--roi", help="x,y,w,h in 0..1 of the frame")
+    p.add_argument("--tta", choices=["on", "off"])
+    p.add_argument("--profile")
+    p.set_defaults(run=cmd_set)
+
+    p = sub.add_parser("versions", help="list a tool's model versions")
+    p.add_argument("--tool", required=True)
+    p.set_defaults(run=cmd_versions)
+
+    p = sub.add_parser("activate", help="make a model version live (rollback)")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--version", required=True)
+    p.set_defaults(run=cmd_activate)
+
+    p = sub.add_parser("export", help="export a tool to one file (or its model to ONNX)")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--with-images", action="store_true")
+    p.add_argument("--onnx", action="store_true", help="write the active model as ONNX")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("import", help="install a tool file made by 'inspector export'")
+    p.add_argument("file")
+    p.add_argument("--name", help="install under another name")
+    p.add_argument("--replace", action="store_true", help="replace a tool of the same name")
+    p.set_defaults(run=cmd_import)
+
+    p = sub.add_parser("profiles", help="list the network profiles available offline")
+    p.set_defaults(run=cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    return 0
