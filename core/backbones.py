@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.errors import InspectorError
 from core.workspace import workspace_root
 
 __all__ = ["Profile", "Backbone", "available_profiles", "get_profile", "create_backbone"]
@@ -228,7 +229,7 @@ def available_profiles() -> dict[str, Profile]:
 def get_profile(name: str) -> Profile:
     profiles = available_profiles()
     if name not in profiles:
-        raise KeyError(f"unknown network profile '{name}'; choose one of: {', '.join(profiles)}")
+        raise InspectorError(f"unknown network profile '{name}'; choose one of: {', '.join(profiles)}")
     return profiles[name]
 
 

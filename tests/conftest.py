@@ -1,0 +1,65 @@
+"""Shared fixtures: real photos from ../shared/datasets and small real models trained on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.datasets import LoadedImages, image_files, read_image
+from core.tools import ToolStore
+from core.training import TrainingOptions, train_tool
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def sample_paths(dataset: str, per_class: int, seed: int, skip: int = 0) -> dict[str, list[Path]]:
+    """``per_class`` random good and defect files of a set (defect classes pooled), after ``skip``."""
+    root = DATASETS / dataset / "images"
+    if not root.is_dir():
+        pytest.fail(f"the shared datasets are missing: expected {root}")
+    rng = np.random.default_rng(seed)
+    good = image_files(root / "good")
+    defect = [p for d in sorted(root.iterdir()) if d.name != "good" for p in image_files(d)]
+    picks = {}
+    for name, files in (("good", good), ("defect", defect)):
+        order = rng.permutation(len(files))
+        picks[name] = [files[i] for i in order[skip:skip + per_class]]
+    return picks
+
+
+def load_sample(dataset: str, per_class: int, seed: int, skip: int = 0) -> LoadedImages:
+    loaded = LoadedImages()
+    for label, (name, paths) in enumerate(sample_paths(dataset, per_class, seed, skip).items()):
+        for path in paths:
+            loaded.images.append(read_image(path))
+            loaded.labels.append(label)
+            loaded.paths.append(path)
+    return loaded
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty station workspace (what INSPECTOR_HOME points at)."""
+    home = tmp_path / "station"
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory) -> Path:
+    """A workspace with tool 'casting' trained on 12 good + 12 defect real casting photos."""
+    home = tmp_path_factory.mktemp("trained")
+    tool = ToolStore(home).create("casting", allow_flips=True)
+    train_tool(tool, load_sample("casting", 12, seed=1), TrainingOptions(views_per_image=2))
+    return home
+
+
+@pytest.fixture
+def casting_tool(trained_workspace, workspace):
+    """A private copy of the trained casting tool in this test's own workspace."""
+    import shutil
+
+    shutil.copytree(trained_workspace / "tools", workspace / "tools")
+    return ToolStore(workspace).get("casting")

@@ -1,0 +1,124 @@
+"""Tools on disk and their datasets: persistence, validation, and refusal of bad input."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from core.datasets import ToolDataset, check_trainable, load_folder, read_image
+from core.errors import InspectorError
+from core.tools import ROI, ToolConfig, ToolStore
+from core.workspace import atomic_write_bytes
+from tests.conftest import sample_paths
+
+
+def test_tool_round_trips_through_readable_json(workspace):
+    store = ToolStore()
+    tool = store.create("weld seam", classes=("good", "porosity", "crack"), profile="balanced")
+    tool.update(roi=ROI(0.1, 0.2, 0.5, 0.4), threshold=0.7, smoothing=9)
+    data = json.loads((workspace / "tools" / "weld seam" / "tool.json").read_text())
+    assert data["roi"] == {"x": 0.1, "y": 0.2, "w": 0.5, "h": 0.4}
+    again = store.get("weld seam").config
+    assert again.classes == ("good", "porosity", "crack")
+    assert again.defect_classes == ("porosity", "crack")
+    assert (again.threshold, again.smoothing, again.profile) == (0.7, 9, "balanced")
+
+
+def test_rename_duplicate_delete(workspace):
+    store = ToolStore()
+    store.create("label")
+    store.duplicate("label", "label copy")
+    store.rename("label", "label front")
+    assert store.names() == ["label copy", "label front"]
+    store.delete("label copy")
+    assert store.names() == ["label front"]
+    with pytest.raises(InspectorError, match="already exists"):
+        store.create("label front")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "../escape"}, "not allowed"),
+    ({"name": "x", "classes": ["defect", "scratch"]}, "include 'good'"),
+    ({"name": "x", "threshold": 1.5}, "between 0 and 1"),
+    ({"name": "x", "roi": {"x": 0.8, "y": 0, "w": 0.5, "h": 1}}, "outside the frame"),
+    ({"name": "x", "kind": "magic"}, "unknown tool kind"),
+    ({"name": "x", "exec": "rm -rf /"}, "unknown field"),
+])
+def test_invalid_configurations_are_refused_with_a_reason(bad, message):
+    with pytest.raises(InspectorError, match=message):
+        ToolConfig.from_json(bad)
+
+
+def test_roi_pixels_round_trip():
+    roi = ROI.from_pixels(64, 48, 320, 240, 640, 480)
+    assert roi == ROI(0.1, 0.1, 0.4, 0.4)
+    assert roi.to_pixels(640, 480) == (64, 48, 320, 240)
+    assert roi.to_pixels(1280, 960) == (128, 96, 640, 480)
+
+
+def test_dataset_add_move_delete_counts(workspace):
+    tool = ToolStore().create("surface")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    photo = read_image(sample_paths("casting", 1, seed=0)["good"][0])
+    first = dataset.add_image("good", photo)
+    second = dataset.add_image("good", photo[10:, 10:])
+    assert dataset.counts() == {"good": 2, "defect": 0}
+    dataset.move([second], "defect")
+    assert dataset.counts() == {"good": 1, "defect": 1}
+    dataset.delete([first])
+    assert dataset.counts() == {"good": 0, "defect": 1}
+    with pytest.raises(InspectorError, match="unknown class"):
+        dataset.add_image("scratch", photo)
+    with pytest.raises(InspectorError, match="not a readable image"):
+        dataset.add_file("good", b"%PDF-1.4 not a photo", "report.pdf")
+    assert dataset.counts() == {"good": 0, "defect": 1}
+
+
+def test_unreadable_files_are_skipped_and_reported(tmp_path):
+    for name in ("good", "defect"):
+        (tmp_path / name).mkdir()
+        for i, path in enumerate(sample_paths("casting", 2, seed=3)[name]):
+            (tmp_path / name / f"{i}.jpg").write_bytes(path.read_bytes())
+    (tmp_path / "defect" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    loaded = load_folder(tmp_path, ("good", "defect"))
+    assert len(loaded.images) == 4
+    assert [p.name for p in loaded.skipped] == ["truncated.jpg"]
+    assert "truncated.jpg" in loaded.skipped_report()
+
+
+def test_training_is_refused_without_enough_images_or_classes():
+    with pytest.raises(InspectorError, match="at least two classes"):
+        check_trainable({"good": 30, "defect": 0})
+    with pytest.raises(InspectorError, match="capture 3 more 'defect'"):
+        check_trainable({"good": 30, "defect": 2})
+    check_trainable({"good": 5, "defect": 5})
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "tool.json"
+    atomic_write_bytes(target, b'{"version": 1}')
+
+    def power_cut(*_):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b'{"version": 2, "half')
+    assert target.read_bytes() == b'{"version": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["tool.json"]
+
+
+def test_a_corrupt_tool_file_gives_a_clear_message(workspace):
+    ToolStore().create("broken")
+    (workspace / "tools" / "broken" / "tool.json").write_text('{"name": "broken", "thr')
+    with pytest.raises(InspectorError, match="not valid JSON"):
+        ToolStore().get("broken")
+
+
+def test_stored_snapshot_is_lossless(workspace):
+    tool = ToolStore().create("lossless")
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    path = ToolDataset(tool.images_dir, tool.config.classes).add_image("good", frame)
+    assert np.array_equal(cv2.imread(str(path)), frame)

@@ -1,0 +1,164 @@
+"""Live inference: threshold, smoothing, TTA, several tools, Grad-CAM, thread safety."""
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from core.datasets import LoadedImages
+from core.errors import InspectorError
+from core.inference import Inspector, ToolRunner, TrainedModel
+from core.preprocessing import tta_variants
+from core.tools import ROI, TTASettings, ToolStore
+from core.training import TrainingOptions, train_tool
+from tests.conftest import load_sample
+
+
+def frame_with(part: np.ndarray, box=(160, 80, 480, 400)) -> np.ndarray:
+    """A 640x480 camera frame with the part photo inside ``box`` (x0, y0, x1, y1)."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    x0, y0, x1, y1 = box
+    frame[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0))
+    return frame
+
+
+@pytest.fixture
+def runner(casting_tool):
+    casting_tool.update(roi=ROI.from_pixels(160, 80, 480, 400, 640, 480), smoothing=1)
+    return ToolRunner(ToolStore().get("casting"))
+
+
+def test_threshold_moves_the_verdict_without_retraining(runner):
+    part = load_sample("casting", 1, seed=20).images[1]  # a defect photo
+    frame = frame_with(part)
+    score = Inspector([runner]).inspect(frame)[0].score
+    runner.configure(threshold=max(0.0, score - 0.01))
+    assert Inspector([runner]).inspect(frame)[0].verdict == "FAIL"
+    runner.configure(threshold=min(1.0, score + 0.01))
+    result = Inspector([runner]).inspect(frame)[0]
+    assert result.verdict == "PASS" and result.score == pytest.approx(score, abs=1e-5)
+
+
+def test_roi_is_what_gets_classified(runner):
+    part = load_sample("casting", 1, seed=21).images[0]
+    result = Inspector([runner]).inspect(frame_with(part))[0]
+    expected = TrainedModel(runner.tool).probabilities([cv2.resize(part, (320, 320))])
+    assert result.box == (160, 80, 480, 400)
+    assert result.score == pytest.approx(1 - expected[0, 0], abs=1e-4)
+
+
+def test_moving_average_over_the_last_n_frames(runner):
+    parts = load_sample("casting", 3, seed=22).images
+    inspector = Inspector([runner])
+    runner.configure(smoothing=3)
+    raw, smoothed = [], []
+    for part in parts:
+        result = inspector.inspect(frame_with(part))
+        raw.append(result[0].score)
+        smoothed.append(result[0].smoothed)
+    for i in range(len(raw)):
+        assert smoothed[i] == pytest.approx(np.mean(raw[max(0, i - 2):i + 1]), abs=1e-6)
+    assert runner.last_result.verdict == ("FAIL" if smoothed[-1] >= runner.config.threshold else "PASS")
+
+
+def test_tta_averages_the_variants_in_one_batch(runner):
+    part = load_sample("casting", 1, seed=23).images[0]
+    frame = frame_with(part)
+    variants = ("hflip", "vflip", "darker")
+    runner.configure(tta=TTASettings(True, variants))
+    result = Inspector([runner]).inspect(frame)[0]
+    roi = frame[80:400, 160:480]
+    probabilities = TrainedModel(runner.tool).probabilities(tta_variants(roi, variants))
+    assert result.score == pytest.approx(1 - probabilities[:, 0].mean(), abs=1e-4)
+    runner.configure(tta=TTASettings(False))
+    single = Inspector([runner]).inspect(frame)[0]
+    assert single.score != pytest.approx(result.score, abs=1e-6)
+
+
+def test_several_tools_on_one_frame(casting_tool):
+    store = ToolStore()
+    boxes = [(0, 0, 320, 240), (320, 0, 640, 240), (160, 240, 480, 480)]
+    runners = []
+    for i, box in enumerate(boxes):
+        tool = store.duplicate("casting", f"station tool {i}")
+        tool.update(roi=ROI.from_pixels(*box, 640, 480), smoothing=1)
+        runners.append(ToolRunner(tool))
+    samples = load_sample("casting", 2, seed=24).images
+    frame = np.zeros((480, 640, 3), np.uint8)
+    parts = [samples[0], samples[2], samples[1]]  # good, defect, good
+    for (x0, y0, x1, y1), part in zip(boxes, parts):
+        frame[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0))
+    results = Inspector(runners).inspect(frame)
+    assert [r.tool for r in results] == ["station tool 0", "station tool 1", "station tool 2"]
+    assert [r.box for r in results] == boxes
+    model = TrainedModel(casting_tool)
+    for result, (x0, y0, x1, y1) in zip(results, boxes):
+        alone = 1 - model.probabilities([frame[y0:y1, x0:x1]])[0, 0]
+        assert result.score == pytest.approx(alone, abs=1e-4)
+    drawn = Inspector.draw(frame, results)
+    assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)
+
+
+def paste_blot(image: np.ndarray, centre: tuple[int, int], radius: int) -> np.ndarray:
+    out = image.copy()
+    cv2.circle(out, centre, radius, (20, 20, 20), -1)
+    return cv2.GaussianBlur(out, (3, 3), 0)
+
+
+def test_gradcam_peaks_on_a_pasted_dark_blot(workspace):
+    goods = load_sample("casting", 40, seed=30).images[:40]
+    goods = [cv2.resize(g, (224, 224)) for g in goods]
+    rng = np.random.default_rng(0)
+    data = LoadedImages()
+    for i, image in enumerate(goods[:32]):
+        if i % 2:
+            centre = tuple(int(v) for v in rng.integers(50, 174, 2))
+            image = paste_blot(image, centre, 16)
+        data.images.append(image)
+        data.labels.append(i % 2)
+    tool = ToolStore().create("blot")
+    train_tool(tool, data, TrainingOptions(views_per_image=2))
+    model = TrainedModel(ToolStore().get("blot"))
+    hits = 0
+    for image, centre in zip(goods[32:], [(60, 60), (160, 70), (70, 160), (165, 165)] * 2):
+        probabilities, heat = model.explain([paste_blot(image, centre, 16)])[0]
+        assert probabilities[1] > 0.5
+        peak = np.unravel_index(np.argmax(cv2.resize(heat, (224, 224))), (224, 224))[::-1]
+        hits += np.hypot(peak[0] - centre[0], peak[1] - centre[1]) <= 40
+    assert hits >= 7, f"heatmap peaked on the blot in only {hits} of 8 images"
+
+
+def test_settings_change_safely_while_frames_stream(runner):
+    frame = frame_with(load_sample("casting", 1, seed=25).images[0])
+    inspector = Inspector([runner])
+    errors, stop = [], threading.Event()
+
+    def video_thread():
+        try:
+            while not stop.is_set():
+                result = inspector.inspect(frame)[0]
+                assert result.verdict == ("FAIL" if result.smoothed >= result.threshold else "PASS")
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=video_thread)
+    thread.start()
+    for i in range(40):
+        runner.configure(threshold=(i % 10) / 10, smoothing=1 + i % 5,
+                         tta=TTASettings(bool(i % 2), ("hflip",)),
+                         roi=ROI(0.2 + (i % 3) * 0.01, 0.15, 0.5, 0.6))
+    stop.set()
+    thread.join()
+    assert not errors
+
+
+def test_a_bad_frame_is_refused_clearly(runner):
+    with pytest.raises(InspectorError, match="BGR colour frame"):
+        Inspector([runner]).inspect(np.zeros((480, 640), np.uint8))
+
+
+def test_a_tool_without_a_model_says_to_train_it(workspace):
+    tool = ToolStore().create("untrained")
+    with pytest.raises(InspectorError, match="train it first"):
+        ToolRunner(tool)

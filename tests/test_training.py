@@ -1,0 +1,123 @@
+"""Real few-shot training on real defect photos: accuracy, validation, progress, cancel, rollback."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from core.errors import InspectorError, TrainingCancelled
+from core.inference import TrainedModel
+from core.metrics import pass_fail_metrics, suggest_threshold
+from core.tools import ToolStore
+from core.training import TrainingOptions, train_tool
+from tests.conftest import load_sample
+
+
+def held_out_metrics(tool, dataset, skip, per_class=60):
+    test = load_sample(dataset, per_class, seed=1, skip=skip)
+    model = TrainedModel(tool)
+    scores = model.head.defect_scores(model.probabilities(test.images))
+    return pass_fail_metrics(np.array(test.labels) == 1, scores, tool.config.threshold)
+
+
+@pytest.mark.parametrize("dataset", ["casting", "mvtec_bottle"])
+def test_few_shot_model_beats_chance_by_a_wide_margin(workspace, dataset):
+    tool = ToolStore().create(dataset, allow_flips=True)
+    meta = train_tool(tool, load_sample(dataset, 10, seed=1), TrainingOptions(views_per_image=2))
+    tool = ToolStore().get(dataset)
+    assert tool.config.active_version == meta["id"]
+    assert tool.config.threshold == pytest.approx(meta["suggested_threshold"])
+    figures = held_out_metrics(tool, dataset, skip=10, per_class=40 if dataset == "casting" else 15)
+    assert figures["balanced_accuracy"] >= 0.8, figures
+    assert figures["auroc"] >= 0.85, figures
+
+
+def test_validation_estimate_is_cross_validated_and_complete(casting_tool):
+    meta = casting_tool.version_meta()
+    v = meta["validation"]
+    assert v["method"].endswith("fold cross-validation")
+    assert v["n"] == 24 and sum(map(sum, v["confusion"]["matrix"])) == 24
+    assert 0 < meta["suggested_threshold"] < 1
+    wrong = v["confusion"]["false_fail"] + v["confusion"]["missed_defect"]
+    assert len(meta["misclassified"]) == wrong
+    assert meta["images"] == {"good": 12, "defect": 12}
+
+
+def test_progress_reports_stages_and_eta(workspace):
+    tool = ToolStore().create("progress")
+    seen = []
+    train_tool(tool, load_sample("casting", 6, seed=2), TrainingOptions(views_per_image=2),
+               on_progress=seen.append)
+    stages = [p.stage for p in seen]
+    assert stages[0] == "extracting features" and stages[-1] == "saving"
+    assert "validating" in stages
+    extraction = [p for p in seen if p.stage == "extracting features"]
+    assert [p.done for p in extraction] == sorted(p.done for p in extraction)
+    assert extraction[-1].fraction == 1.0 and extraction[-1].eta_s == pytest.approx(0, abs=1e-6)
+    assert all(p.eta_s is not None for p in seen if p.done)
+
+
+def test_cancelled_run_writes_nothing_and_keeps_the_live_model(casting_tool):
+    before = casting_tool.config.active_version
+    cancel = threading.Event()
+
+    def cancel_midway(progress):
+        if progress.stage == "extracting features" and progress.done >= 8:
+            cancel.set()
+
+    with pytest.raises(TrainingCancelled, match="active model is unchanged"):
+        train_tool(casting_tool, load_sample("casting", 8, seed=4), on_progress=cancel_midway,
+                   cancel=cancel)
+    tool = ToolStore().get("casting")
+    assert tool.config.active_version == before
+    assert len(tool.versions()) == 1
+    assert not any(p.name.startswith(".") for p in tool.versions_dir.iterdir())
+
+
+def test_failed_run_keeps_the_previous_version_and_rollback_restores_it(casting_tool):
+    v1 = casting_tool.config.active_version
+    image = load_sample("casting", 1, seed=9).images[0]
+    score_v1 = TrainedModel(casting_tool).probabilities([image])
+
+    one_class = load_sample("casting", 8, seed=5)
+    one_class.labels = [0] * len(one_class.labels)
+    with pytest.raises(InspectorError, match="two classes"):
+        train_tool(casting_tool, one_class)
+    assert ToolStore().get("casting").config.active_version == v1
+
+    meta = train_tool(casting_tool, load_sample("casting", 8, seed=6),
+                      TrainingOptions(views_per_image=2, seed=3))
+    tool = ToolStore().get("casting")
+    assert tool.config.active_version == meta["id"] != v1
+    assert not np.allclose(TrainedModel(tool).probabilities([image]), score_v1)
+
+    tool.activate(v1)
+    tool = ToolStore().get("casting")
+    assert tool.config.active_version == v1
+    assert tool.config.threshold == pytest.approx(tool.version_meta(v1)["suggested_threshold"])
+    assert np.allclose(TrainedModel(tool).probabilities([image]), score_v1)
+
+
+def test_a_half_written_version_from_a_crash_is_ignored(casting_tool):
+    staging = casting_tool.versions_dir / ".staging-v999"
+    staging.mkdir()
+    (staging / "head.safetensors").write_bytes(b"\x00" * 10)
+    assert [v["id"] for v in casting_tool.versions()] == [casting_tool.config.active_version]
+    with pytest.raises(InspectorError, match="no model version"):
+        casting_tool.activate(".staging-v999")
+
+
+def test_training_is_reproducible_with_a_fixed_seed(workspace):
+    data = load_sample("casting", 6, seed=7)
+    scores = []
+    for name in ("seeded a", "seeded b"):
+        tool = ToolStore().create(name)
+        train_tool(tool, data, TrainingOptions(views_per_image=3, seed=11))
+        scores.append(TrainedModel(ToolStore().get(name)).probabilities(data.images[:4]))
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+
+
+def test_suggested_threshold_separates_scores():
+    is_defect = np.array([0, 0, 0, 1, 1, 1], bool)
+    assert suggest_threshold(is_defect, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == pytest.approx(0.5)
+    assert suggest_threshold(is_defect, np.array([0.01, 0.02, 0.03, 0.05, 0.06, 0.07])) == pytest.approx(0.04)
