@@ -1,0 +1,172 @@
+"""Shopfloor Inspector: the station at a glance, and tool management."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd
+import streamlit as st
+
+import pages as ui
+from core.backbones import available_profiles
+from core.errors import InspectorError
+from core.exchange import export_tool, import_tool
+
+ui.page_setup("Shopfloor Inspector", ":material/factory:")
+store = ui.store()
+
+try:
+    tools = store.all()
+except InspectorError as exc:
+    st.error(str(exc))
+    tools = []
+
+# ------------------------------------------------------------------ station at a glance
+st.subheader("Tools")
+if not tools:
+    st.info("No tool yet. Create one below, then capture photos on the Capture page.")
+else:
+    rows = []
+    for tool in tools:
+        c = tool.config
+        bacc = None
+        if c.active_version:
+            try:
+                bacc = tool.version_meta()["validation"].get("balanced_accuracy")
+            except (InspectorError, KeyError, OSError):
+                bacc = None
+        last = ui.last_verdict(tool.name)
+        counts = ui.dataset(tool).counts()
+        rows.append({
+            "Tool": tool.name, "Kind": c.kind,
+            "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
+            "Active version": c.active_version or "none",
+            "Validation bal. acc.": ui.fmt_pct(bacc),
+            "Threshold": round(c.threshold, 3),
+            "Last verdict": (f"{last.verdict} ({datetime.fromtimestamp(last.time):%H:%M:%S})"
+                             if last else "-"),
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+    st.subheader("Next steps")
+    for tool in tools:
+        for hint in ui.next_steps(tool):
+            st.markdown(f"**{tool.name}**: {hint}")
+
+# ------------------------------------------------------------------ management
+st.subheader("Manage tools")
+create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / delete",
+                                              "Export / import"])
+
+with create_tab:
+    with st.form("create_tool", clear_on_submit=False):
+        name = st.text_input("Tool name", key="new_name", placeholder="e.g. impeller top")
+        classes = st.text_input("Classes (comma separated, must include 'good')",
+                                value="good, defect", key="new_classes")
+        profiles = available_profiles()
+        profile = st.selectbox("Network profile", list(profiles), key="new_profile",
+                               format_func=lambda p: f"{p}: {profiles[p].description}")
+        flips = st.checkbox("Parts look the same mirrored (allow flips when training)",
+                            key="new_flips")
+        if st.form_submit_button("Create tool", type="primary"):
+            try:
+                wanted = tuple(c.strip() for c in classes.split(",") if c.strip())
+                tool = store.create(name.strip(), classes=wanted, profile=profile,
+                                    allow_flips=flips)
+                st.session_state[ui.CURRENT_TOOL] = tool.name
+                ui.flash(f"Created tool '{tool.name}'. Next: capture photos on the Capture page.")
+                st.rerun()
+            except InspectorError as exc:
+                st.error(str(exc))
+
+names = [t.name for t in tools]
+with edit_tab:
+    if not names:
+        st.caption("Create a tool first.")
+    else:
+        current = st.session_state.get(ui.CURRENT_TOOL)
+        target = st.selectbox("Tool", names, key="manage_tool",
+                              index=names.index(current) if current in names else 0)
+        new_name = st.text_input("New name (for rename or duplicate)", key="manage_new_name")
+        col1, col2, col3 = st.columns(3)
+        if col1.button("Rename", key="rename"):
+            try:
+                st.session_state[ui.CURRENT_TOOL] = store.rename(target, new_name.strip()).name
+                ui.flash(f"Renamed '{target}' to '{new_name.strip()}'.")
+                st.rerun()
+            except InspectorError as exc:
+                st.error(str(exc))
+        if col2.button("Duplicate", key="duplicate"):
+            try:
+                st.session_state[ui.CURRENT_TOOL] = store.duplicate(target, new_name.strip()).name
+                ui.flash(f"Duplicated '{target}' as '{new_name.strip()}'.")
+                st.rerun()
+            except InspectorError as exc:
+                st.error(str(exc))
+        if col3.button("Delete...", key="delete"):
+            st.session_state["confirm_delete"] = target
+        pending = st.session_state.get("confirm_delete")
+        if pending:
+            st.warning(f"Delete tool '{pending}' with all its photos and models? This cannot be "
+                       "undone (export it first to keep a copy).")
+            yes, no = st.columns(2)
+            if yes.button(f"Yes, delete '{pending}'", key="delete_confirm", type="primary"):
+                try:
+                    store.delete(pending)
+                    ui.flash(f"Deleted tool '{pending}'.")
+                    st.session_state.pop(ui.CURRENT_TOOL, None)
+                except InspectorError as exc:
+                    st.error(str(exc))
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+            if no.button("Cancel", key="delete_cancel"):
+                st.session_state.pop("confirm_delete", None)
+                st.rerun()
+
+with exchange_tab:
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Export a tool to one file**")
+        if names:
+            export_name = st.selectbox("Tool", names, key="export_tool")
+            with_images = st.checkbox("Include its photos", key="export_images")
+            if st.button("Prepare file", key="export_prepare"):
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = export_tool(store.get(export_name),
+                                           Path(tmp) / f"{export_name}.inspector",
+                                           include_images=with_images)
+                        st.session_state["export_file"] = (path.name, path.read_bytes())
+                except InspectorError as exc:
+                    st.error(str(exc))
+            if "export_file" in st.session_state:
+                file_name, data = st.session_state["export_file"]
+                st.download_button(f"Download {file_name} ({len(data) / 1e6:.1f} MB)", data,
+                                   file_name=file_name, mime="application/zip",
+                                   key="export_download")
+        else:
+            st.caption("Create a tool first.")
+    with right:
+        st.markdown("**Import a tool file**")
+        upload = st.file_uploader("Tool file", key="import_file")
+        rename_to = st.text_input("Install under another name (optional)", key="import_name")
+        replace = st.checkbox("Replace a tool with the same name", key="import_replace")
+        if st.button("Import", key="import_go", disabled=upload is None):
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "upload.inspector"
+                    path.write_bytes(upload.getvalue())
+                    tool = import_tool(path, store, name=rename_to.strip() or None,
+                                       replace_existing=replace)
+                st.session_state[ui.CURRENT_TOOL] = tool.name
+                st.success(f"Imported tool '{tool.name}'"
+                           + (f" with model {tool.config.active_version}"
+                              if tool.config.active_version else " (no model)"))
+            except InspectorError as exc:
+                st.error(str(exc))
