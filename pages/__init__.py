@@ -353,3 +353,62 @@ def fmt_pct(value: float | None) -> str:
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
     return image[:, :, ::-1]
+
+
+# ------------------------------------------------------------------ live inspection session
+
+class LiveSession:
+    """The live inspection state shared by the video thread and the page script.
+
+    ``process`` runs on the webcam thread (no Streamlit calls in it). The page changes the
+    settings through ``ToolRunner.configure`` and the plain attributes below; every frame reads
+    them afresh, so a change takes effect on the next frame without restarting the stream.
+    """
+
+    STALE_AFTER_S = 3.0
+
+    def __init__(self, inspector: Any):
+        self.inspector = inspector
+        self.frames = FrameHolder()
+        self.continuous = True
+        self.heatmaps = False
+        self.trigger = threading.Event()
+        self.results: list = []
+        self.result_time = 0.0
+        self.error: str | None = None
+        self._last_verdicts: dict[str, str] = {}
+
+    @property
+    def runners(self) -> dict[str, Any]:
+        return {r.tool.name: r for r in self.inspector.runners}
+
+    def process(self, image: np.ndarray) -> np.ndarray:
+        """Inspect a BGR frame (every frame, or the next one after a trigger) and draw on it."""
+        from core.inference import Inspector
+
+        self.frames.put(image)
+        fresh = None
+        try:
+            triggered = self.trigger.is_set()
+            if self.continuous or triggered:
+                if triggered:
+                    self.trigger.clear()
+                    for runner in self.inspector.runners:
+                        runner.reset()  # a triggered verdict judges this part only
+                fresh = self.inspector.inspect(image, heatmaps=self.heatmaps)
+                self.results, self.result_time, self.error = fresh, time.time(), None
+                changed = [r for r in fresh
+                           if triggered or self._last_verdicts.get(r.tool) != r.verdict]
+                self._last_verdicts.update({r.tool: r.verdict for r in fresh})
+                remember(changed)
+        except InspectorError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the stream must survive; the page shows it
+            LOG.exception("live inspection failed on a frame")
+            self.error = f"inspection failed on a frame: {exc}"
+        shown = fresh if fresh is not None else ([] if self.continuous else self.results)
+        return Inspector.draw(image, shown, heatmaps=self.heatmaps) if shown else image
+
+    def current(self) -> tuple[list, float]:
+        """The latest results and their age in seconds."""
+        return self.results, time.time() - self.result_time if self.result_time else float("inf")

@@ -1,0 +1,122 @@
+"""Labeling: review a tool's photos, fix wrong labels, delete bad shots, hardest first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st
+
+import pages as ui
+from core.datasets import read_image
+from core.errors import InspectorError
+
+PAGE_SIZE = 24
+COLUMNS = 6
+
+ui.page_setup("Labeling", ":material/label:")
+tool = ui.tool_picker()
+if tool is None:
+    st.stop()
+ds = ui.dataset(tool)
+classes = list(tool.config.classes)
+
+counts = ds.counts()
+st.caption(" | ".join(f"**{c}**: {n}" for c, n in counts.items()))
+
+f1, f2, f3 = st.columns([2, 2, 1])
+shown_class = f1.selectbox("Show class", ["all"] + classes, key="label_filter")
+orders = ["newest first", "oldest first"]
+if tool.config.active_version:
+    orders.append("hardest first (model)")
+order = f2.selectbox("Order", orders, key="label_order",
+                     help="Hardest first scores every photo with the active model: photos on the "
+                          "wrong side of the threshold come first, then those closest to it.")
+files = ds.files(None if shown_class == "all" else shown_class)
+
+scores: dict[Path, tuple[float, str]] = {}
+if order.startswith("hardest"):
+    key = (tool.name, tool.config.active_version, tool.config.threshold, tuple(files))
+    cached = st.session_state.get("label_scores")
+    if not cached or cached[0] != key:
+        try:
+            with st.spinner(f"Scoring {len(files)} photo(s) with {tool.config.active_version}..."):
+                ranked = ui.hardness_order(files, tool.config.classes,
+                                           ui.defect_scores(tool, files), tool.config.threshold)
+            st.session_state["label_scores"] = (key, ranked)
+        except InspectorError as exc:
+            st.error(str(exc))
+            ranked = [(p, float("nan"), "ok") for p in files]
+    else:
+        ranked = cached[1]
+    files = [p for p, _, _ in ranked]
+    scores = {p: (s, status) for p, s, status in ranked}
+elif order == "newest first":
+    files = sorted(files, key=lambda p: p.name, reverse=True)
+else:
+    files = sorted(files, key=lambda p: p.name)
+
+n_pages = max(1, -(-len(files) // PAGE_SIZE))
+page = int(f3.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key="label_page"))
+visible = files[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+
+if not files:
+    st.info("No photos here yet: capture some on the Capture page.")
+    st.stop()
+
+# ------------------------------------------------------------------ actions on the selection
+selected = [p for p in visible if st.session_state.get(f"sel::{p}")]
+a1, a2, a3, a4 = st.columns([2, 1, 1, 1])
+move_to = a1.selectbox("Move selected to", classes, key="label_move_to")
+if a2.button(f"Move {len(selected)}", key="label_move", disabled=not selected, type="primary"):
+    try:
+        ds.move(selected, move_to)
+        for p in selected:
+            st.session_state.pop(f"sel::{p}", None)
+        ui.flash(f"Moved {len(selected)} photo(s) to '{move_to}'.")
+        st.rerun()
+    except InspectorError as exc:
+        st.error(str(exc))
+if a3.button(f"Delete {len(selected)}...", key="label_delete", disabled=not selected):
+    st.session_state["label_confirm_delete"] = [str(p) for p in selected]
+if a4.button("Select page", key="label_select_all"):
+    for p in visible:
+        st.session_state[f"sel::{p}"] = True
+    st.rerun()
+
+pending = st.session_state.get("label_confirm_delete")
+if pending:
+    st.warning(f"Delete {len(pending)} photo(s) for good?")
+    y, n = st.columns(2)
+    if y.button("Yes, delete", key="label_delete_yes", type="primary"):
+        try:
+            ds.delete([Path(p) for p in pending])
+            ui.flash(f"Deleted {len(pending)} photo(s).")
+        except InspectorError as exc:
+            st.error(str(exc))
+        for p in pending:
+            st.session_state.pop(f"sel::{p}", None)
+        st.session_state.pop("label_confirm_delete", None)
+        st.rerun()
+    if n.button("Cancel", key="label_delete_no"):
+        st.session_state.pop("label_confirm_delete", None)
+        st.rerun()
+
+# ------------------------------------------------------------------ the grid
+BADGE = {"wrong": ":red[wrong side]", "uncertain": ":orange[uncertain]", "ok": ""}
+for start in range(0, len(visible), COLUMNS):
+    for col, path in zip(st.columns(COLUMNS), visible[start:start + COLUMNS]):
+        with col:
+            image = read_image(path)
+            if image is None:
+                st.error(f"{path.name}: unreadable")
+            else:
+                st.image(ui.to_rgb(image), width="stretch")
+            caption = f"**{path.parent.name}**"
+            if path in scores:
+                score, status = scores[path]
+                caption += f" · defect {score:.2f} {BADGE[status]}"
+            st.checkbox(caption, key=f"sel::{path}", help=path.name)

@@ -1,0 +1,185 @@
+"""Training: train a new model version in the background, review it, then activate (or roll back)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import pages as ui
+from core.backbones import available_profiles
+from core.datasets import check_trainable, read_image
+from core.errors import InspectorError
+from core.explanation import blend_heatmap
+
+MAX_MISCLASSIFIED = 12
+
+ui.page_setup("Training", ":material/model_training:")
+tool = ui.tool_picker()
+if tool is None:
+    st.stop()
+
+counts = ui.dataset(tool).counts()
+st.caption("Photos: " + " | ".join(f"**{c}**: {n}" for c, n in counts.items()))
+
+# ------------------------------------------------------------------ start / follow a run
+job = ui.JOBS.get(tool.name)
+running = job is not None and job.running
+profiles = available_profiles()
+names = list(profiles)
+c1, c2 = st.columns([3, 1])
+profile = c1.selectbox("Network profile", names,
+                       index=names.index(tool.config.profile) if tool.config.profile in names else 0,
+                       format_func=lambda p: f"{p}: {profiles[p].description}",
+                       key=f"profile::{tool.name}", disabled=running)
+trainable = True
+try:
+    check_trainable(counts, kind=tool.config.kind)
+except InspectorError as exc:
+    trainable = False
+    st.warning(str(exc))
+if c2.button("Start training", type="primary", disabled=running or not trainable,
+             key="train_start", width="stretch"):
+    try:
+        if profile != tool.config.profile:
+            tool.update(profile=profile)
+        job = ui.start_training(tool)
+        running = True
+    except InspectorError as exc:
+        st.error(str(exc))
+
+
+@st.fragment(run_every=1.0 if running else None)
+def training_status() -> None:
+    job = ui.JOBS.get(tool.name)
+    if job is None:
+        return
+    if job.running:
+        p = job.progress
+        if p is None:
+            st.progress(0.0, "starting (loading photos and the network)...")
+        else:
+            st.progress(min(1.0, p.fraction),
+                        f"{p.stage}: {p.done}/{p.total} - elapsed {ui.format_seconds(p.elapsed_s)}"
+                        f", about {ui.format_seconds(p.eta_s)} left")
+        if st.button("Cancel training", key="train_cancel"):
+            job.cancel.set()
+            st.info("Cancelling after the current step...")
+        st.session_state["train_was_running"] = True
+        return
+    if st.session_state.pop("train_was_running", False):
+        st.rerun(scope="app")  # refresh the version list below
+    if job.error:
+        st.error(job.error)
+    elif job.meta:
+        v = job.meta["validation"]
+        st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s: validation "
+                   f"balanced accuracy {ui.fmt_pct(v.get('balanced_accuracy'))}. Review it below, "
+                   "then activate it.")
+
+
+training_status()
+
+# ------------------------------------------------------------------ versions
+versions = tool.versions()
+st.subheader("Model versions")
+if not versions:
+    st.info("No model yet.")
+    st.stop()
+
+table = pd.DataFrame([{
+    "Version": v["id"], "Active": "yes" if v["active"] else "",
+    "Created": v.get("created", "")[:19].replace("T", " "), "Profile": v.get("profile"),
+    "Images": sum(v.get("images", {}).values()),
+    "Bal. accuracy": ui.fmt_pct(v["validation"].get("balanced_accuracy")),
+    "ROC AUC": "-" if v["validation"].get("auroc") is None else f"{v['validation']['auroc']:.3f}",
+    "Suggested threshold": round(v["suggested_threshold"], 3),
+} for v in reversed(versions)])
+st.dataframe(table, hide_index=True, width="stretch")
+
+ids = [v["id"] for v in reversed(versions)]
+chosen = st.selectbox("Review version", ids, key=f"review::{tool.name}")
+meta = next(v for v in versions if v["id"] == chosen)
+if meta["active"]:
+    st.caption(f"{chosen} is active, threshold {tool.config.threshold:.3f}.")
+elif st.button(f"Activate {chosen} (threshold {meta['suggested_threshold']:.3f})", type="primary",
+               key="activate"):
+    try:
+        tool.activate(chosen)
+        ui.flash(f"{chosen} is now the active model of '{tool.name}' (threshold "
+                 f"{meta['suggested_threshold']:.3f}); the Live inspection page loads it.")
+        st.rerun()
+    except InspectorError as exc:
+        st.error(str(exc))
+
+v = meta["validation"]
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("Balanced accuracy", ui.fmt_pct(v.get("balanced_accuracy")))
+m2.metric("ROC AUC", "-" if v.get("auroc") is None else f"{v['auroc']:.3f}")
+m3.metric("Suggested threshold", f"{meta['suggested_threshold']:.3f}")
+m4.metric("False FAIL (good parts)", v["confusion"]["false_fail"])
+m5.metric("Missed defects", v["confusion"]["missed_defect"])
+st.caption(f"{v.get('method', 'validation')} on {v.get('n')} photos, profile {meta['profile']}, "
+           f"{meta.get('training_seconds', 0):.0f} s of training.")
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Pass/fail confusion** (rows: truth, columns: verdict)")
+    matrix = v["confusion"]["matrix"]
+    st.dataframe(pd.DataFrame(matrix, index=["good", "defect"], columns=["PASS", "FAIL"]),
+                 width="stretch")
+with right:
+    st.markdown("**Class confusion** (rows: truth, columns: predicted)")
+    cls = v.get("classes", {})
+    if cls:
+        st.dataframe(pd.DataFrame(cls["matrix"], index=cls["labels"], columns=cls["labels"]),
+                     width="stretch")
+
+if meta.get("skipped"):
+    st.warning(f"{len(meta['skipped'])} unreadable photo(s) were skipped: "
+               + ", ".join(Path(p).name for p in meta["skipped"][:10]))
+
+
+@st.cache_data(max_entries=4, show_spinner="Computing Grad-CAM heatmaps...")
+def misclassified_views(tool_name: str, version: str, items: tuple[tuple[str, float], ...]
+                        ) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
+    from core.inference import TrainedModel
+
+    model = TrainedModel(ui.store().get(tool_name), version)
+    found = [(p, s, read_image(Path(p))) for p, s in items]
+    found = [(p, s, im) for p, s, im in found if im is not None]
+    if not found:
+        return []
+    explained = model.explain([im for _, _, im in found])
+    return [(p, s, ui.to_rgb(im), ui.to_rgb(blend_heatmap(im, heat)))
+            for (p, s, im), (_, heat) in zip(found, explained)]
+
+
+wrong = meta.get("misclassified", [])
+st.subheader(f"Misclassified in validation ({len(wrong)})")
+if wrong:
+    items = tuple((w["path"], float(w["score"])) for w in wrong[:MAX_MISCLASSIFIED])
+    try:
+        views = misclassified_views(tool.name, chosen, items)
+    except InspectorError as exc:
+        st.error(str(exc))
+        views = []
+    if len(views) < len(items):
+        st.caption(f"{len(items) - len(views)} photo(s) were moved or deleted since training.")
+    for start in range(0, len(views), 3):
+        for col, (path, score, rgb, heat) in zip(st.columns(3), views[start:start + 3]):
+            truth = Path(path).parent.name
+            col.image([rgb, heat], width=190)
+            col.caption(f"{Path(path).name}: labelled **{truth}**, defect score {score:.2f} "
+                        f"(threshold {meta['suggested_threshold']:.2f})")
+    if len(wrong) > MAX_MISCLASSIFIED:
+        st.caption(f"... and {len(wrong) - MAX_MISCLASSIFIED} more: see 'hardest first' on the "
+                   "Labeling page.")
+else:
+    st.caption("None: every validation photo was on the right side of the threshold.")
