@@ -91,7 +91,9 @@ with camera_tab:
                         bar.progress((i + 1) / count, f"captured {i + 1} of {count}")
                         if i + 1 < count:
                             time.sleep(float(burst_dt))
-                ui.flash(f"Saved {len(saved)} photo(s) into '{target}'.")
+                same = len(saved) - len(set(saved))
+                ui.flash(f"Saved {len(set(saved))} photo(s) into '{target}'."
+                         + (f" {same} identical frame(s) were stored once." if same else ""))
                 st.rerun()
             except InspectorError as exc:
                 st.error(str(exc))

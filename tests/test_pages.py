@@ -1,0 +1,462 @@
+"""Dashboard pages driven headless with Streamlit's AppTest, on real casting photos.
+
+Every test runs in its own temporary INSPECTOR_HOME; one small real model is trained once per
+session (8 + 8 photos, 2 views each: seconds) and copied into the tests that need it.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.datasets import image_files, read_image
+from core.tools import ToolStore
+from core.training import TrainingOptions, train_tool
+
+APP = Path(__file__).resolve().parents[1]
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+CASTING = DATASETS / "casting" / "images"
+PER_CLASS = 8
+TIMEOUT = 120
+
+
+def casting_files(name: str, count: int, skip: int = 0) -> list[Path]:
+    if not CASTING.is_dir():
+        pytest.fail(f"the shared datasets are missing: expected {CASTING}")
+    return image_files(CASTING / name)[skip:skip + count]
+
+
+def fill_tool(store: ToolStore, name: str = "casting", per_class: int = PER_CLASS):
+    tool = store.create(name, allow_flips=True)
+    from core.datasets import ToolDataset
+
+    ds = ToolDataset(tool.images_dir, tool.config.classes)
+    for cls in ("good", "defect"):
+        for path in casting_files(cls, per_class):
+            ds.add_file(cls, path.read_bytes(), path.name)
+    return tool
+
+
+def _copy_cache(home: Path) -> None:
+    """Reuse the backbone's ONNX graph if the station already built it (saves an export)."""
+    cache = APP / "models" / "cache"
+    if cache.is_dir():
+        shutil.copytree(cache, home / "cache", dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def trained_station(tmp_path_factory) -> Path:
+    """A workspace with tool 'casting': 8 good + 8 defect photos and one active model."""
+    home = tmp_path_factory.mktemp("pages_station")
+    _copy_cache(home)
+    tool = fill_tool(ToolStore(home))
+    train_tool(tool, options=TrainingOptions(views_per_image=2, folds=3))
+    return home
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "station"
+    home.mkdir()
+    _copy_cache(home)
+    monkeypatch.setenv("INSPECTOR_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def trained_home(trained_station, home) -> Path:
+    shutil.copytree(trained_station / "tools", home / "tools")
+    return home
+
+
+class FakeWebRtc:
+    """Stands in for streamlit-webrtc, a browser component AppTest cannot run: records the
+    frame callback so a test can push real frames through it, and says whether it 'plays'."""
+
+    def __init__(self) -> None:
+        self.playing = False
+        self.callbacks: dict[str, object] = {}
+
+    def __call__(self, key, *args, video_frame_callback=None, rtc_configuration=None, **kwargs):
+        assert rtc_configuration == {"iceServers": []}  # a local station: no STUN server
+        self.callbacks[key] = video_frame_callback
+        return SimpleNamespace(state=SimpleNamespace(playing=self.playing))
+
+    def send(self, key: str, image: np.ndarray) -> np.ndarray:
+        import av
+
+        out = self.callbacks[key](av.VideoFrame.from_ndarray(image, format="bgr24"))
+        return out.to_ndarray(format="bgr24")
+
+
+@pytest.fixture(autouse=True)
+def webrtc(monkeypatch) -> FakeWebRtc:
+    import streamlit_webrtc
+
+    fake = FakeWebRtc()
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake)
+    return fake
+
+
+def page(path: str) -> AppTest:
+    return AppTest.from_file(str(APP / path), default_timeout=TIMEOUT)
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.info] + [e.value for e in at.success] + [e.value for e in at.warning]
+    return "\n".join(str(p) for p in parts)
+
+
+# ------------------------------------------------------------------ Home
+
+def test_home_creates_a_tool_and_refuses_a_duplicate(home):
+    at = page("Home.py").run()
+    no_errors(at)
+    assert "No tool yet" in texts(at)
+
+    at.text_input(key="new_name").input("impeller top")
+    at.text_input(key="new_classes").input("good, crack, porosity")
+    at.button[0].click().run()  # the form's submit button
+    no_errors(at)
+    tool = ToolStore(home).get("impeller top")
+    assert tool.config.classes == ("good", "crack", "porosity")
+    assert "Created tool 'impeller top'" in texts(at)
+    assert at.dataframe[0].value["Tool"].tolist() == ["impeller top"]
+    assert "Capture 5 more 'crack' photo(s)" in texts(at)
+
+    at.text_input(key="new_name").input("impeller top")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["a tool named 'impeller top' already exists"]
+    assert not at.exception
+
+
+def test_home_rename_duplicate_and_delete_with_confirmation(home):
+    ToolStore(home).create("alpha")
+    at = page("Home.py").run()
+    at.text_input(key="manage_new_name").input("beta")
+    at.button(key="duplicate").click().run()
+    no_errors(at)
+    assert ToolStore(home).names() == ["alpha", "beta"]
+
+    at.selectbox(key="manage_tool").select("alpha")
+    at.text_input(key="manage_new_name").input("gamma")
+    at.button(key="rename").click().run()
+    no_errors(at)
+    assert ToolStore(home).names() == ["beta", "gamma"]
+
+    at.selectbox(key="manage_tool").select("beta")
+    at.button(key="delete").click().run()
+    assert ToolStore(home).names() == ["beta", "gamma"]  # nothing happens before confirming
+    assert "Delete tool 'beta'" in texts(at)
+    at.button(key="delete_confirm").click().run()
+    no_errors(at)
+    assert ToolStore(home).names() == ["gamma"]
+
+
+def test_home_shows_validation_and_round_trips_a_tool_file(trained_home):
+    at = page("Home.py").run()
+    no_errors(at)
+    row = at.dataframe[0].value.iloc[0]
+    assert row["Tool"] == "casting" and row["Active version"].startswith("v001")
+    assert row["Validation bal. acc."].endswith("%")
+
+    at.selectbox(key="export_tool").select("casting")
+    at.button(key="export_prepare").click().run()
+    no_errors(at)
+    name, data = at.session_state["export_file"]
+    assert name == "casting.inspector" and zipfile.is_zipfile(io.BytesIO(data))
+
+    at.file_uploader(key="import_file").upload(name, data)
+    at.text_input(key="import_name").input("casting copy")
+    at.run()
+    at.button(key="import_go").click().run()
+    no_errors(at)
+    copy = ToolStore(trained_home).get("casting copy")
+    assert copy.config.active_version == ToolStore(trained_home).get("casting").config.active_version
+
+
+def test_home_import_of_a_bad_file_shows_the_reason(home):
+    at = page("Home.py").run()
+    at.file_uploader(key="import_file").upload("notes.inspector", b"this is not a tool file")
+    at.run()
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "is not a Shopfloor Inspector tool file" in at.error[0].value
+
+
+# ------------------------------------------------------------------ Capture
+
+def test_capture_adds_uploaded_photos_and_zips(home):
+    fill_tool(ToolStore(home), per_class=2)
+    at = page("pages/1_Capture.py").run()
+    no_errors(at)
+    assert "3 more needed" in str([m.proto for m in at.metric])
+
+    photos = casting_files("defect", 3, skip=20)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for p in photos[1:]:
+            archive.write(p, f"batch/{p.name}")
+        archive.writestr("batch/readme.txt", "ignored")
+    at.radio(key="capture_class").set_value("defect")
+    uploader = at.file_uploader(key="upload_0")
+    uploader.upload(photos[0].name, photos[0].read_bytes(), "image/jpeg")
+    uploader.upload("more.zip", buffer.getvalue(), "application/zip")
+    at.run()
+    at.button(key="upload_add").click().run()
+    no_errors(at)
+    counts = ToolStore(home).get("casting")
+    from core.datasets import ToolDataset
+    assert ToolDataset(counts.images_dir, counts.config.classes).counts() == {"good": 2, "defect": 5}
+    assert "Added 3 photo(s) to 'defect'" in texts(at)
+
+
+def test_capture_snapshot_and_burst_save_the_roi_of_webcam_frames(home, webrtc):
+    import threading
+
+    from core.datasets import ToolDataset
+    from core.tools import ROI
+
+    tool = ToolStore(home).create("casting")
+    tool.update(roi=ROI(0.25, 0.25, 0.5, 0.5))
+    frame = read_image(casting_files("good", 1)[0])  # 300 x 300
+    at = page("pages/1_Capture.py").run()
+    at.button(key="snapshot").click().run()
+    assert "Start the camera first" in at.warning[0].value  # not playing yet
+
+    webrtc.playing = True
+    at.run()
+    shown = webrtc.send("capture", frame)
+    assert not np.array_equal(shown, frame)  # the ROI box is drawn on the preview
+    at.button(key="snapshot").click().run()
+    no_errors(at)
+    ds = ToolDataset(tool.images_dir, tool.config.classes)
+    saved = ds.files("good")
+    assert len(saved) == 1 and read_image(saved[0]).shape == (150, 150, 3)
+
+    stop = threading.Event()
+
+    frames = [read_image(p) for p in casting_files("defect", 30)]
+
+    def camera() -> None:  # a real camera never sends the same pixels twice
+        i = 0
+        while not stop.is_set():
+            webrtc.send("capture", frames[i % len(frames)])
+            i += 1
+            stop.wait(0.03)
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    try:
+        at.radio(key="capture_class").set_value("defect")
+        at.toggle(key="capture_roi").set_value(False)
+        at.number_input(key="burst_n").set_value(3)
+        at.number_input(key="burst_dt").set_value(0.1)
+        at.run()
+        at.button(key="burst").click().run()
+    finally:
+        stop.set()
+        thread.join()
+    no_errors(at)
+    assert ds.counts() == {"good": 1, "defect": 3}
+    assert read_image(ds.files("defect")[0]).shape == frame.shape  # full frames this time
+    assert "Saved 3 photo(s) into 'defect'" in texts(at)
+
+
+def test_capture_refuses_a_file_that_is_not_an_image(home):
+    fill_tool(ToolStore(home), per_class=1)
+    at = page("pages/1_Capture.py").run()
+    at.file_uploader(key="upload_0").upload("broken.jpg", b"not a jpeg", "image/jpeg")
+    at.run()
+    at.button(key="upload_add").click().run()
+    assert not at.exception
+    assert "'broken.jpg' is not a readable image" in at.error[0].value
+
+
+# ------------------------------------------------------------------ Labeling
+
+def test_labeling_moves_and_deletes_selected_photos(home):
+    tool = fill_tool(ToolStore(home), per_class=3)
+    at = page("pages/2_Labeling.py").run()
+    no_errors(at)
+    good = [p for p in tool.images_dir.joinpath("good").iterdir()]
+    assert len(at.checkbox) == 6
+
+    at.checkbox(key=f"sel::{good[0]}").check()
+    at.selectbox(key="label_move_to").select("defect")
+    at.run()
+    at.button(key="label_move").click().run()
+    no_errors(at)
+    assert (tool.images_dir / "defect" / good[0].name).is_file()
+    assert "Moved 1 photo(s) to 'defect'" in texts(at)
+
+    at.selectbox(key="label_filter").select("good").run()
+    assert len(at.checkbox) == 2
+    at.button(key="label_select_all").click().run()
+    at.button(key="label_delete").click().run()
+    assert len(list((tool.images_dir / "good").iterdir())) == 2  # not before confirming
+    at.button(key="label_delete_yes").click().run()
+    no_errors(at)
+    assert list((tool.images_dir / "good").iterdir()) == []
+
+
+def test_labeling_orders_hardest_first_with_the_model(trained_home):
+    at = page("pages/2_Labeling.py").run()
+    at.selectbox(key="label_order").select("hardest first (model)").run()
+    no_errors(at)
+    captions = [c.label for c in at.checkbox]
+    assert len(captions) == 2 * PER_CLASS and all("defect " in c for c in captions)
+    scores = [float(c.split("defect ")[1].split()[0]) for c in captions]
+    threshold = ToolStore(trained_home).get("casting").config.threshold
+    margins = [abs(s - threshold) for s in scores]
+    wrong = [c for c in captions if "wrong side" in c]
+    rest = margins[len(wrong):]  # after the wrong ones, the closest to the threshold first
+    assert all(b >= a - 0.011 for a, b in zip(rest, rest[1:]))  # captions round to 0.01
+
+
+def test_hardness_order_puts_wrong_then_uncertain_first():
+    import pages as ui
+
+    paths = [Path("/t/good/a.png"), Path("/t/good/b.png"), Path("/t/defect/c.png"),
+             Path("/t/defect/d.png")]
+    ranked = ui.hardness_order(paths, ("good", "defect"), np.array([0.1, 0.55, 0.45, 0.99]), 0.5)
+    assert [(p.name, status) for p, _, status in ranked] == [
+        ("b.png", "wrong"), ("c.png", "wrong"), ("a.png", "ok"), ("d.png", "ok")]
+
+
+# ------------------------------------------------------------------ Training
+
+def test_training_page_lists_versions_and_activates_one(trained_home):
+    tool = ToolStore(trained_home).get("casting")
+    first = tool.config.active_version
+    meta = train_tool(tool, options=TrainingOptions(views_per_image=1, folds=2, seed=3,
+                                                   activate=False))
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert table["Version"].tolist() == [meta["id"], first]
+    assert table["Active"].tolist() == ["", "yes"]
+    assert at.selectbox(key="review::casting").value == meta["id"]
+    assert any(m.label == "Suggested threshold" for m in at.metric)
+
+    at.button(key="activate").click().run()
+    no_errors(at)
+    tool = ToolStore(trained_home).get("casting")
+    assert tool.config.active_version == meta["id"]
+    assert tool.config.threshold == pytest.approx(meta["suggested_threshold"])
+
+    at.selectbox(key="review::casting").select(first).run()  # rollback
+    at.button(key="activate").click().run()
+    assert ToolStore(trained_home).get("casting").config.active_version == first
+
+
+def test_training_page_trains_in_the_background_without_activating(home):
+    import pages as ui
+
+    fill_tool(ToolStore(home), per_class=5)
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert "No model yet." in texts(at)
+    at.button(key="train_start").click().run()
+    no_errors(at)
+    job = ui.JOBS["casting"]
+    job.thread.join(timeout=TIMEOUT)
+    assert job.error is None and job.meta is not None
+    at.run()
+    no_errors(at)
+    assert f"Trained {job.meta['id']}" in texts(at)
+    assert at.dataframe[0].value["Version"].tolist() == [job.meta["id"]]
+    assert ToolStore(home).get("casting").config.active_version is None  # engineer activates
+    assert at.button(key="activate").label.startswith(f"Activate {job.meta['id']}")
+
+
+def test_training_page_refuses_too_few_photos(home):
+    fill_tool(ToolStore(home), per_class=2)
+    at = page("pages/3_Training.py").run()
+    assert not at.exception
+    assert "capture 3 more 'good' image(s)" in at.warning[0].value
+    assert at.button(key="train_start").disabled
+
+
+# ------------------------------------------------------------------ Live inspection and history
+
+def test_live_page_loads_and_settings_reach_the_runner(trained_home):
+    at = page("pages/4_Live_inspection.py").run()
+    no_errors(at)
+    assert 'class="verdict idle"' in texts(at) and "START CAMERA" in texts(at)
+    version = ToolStore(trained_home).get("casting").config.active_version
+    at.slider(key=f"live_threshold::casting::{version}").set_value(0.8).run()
+    at.toggle(key=f"live_tta::casting::{version}").set_value(True).run()
+    no_errors(at)
+    tool = ToolStore(trained_home).get("casting")
+    assert tool.config.threshold != 0.8  # live only, until saved
+    at.button(key="live_save").click().run()
+    no_errors(at)
+    tool = ToolStore(trained_home).get("casting")
+    assert tool.config.threshold == pytest.approx(0.8) and tool.config.tta.enabled
+
+
+def test_live_session_judges_real_frames_and_keeps_recent_verdicts(trained_home):
+    import pages as ui
+    from core.inference import Inspector
+
+    live = ui.LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
+    runner = live.runners["casting"]
+    runner.configure(smoothing=1)
+    images = runner.tool.images_dir  # photos the model was fitted on: verdicts are certain
+    good = [read_image(p) for p in image_files(images / "good")[:3]]
+    defect = [read_image(p) for p in image_files(images / "defect")[:3]]
+    before = len(ui.recent_verdicts())
+    for image in good:
+        out = live.process(image)
+        assert out.shape == image.shape and not np.array_equal(out, image)  # ROI box drawn
+    assert live.results[0].verdict == "PASS" and live.error is None
+    for image in defect:
+        live.process(image)
+    assert live.results[0].verdict == "FAIL"
+    # continuous mode remembers verdict changes, not every frame
+    assert [r.verdict for r in ui.recent_verdicts()[before:]] == ["PASS", "FAIL"]
+
+    live.continuous = False  # triggered: nothing is judged until the trigger
+    live.results = []
+    live.process(good[0])
+    assert live.results == []
+    live.trigger.set()
+    live.process(good[0])
+    assert live.results[0].verdict == "PASS" and not live.trigger.is_set()
+
+
+def test_roi_from_canvas_rectangle_scales_to_the_frame():
+    import pages as ui
+
+    drawing = {"objects": [{"type": "rect", "left": 160, "top": 60, "width": 320, "height": 240,
+                            "scaleX": 1, "scaleY": 1}]}
+    roi = ui.roi_from_canvas(drawing, (640, 360), (1280, 720))
+    assert (roi.x, roi.y, roi.w, roi.h) == pytest.approx((0.25, 1 / 6, 0.5, 2 / 3))
+    assert ui.roi_from_canvas({"objects": []}, (640, 360), (1280, 720)) is None
+
+
+def test_history_placeholder_shows_verdicts_in_memory(trained_home):
+    import pages as ui
+    from core.inference import Inspector
+
+    live = ui.LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
+    live.process(read_image(casting_files("defect", 1, skip=50)[0]))
+    at = page("pages/5_History.py").run()
+    no_errors(at)
+    assert "arrives with the history feature" in at.info[0].value
+    table = at.dataframe[0].value
+    assert table.iloc[0]["Tool"] == "casting" and table.iloc[0]["Verdict"] in ("PASS", "FAIL")
