@@ -23,6 +23,9 @@ records = ui.recent_verdicts()
 if not records:
     st.caption("No verdict yet in this session of the station.")
 else:
+    fails = sum(r.verdict == "FAIL" for r in records)
+    st.markdown(f"**{len(records)}** verdict(s) in memory: **{len(records) - fails} PASS**, "
+                f"**{fails} FAIL**")
     st.dataframe(pd.DataFrame([{
         "Time": datetime.fromtimestamp(r.time).strftime("%Y-%m-%d %H:%M:%S"), "Tool": r.tool,
         "Verdict": r.verdict, "Defect": r.defect_class or "", "Score": round(r.score, 3),

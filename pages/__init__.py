@@ -35,11 +35,11 @@ MAX_UPLOAD_MEMBER_BYTES = 64 * 1024 * 1024
 _CSS = """
 <style>
 .verdict {border-radius: 14px; padding: 0.3em 0.4em; text-align: center; font-weight: 800;
-          font-size: clamp(64px, 11vw, 150px); line-height: 1.05; color: white;
-          letter-spacing: 0.04em; margin-bottom: 0.2em;}
+          font-size: clamp(56px, 7vw, 150px); line-height: 1.1; color: white;
+          letter-spacing: 0.04em; margin-bottom: 0.2em; white-space: nowrap; overflow: hidden;}
 .verdict.pass {background: #1f9d3a;}
 .verdict.fail {background: #d62828;}
-.verdict.idle {background: #555; font-size: clamp(40px, 6vw, 80px);}
+.verdict.idle {background: #555; font-size: clamp(28px, 3vw, 64px); padding: 1em 0.4em;}
 .verdict-detail {font-size: 1.35rem; text-align: center; margin-bottom: 0.4em;}
 </style>
 """
