@@ -460,3 +460,32 @@ def test_history_placeholder_shows_verdicts_in_memory(trained_home):
     assert "arrives with the history feature" in at.info[0].value
     table = at.dataframe[0].value
     assert table.iloc[0]["Tool"] == "casting" and table.iloc[0]["Verdict"] in ("PASS", "FAIL")
+
+
+def test_live_page_roi_drawing_persists_the_rectangle(trained_home, monkeypatch):
+    frame = read_image(casting_files("good", 1)[0])  # 300 x 300
+    at = page("pages/4_Live_inspection.py").run()
+    at.session_state["roi_frame"] = frame  # what 'Take a snapshot' stores from the stream
+    at.run()  # the real canvas renders over the snapshot
+    no_errors(at)
+    at.button(key="roi_save").click().run()
+    assert "Draw a rectangle first." in texts(at)
+    assert ToolStore(trained_home).get("casting").config.roi.w == 1.0  # unchanged
+
+    import streamlit_drawable_canvas  # only importable once a Streamlit runtime declared it
+
+    drawn = {}
+
+    def fake_canvas(**kwargs):  # a rectangle as Fabric.js reports it, on a 640 x 640 canvas
+        drawn.update(kwargs)
+        return SimpleNamespace(json_data={"objects": [
+            {"type": "rect", "left": 64, "top": 128, "width": 320, "height": 200, "scaleX": 1.5,
+             "scaleY": 1}]})
+
+    monkeypatch.setattr(streamlit_drawable_canvas, "st_canvas", fake_canvas)
+    at.button(key="roi_save").click().run()
+    no_errors(at)
+    assert drawn["drawing_mode"] == "rect" and (drawn["width"], drawn["height"]) == (640, 640)
+    roi = ToolStore(trained_home).get("casting").config.roi
+    assert (roi.x, roi.y, roi.w, roi.h) == pytest.approx((0.1, 0.2, 0.75, 0.3125), abs=0.004)
+    assert "ROI of 'casting' saved" in texts(at)
