@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,8 @@ from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
 
 APP = Path(__file__).resolve().parents[1]
+if str(APP) not in sys.path:  # the pages' shared helpers are the package ``pages``
+    sys.path.insert(0, str(APP))
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 CASTING = DATASETS / "casting" / "images"
 PER_CLASS = 8
