@@ -25,7 +25,10 @@ def open_page(page, server, path: str, title: str, text: str | None = None) -> N
         page.get_by_text(text).first.wait_for(timeout=30_000)
     page.wait_for_function(  # lazily rendered elements (tables, forms) have arrived
         "() => !document.querySelector('[data-testid*=\"Skeleton\"]')", timeout=30_000)
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(1500)  # the rest of the script's output
+    page.wait_for_function(  # photos have loaded
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30_000)
 
 
 @pytest.mark.parametrize("path", list(PAGES))
