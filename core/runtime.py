@@ -6,6 +6,7 @@ so a second start (or a second tool on the same profile) costs nothing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -34,6 +35,13 @@ def export_backbone_onnx(backbone: Backbone, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _weights_tag(profile: Profile) -> str:
+    """Names the cached graph after the exact weights file, so a replaced file is re-exported."""
+    stat = Path(profile.weights_file).stat()
+    key = f"{profile.weights_file}:{stat.st_size}:{stat.st_mtime_ns}:{profile.input_size}"
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
 class FeatureExtractor:
     """Maps a normalised batch (N, 3, S, S) to the backbone's (mid, last) feature maps."""
 
@@ -47,7 +55,7 @@ class FeatureExtractor:
         else:
             import onnxruntime as ort
 
-            path = workspace_root() / "cache" / f"{profile.name}-{profile.input_size}.onnx"
+            path = workspace_root() / "cache" / f"{profile.name}-{_weights_tag(profile)}.onnx"
             if not path.is_file():
                 export_backbone_onnx(create_backbone(profile), path)
             options = ort.SessionOptions()

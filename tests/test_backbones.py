@@ -1,0 +1,71 @@
+"""The backbone registry: built-in EfficientNet-Lite profiles and torchvision weights found on disk."""
+
+import numpy as np
+import pytest
+import torch
+
+from core.backbones import available_profiles, create_backbone, get_profile
+from core.errors import InspectorError
+from core.runtime import FeatureExtractor
+from core.tools import ToolStore
+from core.training import TrainingOptions, train_tool
+from tests.conftest import load_sample
+
+
+def test_three_builtin_profiles_from_fastest_to_most_accurate():
+    profiles = available_profiles()
+    assert [profiles[n].architecture for n in ("fast", "balanced", "accurate")] == [
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert [profiles[n].input_size for n in ("fast", "balanced", "accurate")] == [224, 240, 260]
+
+
+@pytest.mark.parametrize("name, mid_channels", [("fast", 112), ("accurate", 120)])
+def test_pretrained_checkpoint_loads_completely(name, mid_channels):
+    backbone = create_backbone(name)
+    assert backbone.channels == (mid_channels, 1280)
+    size = backbone.profile.input_size
+    mid, last = backbone(torch.zeros(1, 3, size, size))
+    assert mid.shape[2] == -(-size // 16) and last.shape[2] == -(-size // 32)
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_imagenet_features_separate_real_parts_from_noise():
+    """Pretrained (not random) weights: real photos of one part type have similar features."""
+    backbone = create_backbone("fast")
+    photos = load_sample("casting", 4, seed=60).images[:4]
+    from core.preprocessing import to_tensor
+
+    batch = torch.from_numpy(to_tensor(photos, 224, (0.5,) * 3, (0.5,) * 3))
+    noise = torch.rand_like(batch) * 2 - 1
+    with torch.no_grad():
+        real = backbone(batch)[1].mean((2, 3))
+        random = backbone(noise)[1].mean((2, 3))
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(real[0], real[1], dim=0) > cos(real[0], random[0], dim=0) + 0.1
+
+
+def test_onnx_runtime_and_torch_agree(workspace):
+    backbone = create_backbone("fast")
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    mid, last = FeatureExtractor(get_profile("fast"))(x)
+    with torch.no_grad():
+        ref_mid, ref_last = backbone(torch.from_numpy(x))
+    np.testing.assert_allclose(last, ref_last.numpy(), atol=1e-3)
+    np.testing.assert_allclose(mid, ref_mid.numpy(), atol=1e-3)
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(InspectorError, match="choose one of: fast, balanced, accurate"):
+        get_profile("gigantic")
+
+
+def test_a_torchvision_weights_file_on_disk_becomes_a_profile(workspace):
+    from torchvision.models import resnet18
+
+    (workspace / "weights").mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), workspace / "weights" / "resnet18-test.pth")
+    assert "tv-resnet18" in available_profiles()
+    assert create_backbone("tv-resnet18").channels == (256, 512)
+    tool = ToolStore().create("resnet tool", profile="tv-resnet18")
+    meta = train_tool(tool, load_sample("casting", 5, seed=61), TrainingOptions(views_per_image=1))
+    assert meta["profile"] == "tv-resnet18"
