@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,8 +117,9 @@ class ToolDataset:
         return self._store(name, data, suffix if suffix in IMAGE_SUFFIXES else ".png")
 
     def _store(self, name: str, data: bytes, suffix: str) -> Path:
-        digest = hashlib.sha1(data).hexdigest()[:10]
-        path = self._class_dir(name) / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}{suffix}"
+        # Time to the microsecond keeps a burst of identical frames as separate photos.
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        path = self._class_dir(name) / f"{stamp}-{hashlib.sha1(data).hexdigest()[:8]}{suffix}"
         atomic_write_bytes(path, data)
         return path
 
