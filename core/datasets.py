@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import zipfile
 from datetime import datetime
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
@@ -16,6 +18,8 @@ from core.workspace import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_IMAGES_PER_CLASS = 5
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one uploaded photo, or one photo inside a zip
+MAX_ZIP_BYTES = 1024 * 1024 * 1024  # all the photos of one uploaded zip, uncompressed
 
 
 def read_image(path: Path) -> np.ndarray | None:
@@ -115,6 +119,60 @@ class ToolDataset:
                                  "or WebP): nothing was added")
         suffix = Path(filename).suffix.lower()
         return self._store(name, data, suffix if suffix in IMAGE_SUFFIXES else ".png")
+
+    def add_upload(self, filename: str, data: bytes, *, name: str) -> tuple[int, list[str]]:
+        """Add an uploaded photo, or every photo of an uploaded zip, to class ``name``.
+
+        In a zip, folders, hidden members (``.*``, ``__MACOSX``) and files that are not images
+        are skipped; members with an absolute path or ``..`` are refused, as are photos over
+        ``MAX_UPLOAD_BYTES``, members past ``MAX_ZIP_BYTES`` in all and files that do not
+        decode. Returns how many photos were added and one message per refusal (an unknown
+        class raises ``InspectorError``).
+        """
+        self._class_dir(name)  # an unknown class is refused before anything is read
+        too_large = f"is larger than {MAX_UPLOAD_BYTES // 2**20} MB: skipped"
+        if not filename.lower().endswith(".zip"):
+            if len(data) > MAX_UPLOAD_BYTES:
+                return 0, [f"'{filename}' {too_large}"]
+            try:
+                self.add_file(name, data, filename)
+            except InspectorError as exc:
+                return 0, [str(exc)]
+            return 1, []
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile:
+            return 0, [f"'{filename}' is not a readable zip file: nothing was added"]
+        added, problems, total = 0, [], 0
+        with archive:
+            for info in archive.infolist():
+                path = PurePosixPath(info.filename.replace("\\", "/"))
+                where = f"'{info.filename}' in '{filename}'"
+                if path.is_absolute() or ".." in path.parts or PureWindowsPath(info.filename).drive:
+                    problems.append(f"{where} has an unsafe path: skipped")
+                    continue
+                if (info.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES
+                        or any(part.startswith((".", "__MACOSX")) for part in path.parts)):
+                    continue
+                if info.file_size > MAX_UPLOAD_BYTES:
+                    problems.append(f"{where} {too_large}")
+                    continue
+                total += info.file_size
+                if total > MAX_ZIP_BYTES:
+                    problems.append(f"'{filename}' holds more than {MAX_ZIP_BYTES // 2**30} GB of "
+                                    f"photos: {info.filename} and the photos after it were skipped")
+                    break
+                try:
+                    content = archive.read(info)
+                except Exception as exc:  # noqa: BLE001 - damaged, encrypted or unsupported
+                    problems.append(f"{where} could not be unpacked ({exc}): skipped")
+                    continue
+                try:
+                    self.add_file(name, content, path.name)
+                    added += 1
+                except InspectorError as exc:
+                    problems.append(str(exc))
+        return added, problems
 
     def _store(self, name: str, data: bytes, suffix: str) -> Path:
         # Time to the microsecond keeps a burst of identical frames as separate photos.

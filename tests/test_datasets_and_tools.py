@@ -1,7 +1,9 @@
 """Tools on disk and their datasets: persistence, validation, and refusal of bad input."""
 
+import io
 import json
 import os
+import zipfile
 
 import cv2
 import numpy as np
@@ -122,3 +124,39 @@ def test_stored_snapshot_is_lossless(workspace):
     frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
     path = ToolDataset(tool.images_dir, tool.config.classes).add_image("good", frame)
     assert np.array_equal(cv2.imread(str(path)), frame)
+
+
+def test_uploaded_photos_and_zips_are_added_and_tricks_refused(workspace):
+    tool = ToolStore().create("uploads")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    photos = sample_paths("casting", 3, seed=5)["defect"]
+    assert dataset.add_upload(photos[0].name, photos[0].read_bytes(), name="defect") == (1, [])
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(photos[1], f"batch/{photos[1].name}")
+        archive.write(photos[2], f"batch/more/{photos[2].name.upper()}")
+        archive.writestr("batch/", b"")
+        archive.writestr("batch/readme.txt", "not a photo: skipped")
+        archive.writestr("__MACOSX/batch/._a.jpg", b"resource fork: skipped")
+        archive.writestr("batch/.thumbnail.png", b"hidden: skipped")
+        for trick in ("../escape.png", "/etc/abs.png", "C:/windows.png", "batch\\..\\up.png"):
+            archive.writestr(trick, photos[1].read_bytes())
+        archive.writestr("batch/huge.png", bytes(65 * 1024 * 1024))  # compresses to little
+        archive.writestr("batch/broken.jpg", b"\xff\xd8 not really a jpeg")
+    added, problems = dataset.add_upload("photos.zip", buffer.getvalue(), name="defect")
+    assert added == 2 and dataset.counts() == {"good": 0, "defect": 3}
+    assert len(problems) == 6
+    assert all("has an unsafe path" in p for p in problems[:4])
+    assert "'batch/huge.png' in 'photos.zip' is larger than 64 MB" in problems[4]
+    assert "'broken.jpg' is not a readable image" in problems[5]
+    stored = [p for p in workspace.rglob("*") if p.is_file() and p.name != "tool.json"]
+    assert len(stored) == 3 and all(p.parent == tool.images_dir / "defect" for p in stored)
+
+    assert dataset.add_upload("notes.zip", b"PK not a zip", name="good") == (
+        0, ["'notes.zip' is not a readable zip file: nothing was added"])
+    added, problems = dataset.add_upload("report.pdf", b"%PDF-1.4", name="good")
+    assert added == 0 and "'report.pdf' is not a readable image" in problems[0]
+    with pytest.raises(InspectorError, match="unknown class"):
+        dataset.add_upload(photos[0].name, photos[0].read_bytes(), name="scratch")
+    assert dataset.counts() == {"good": 0, "defect": 3}
