@@ -1,0 +1,210 @@
+"""Live inspection as a session: the latest webcam frame, continuous or triggered judging, and
+the verdict events it produces.
+
+A *verdict event* is what a station records: in continuous mode one per change of a tool's
+smoothed verdict (PASS to FAIL or back; the first verdict of a session counts as a change), in
+triggered mode one per trigger, whatever the verdict. ``LiveSession`` hands its events to a sink
+with a ``remember(records)`` method; the default sink is ``RECENT``, an in-memory buffer of the
+latest events (a later history store replaces it without touching the session).
+
+``LiveSession.process`` runs on the webcam thread; the page script reads ``current()`` and
+changes ``continuous`` / ``heatmaps`` / ``trigger`` from its own thread. Results are published
+as one immutable ``LiveResults`` object, so a reader never sees results of one frame with the
+time of another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from core.errors import InspectorError
+from core.inference import Inspector, ToolResult, ToolRunner
+
+LOG = logging.getLogger("shopfloor_inspector.live")
+
+CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
+TRIGGER = "trigger"  # cause of a triggered-mode event: one per trigger
+
+
+class FrameHolder:
+    """The latest webcam frame, written by the video thread and read by another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: np.ndarray | None = None
+        self.count = 0  # frames received so far
+        self.stamp = 0.0  # time.time() of the latest frame
+
+    def put(self, frame: np.ndarray) -> float:
+        """Keep a frame as the latest; returns the time it arrived."""
+        now = time.time()
+        with self._lock:
+            self._frame, self.count, self.stamp = frame, self.count + 1, now
+        return now
+
+    def get(self) -> np.ndarray | None:
+        with self._lock:
+            return None if self._frame is None else self._frame.copy()
+
+    def wait_new(self, after: int, timeout: float = 2.0) -> np.ndarray | None:
+        """The latest frame once more than ``after`` frames have arrived, or None on timeout."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.count > after:
+                return self.get()
+            time.sleep(0.02)
+        return None
+
+
+# ------------------------------------------------------------------ verdict events
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """One verdict event of one tool."""
+
+    time: float  # time.time() of the judged frame
+    tool: str
+    verdict: str  # "PASS" or "FAIL"
+    defect_class: str | None
+    score: float  # the smoothed defect score the verdict was decided on
+    threshold: float
+    version: str
+    cause: str = CHANGE  # CHANGE (continuous mode) or TRIGGER (triggered mode)
+
+    @classmethod
+    def of(cls, result: ToolResult, when: float, cause: str) -> "VerdictRecord":
+        return cls(when, result.tool, result.verdict, result.defect_class, result.smoothed,
+                   result.threshold, result.version, cause)
+
+
+class VerdictSink(Protocol):
+    def remember(self, records: list[VerdictRecord]) -> None: ...
+
+
+class RecentVerdicts:
+    """The latest verdict events in memory, oldest first (thread-safe, bounded)."""
+
+    def __init__(self, maxlen: int = 500):
+        self._records: deque[VerdictRecord] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def remember(self, records: list[VerdictRecord]) -> None:
+        with self._lock:
+            self._records.extend(records)
+
+    def recent(self) -> list[VerdictRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def last(self, tool: str) -> VerdictRecord | None:
+        """The latest event of a tool, or None if it has none in memory."""
+        for record in reversed(self.recent()):
+            if record.tool == tool:
+                return record
+        return None
+
+
+RECENT = RecentVerdicts()  # the station's buffer: one server process is one station
+remember = RECENT.remember
+recent = RECENT.recent
+last = RECENT.last
+
+
+# ------------------------------------------------------------------ the session
+
+@dataclass(frozen=True)
+class LiveResults:
+    """Every running tool's result on one frame, with when the frame arrived."""
+
+    results: tuple[ToolResult, ...]
+    time: float  # time.time() of the judged frame
+    triggered: bool  # judged because of a trigger (triggered mode)
+
+    @property
+    def verdict(self) -> str:
+        """The station's verdict on the frame: FAIL if any tool fails."""
+        return "FAIL" if any(not r.passed for r in self.results) else "PASS"
+
+    def age(self, now: float | None = None) -> float:
+        return (time.time() if now is None else now) - self.time
+
+
+class LiveSession:
+    """The live inspection state shared by the video thread and the page script.
+
+    Settings of a tool change through ``runners[name].configure``; the mode (``continuous``),
+    ``heatmaps`` and the ``trigger`` event may be changed at any time: each frame reads them
+    afresh, so a change takes effect on the next frame without restarting the stream.
+    """
+
+    STALE_AFTER_S = 3.0  # continuous results older than this are not shown as current
+
+    def __init__(self, inspector: Inspector, sink: VerdictSink | None = None):
+        self.inspector = inspector
+        self.sink = sink if sink is not None else RECENT
+        self.frames = FrameHolder()
+        self.continuous = True
+        self.heatmaps = False
+        self.trigger = threading.Event()
+        self.latest: LiveResults | None = None
+        self.error: str | None = None
+        self._last_verdicts: dict[str, str] = {}
+
+    @property
+    def runners(self) -> dict[str, ToolRunner]:
+        return {r.tool.name: r for r in self.inspector.runners}
+
+    def process(self, image: np.ndarray) -> np.ndarray:
+        """Inspect a BGR frame (every frame, or the next one after a trigger) and draw on it."""
+        arrived = self.frames.put(image)
+        try:
+            if self.continuous:
+                self.trigger.clear()  # a trigger means nothing in continuous mode
+                shown = self._judge(image, arrived, triggered=False)
+            elif self.trigger.is_set():
+                shown = self._judge(image, arrived, triggered=True)
+            else:
+                shown = self.current()  # the held verdict of the last trigger, if any
+            return Inspector.draw(image, list(shown.results), self.heatmaps) if shown else image
+        except InspectorError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the stream must survive; the page shows it
+            LOG.exception("live inspection failed on a frame")
+            self.error = f"inspection failed on a frame: {exc}"
+        return image
+
+    def _judge(self, image: np.ndarray, arrived: float, triggered: bool) -> LiveResults:
+        if triggered:
+            self.trigger.clear()
+            for runner in self.inspector.runners:
+                runner.reset()  # a triggered verdict judges this part only
+        results = LiveResults(tuple(self.inspector.inspect(image, heatmaps=self.heatmaps)),
+                              arrived, triggered)
+        self.latest, self.error = results, None
+        self.sink.remember(self.events(results))
+        return results
+
+    def events(self, results: LiveResults) -> list[VerdictRecord]:
+        """The verdict events of freshly judged results (and note their verdicts)."""
+        cause = TRIGGER if results.triggered else CHANGE
+        events = [VerdictRecord.of(r, results.time, cause) for r in results.results
+                  if results.triggered or self._last_verdicts.get(r.tool) != r.verdict]
+        self._last_verdicts.update({r.tool: r.verdict for r in results.results})
+        return events
+
+    def current(self, now: float | None = None) -> LiveResults | None:
+        """What to show now: in continuous mode the latest results unless stale, in triggered
+        mode the latest triggered results (held until the next trigger)."""
+        latest = self.latest
+        if latest is None:
+            return None
+        if self.continuous:
+            return latest if latest.age(now) <= self.STALE_AFTER_S else None
+        return latest if latest.triggered else None

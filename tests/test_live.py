@@ -1,0 +1,165 @@
+"""The live session on real casting photos: continuous and triggered modes, verdict events,
+timestamps, staleness, errors that must not stop the stream, and the recent verdicts buffer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from core import live as live_module
+from core.inference import Inspector
+from core.live import (CHANGE, TRIGGER, FrameHolder, LiveSession, RecentVerdicts,
+                       VerdictRecord)
+from core.tools import ToolStore
+from tests.conftest import load_sample
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, list[np.ndarray]]:
+    """Photos the casting tool was trained on (seed 1): its verdicts on them are certain."""
+    sample = load_sample("casting", 12, seed=1)
+    return {name: [im for im, y in zip(sample.images, sample.labels) if y == label][:3]
+            for label, name in enumerate(("good", "defect"))}
+
+
+def session(tools, sink=None) -> LiveSession:
+    return LiveSession(Inspector.from_tools(tools), sink if sink is not None else RecentVerdicts())
+
+
+def test_frame_holder_keeps_the_latest_frame_and_waits_for_a_new_one():
+    holder = FrameHolder()
+    assert holder.get() is None and holder.wait_new(0, timeout=0.05) is None
+    first = np.zeros((4, 4, 3), np.uint8)
+    stamp = holder.put(first)
+    assert holder.count == 1 and holder.stamp == stamp <= time.time()
+    copy = holder.get()
+    copy[:] = 255
+    assert holder.get().max() == 0  # readers get a copy
+
+    second = np.full((4, 4, 3), 7, np.uint8)
+    timer = threading.Timer(0.1, holder.put, args=(second,))
+    timer.start()
+    try:
+        assert holder.wait_new(1, timeout=5).max() == 7
+    finally:
+        timer.join()
+    assert holder.wait_new(2, timeout=0.05) is None  # nothing newer than the second frame
+
+
+def test_continuous_mode_records_one_event_per_verdict_change(casting_tool, photos):
+    casting_tool.update(smoothing=1)
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink)
+    station_before = len(live_module.recent())
+    frames = photos["good"] + photos["defect"] + photos["good"][:1]
+    times = []
+    for image in frames:
+        before = time.time()
+        out = live.process(image)
+        assert out.shape == image.shape and not np.array_equal(out, image)  # ROI box drawn
+        assert before <= live.latest.time <= time.time() and not live.latest.triggered
+        times.append(live.latest.time)
+    assert live.error is None
+    assert [r.verdict for r in live.latest.results] == ["PASS"]
+
+    events = sink.recent()
+    assert [(e.verdict, e.cause) for e in events] == [("PASS", CHANGE), ("FAIL", CHANGE),
+                                                     ("PASS", CHANGE)]
+    assert [e.time for e in events] == [times[0], times[3], times[6]]  # the judged frames' times
+    fail = events[1]
+    assert fail.tool == "casting" and fail.defect_class == "defect"
+    assert fail.score >= fail.threshold == casting_tool.config.threshold
+    assert fail.version == casting_tool.config.active_version
+    assert len(live_module.recent()) == station_before  # the session wrote to its own sink
+
+
+def test_continuous_results_go_stale_and_triggers_are_ignored(casting_tool, photos):
+    live = session([casting_tool])
+    live.trigger.set()  # means nothing in continuous mode
+    live.process(photos["good"][0])
+    latest = live.latest
+    assert not live.trigger.is_set() and not latest.triggered
+    assert live.current() is latest
+    assert live.current(now=latest.time + LiveSession.STALE_AFTER_S + 0.1) is None
+    live.continuous = False  # a continuous verdict is not held as a triggered one
+    assert live.current() is None
+
+
+def test_triggered_mode_judges_one_frame_per_trigger_and_holds_it(casting_tool, photos):
+    runner_sink = RecentVerdicts()
+    live = session([casting_tool], runner_sink)
+    assert live.runners["casting"].config.smoothing == 5
+    for image in photos["good"]:  # continuous first: the moving average fills with PASS scores
+        live.process(image)
+    live.continuous = False
+
+    untouched = live.process(photos["defect"][0])
+    assert untouched is not None and np.array_equal(untouched, photos["defect"][0])
+    assert live.current() is None and len(runner_sink.recent()) == 1  # the continuous PASS
+
+    live.trigger.set()
+    live.process(photos["defect"][0])
+    held = live.current()
+    assert held.triggered and not live.trigger.is_set()
+    result = held.results[0]
+    assert result.verdict == "FAIL" and held.verdict == "FAIL"
+    assert result.smoothed == pytest.approx(result.score)  # judged on this part alone
+
+    shown = live.process(photos["good"][0])  # no trigger: the verdict is held and drawn
+    assert live.current() is held and not np.array_equal(shown, photos["good"][0])
+
+    live.trigger.set()
+    live.process(photos["defect"][1])  # the same verdict again: still an event per trigger
+    events = runner_sink.recent()
+    assert [(e.verdict, e.cause) for e in events] == [("PASS", CHANGE), ("FAIL", TRIGGER),
+                                                     ("FAIL", TRIGGER)]
+    assert events[-1].time == live.current().time != held.time
+
+
+def test_verdict_changes_are_tracked_per_tool_and_any_fail_fails_the_part(casting_tool, photos):
+    strict = ToolStore().duplicate("casting", "strict")
+    strict.update(threshold=0.0, smoothing=1)  # every score is at or above 0: always FAIL
+    casting_tool.update(smoothing=1)
+    sink = RecentVerdicts()
+    live = session([casting_tool, strict], sink)
+    for image in photos["good"]:
+        live.process(image)
+    assert [(r.tool, r.verdict) for r in live.latest.results] == [("casting", "PASS"),
+                                                                  ("strict", "FAIL")]
+    assert live.latest.verdict == "FAIL"
+    assert [(e.tool, e.verdict) for e in sink.recent()] == [("casting", "PASS"),
+                                                            ("strict", "FAIL")]
+    assert sink.last("strict").verdict == "FAIL" and sink.last("casting").verdict == "PASS"
+
+
+def test_a_bad_frame_is_reported_and_the_stream_goes_on(casting_tool, photos):
+    live = session([casting_tool])
+    gray = np.zeros((480, 640), np.uint8)
+    assert live.process(gray) is gray
+    assert "BGR colour frame" in live.error and live.latest is None
+    live.process(photos["good"][0])
+    assert live.error is None and live.latest is not None
+
+
+def test_the_default_sink_is_the_station_buffer(casting_tool, photos):
+    live = LiveSession(Inspector.from_tools([casting_tool]))
+    before = len(live_module.recent())
+    live.process(photos["defect"][0])
+    assert len(live_module.recent()) == min(before + 1, 500)
+    assert live_module.last("casting") == live_module.recent()[-1]
+
+
+def test_recent_verdicts_are_bounded_and_searchable_by_tool():
+    buffer = RecentVerdicts(maxlen=3)
+    records = [VerdictRecord(float(i), tool, "PASS", None, 0.1, 0.5, "v001")
+               for i, tool in enumerate(["a", "b", "a", "b"])]
+    buffer.remember(records[:2])
+    buffer.remember(records[2:])
+    assert buffer.recent() == records[1:]  # the oldest went
+    assert buffer.last("a") is records[2] and buffer.last("b") is records[3]
+    assert buffer.last("c") is None
+    buffer.recent().clear()
+    assert len(buffer.recent()) == 3  # a copy
