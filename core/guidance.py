@@ -1,0 +1,45 @@
+"""What an engineer should do next with a tool, in plain words."""
+
+from __future__ import annotations
+
+from core.datasets import MIN_IMAGES_PER_CLASS, ToolDataset, check_trainable
+from core.errors import InspectorError
+from core.tools import Tool
+
+GOOD_ENOUGH = 0.9  # below this validation balanced accuracy, suggest more photos and a review
+
+
+def active_balanced_accuracy(tool: Tool) -> float | None:
+    """Validation balanced accuracy of the tool's active model, or None without one."""
+    if not tool.config.active_version:
+        return None
+    try:
+        return tool.version_meta()["validation"].get("balanced_accuracy")
+    except (InspectorError, KeyError, OSError, ValueError):
+        return None
+
+
+def next_steps(tool: Tool) -> list[str]:
+    """Hints in order: photos to capture, training, activation, retraining, then readiness."""
+    counts = ToolDataset(tool.images_dir, tool.config.classes).counts()
+    try:
+        check_trainable(counts, kind=tool.config.kind)
+    except InspectorError:
+        return [f"Capture {MIN_IMAGES_PER_CLASS - n} more '{name}' photo(s) "
+                f"(have {n}, need {MIN_IMAGES_PER_CLASS})."
+                for name, n in counts.items()
+                if n < MIN_IMAGES_PER_CLASS and (tool.config.kind == "classifier" or name == "good")]
+    versions = tool.versions()
+    if not versions:
+        return ["Enough photos: train a first model on the Training page."]
+    if not tool.config.active_version:
+        return ["A model is trained but none is active: activate one on the Training page."]
+    hints = []
+    if sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
+        hints.append("New photos since the last training: retrain to use them.")
+    bacc = active_balanced_accuracy(tool)
+    if bacc is not None and bacc < GOOD_ENOUGH:
+        smallest = min(counts, key=counts.get)
+        hints.append(f"Validation balanced accuracy is {bacc:.0%}: add photos (most needed: "
+                     f"'{smallest}') and review the hardest images on the Labeling page.")
+    return hints or ["Ready: run it on the Live inspection page."]
