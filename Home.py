@@ -14,9 +14,11 @@ import pandas as pd
 import streamlit as st
 
 import pages as ui
+from core import live
 from core.backbones import available_profiles
 from core.errors import InspectorError
 from core.exchange import export_tool, import_tool
+from core.guidance import active_balanced_accuracy, next_steps
 
 ui.page_setup("Shopfloor Inspector", ":material/factory:")
 store = ui.store()
@@ -35,19 +37,13 @@ else:
     rows = []
     for tool in tools:
         c = tool.config
-        bacc = None
-        if c.active_version:
-            try:
-                bacc = tool.version_meta()["validation"].get("balanced_accuracy")
-            except (InspectorError, KeyError, OSError):
-                bacc = None
-        last = ui.last_verdict(tool.name)
+        last = live.last(tool.name)
         counts = ui.dataset(tool).counts()
         rows.append({
             "Tool": tool.name, "Kind": c.kind,
             "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
             "Active version": c.active_version or "none",
-            "Validation bal. acc.": ui.fmt_pct(bacc),
+            "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
             "Threshold": round(c.threshold, 3),
             "Last verdict": (f"{last.verdict} ({datetime.fromtimestamp(last.time):%H:%M:%S})"
                              if last else "-"),
@@ -56,7 +52,7 @@ else:
 
     st.subheader("Next steps")
     for tool in tools:
-        for hint in ui.next_steps(tool):
+        for hint in next_steps(tool):
             st.markdown(f"**{tool.name}**: {hint}")
 
 # ------------------------------------------------------------------ management

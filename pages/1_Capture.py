@@ -17,6 +17,7 @@ import pages as ui
 from core.datasets import IMAGE_SUFFIXES, MIN_IMAGES_PER_CLASS
 from core.errors import InspectorError
 from core.explanation import draw_result
+from core.live import FrameHolder
 from core.preprocessing import crop_roi
 
 ui.page_setup("Capture", ":material/photo_camera:")
@@ -46,7 +47,7 @@ use_roi = st.toggle("Save only the tool's ROI (the green box)", value=True, key=
 camera_tab, upload_tab = st.tabs(["Webcam", "Upload photos"])
 
 with camera_tab:
-    holder: ui.FrameHolder = st.session_state.setdefault("capture_frames", ui.FrameHolder())
+    holder: FrameHolder = st.session_state.setdefault("capture_frames", FrameHolder())
     roi = tool.config.roi
 
     def on_frame(frame: av.VideoFrame) -> av.VideoFrame:  # video thread: no st.* here
@@ -104,7 +105,10 @@ with upload_tab:
     files = st.file_uploader("Photos or a zip of photos", type=suffixes,
                              accept_multiple_files=True, key=f"upload_{generation}")
     if st.button(f"Add to '{target}'", key="upload_add", disabled=not files, type="primary"):
-        added, problems = ui.add_uploads(tool, target, [(f.name, f.getvalue()) for f in files])
+        added, problems = 0, []
+        for f in files:
+            n, refused = ds.add_upload(f.name, f.getvalue(), name=target)
+            added, problems = added + n, problems + refused
         for problem in problems[:10]:
             st.error(problem)
         if len(problems) > 10:

@@ -13,6 +13,7 @@ import streamlit as st
 import pages as ui
 from core.datasets import read_image
 from core.errors import InspectorError
+from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first
 
 PAGE_SIZE = 24
 COLUMNS = 6
@@ -44,12 +45,11 @@ if order.startswith("hardest"):
     if not cached or cached[0] != key:
         try:
             with st.spinner(f"Scoring {len(files)} photo(s) with {tool.config.active_version}..."):
-                ranked = ui.hardness_order(files, tool.config.classes,
-                                           ui.defect_scores(tool, files), tool.config.threshold)
+                ranked = hardest_first(tool, files)
             st.session_state["label_scores"] = (key, ranked)
         except InspectorError as exc:
             st.error(str(exc))
-            ranked = [(p, float("nan"), "ok") for p in files]
+            ranked = [(p, float("nan"), OK) for p in files]
     else:
         ranked = cached[1]
     files = [p for p, _, _ in ranked]
@@ -106,7 +106,8 @@ if pending:
         st.rerun()
 
 # ------------------------------------------------------------------ the grid
-BADGE = {"wrong": ":red[wrong side]", "uncertain": ":orange[uncertain]", "ok": ""}
+BADGE = {WRONG: ":red[wrong side]", UNCERTAIN: ":orange[uncertain]", OK: "",
+         UNREADABLE: ":red[unreadable]"}
 for start in range(0, len(visible), COLUMNS):
     for col, path in zip(st.columns(COLUMNS), visible[start:start + COLUMNS]):
         with col:
@@ -118,5 +119,6 @@ for start in range(0, len(visible), COLUMNS):
             caption = f"**{path.parent.name}**"
             if path in scores:
                 score, status = scores[path]
-                caption += f" · defect {score:.2f} {BADGE[status]}"
+                caption += (f" {BADGE[status]}" if status == UNREADABLE
+                            else f" · defect {score:.2f} {BADGE[status]}")
             st.checkbox(caption, key=f"sel::{path}", help=path.name)

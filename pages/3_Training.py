@@ -14,6 +14,7 @@ import streamlit as st
 
 import pages as ui
 from core.backbones import available_profiles
+from core.jobs import job_for, start_training
 from core.datasets import check_trainable, read_image
 from core.errors import InspectorError
 from core.explanation import blend_heatmap
@@ -29,7 +30,7 @@ counts = ui.dataset(tool).counts()
 st.caption("Photos: " + " | ".join(f"**{c}**: {n}" for c, n in counts.items()))
 
 # ------------------------------------------------------------------ start / follow a run
-job = ui.JOBS.get(tool.name)
+job = job_for(tool)
 running = job is not None and job.running
 profiles = available_profiles()
 names = list(profiles)
@@ -49,7 +50,7 @@ if c2.button("Start training", type="primary", disabled=running or not trainable
     try:
         if profile != tool.config.profile:
             tool.update(profile=profile)
-        job = ui.start_training(tool)
+        job = start_training(tool)
         running = True
     except InspectorError as exc:
         st.error(str(exc))
@@ -57,7 +58,7 @@ if c2.button("Start training", type="primary", disabled=running or not trainable
 
 @st.fragment(run_every=1.0 if running else None)
 def training_status() -> None:
-    job = ui.JOBS.get(tool.name)
+    job = job_for(tool)
     if job is None:
         return
     if job.running:

@@ -18,6 +18,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import pages as ui
 from core.errors import InspectorError
 from core.inference import Inspector
+from core.live import LiveSession
 from core.workspace import workspace_root
 
 ui.page_setup("Live inspection", ":material/videocam:")
@@ -36,11 +37,11 @@ running_tools = [t for t in trained if t.name in chosen]
 
 
 @st.cache_resource(show_spinner="Loading the models...", max_entries=4)
-def live_session(home: str, tools: tuple[tuple[str, str], ...]) -> ui.LiveSession:
+def live_session(home: str, tools: tuple[tuple[str, str], ...]) -> LiveSession:
     """One live session per workspace and set of (tool, active version): a new version or a
     different choice of tools builds a new one; settings changes do not."""
     store = ui.store()
-    return ui.LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]))
+    return LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]))
 
 
 try:
@@ -111,22 +112,21 @@ with verdict_col:
 
     @st.fragment(run_every=0.4)
     def verdict_panel() -> None:
-        results, age = live.current()
+        shown = live.current()
         if live.error:
             st.error(live.error)
         if not live.inspector.runners:
             st.markdown(ui.verdict_html("NO TOOL"), unsafe_allow_html=True)
             return
-        if not results or (live.continuous and age > live.STALE_AFTER_S):
+        if shown is None:
             label = "START CAMERA" if not ctx.state.playing else (
                 "WAITING" if live.continuous else "PRESS TRIGGER")
             st.markdown(ui.verdict_html(label), unsafe_allow_html=True)
             return
-        verdict = "FAIL" if any(not r.passed for r in results) else "PASS"
-        when = "" if live.continuous else f" at {datetime.fromtimestamp(live.result_time):%H:%M:%S}"
-        st.markdown(ui.verdict_html(verdict, f"{len(results)} tool(s){when}"),
+        when = "" if live.continuous else f" at {datetime.fromtimestamp(shown.time):%H:%M:%S}"
+        st.markdown(ui.verdict_html(shown.verdict, f"{len(shown.results)} tool(s){when}"),
                     unsafe_allow_html=True)
-        for r in results:
+        for r in shown.results:
             icon = ":green[PASS]" if r.passed else f":red[FAIL {r.defect_class or ''}]"
             st.markdown(f"**{r.tool}** {icon} · score {r.smoothed:.2f} (frame {r.score:.2f}) / "
                         f"threshold {r.threshold:.2f} · {r.latency_ms:.0f} ms · {r.version}")

@@ -13,13 +13,14 @@ import pandas as pd
 import streamlit as st
 
 import pages as ui
+from core import live
 
 ui.page_setup("History", ":material/history:")
 st.info("Stored inspection history (search, export, statistics) arrives with the history "
         "feature. Until then, this page shows the verdicts kept in memory since the station "
         "started: every verdict change in continuous mode and every triggered verdict.")
 
-records = ui.recent_verdicts()
+records = live.recent()
 if not records:
     st.caption("No verdict yet in this session of the station.")
 else:
@@ -28,6 +29,7 @@ else:
                 f"**{fails} FAIL**")
     st.dataframe(pd.DataFrame([{
         "Time": datetime.fromtimestamp(r.time).strftime("%Y-%m-%d %H:%M:%S"), "Tool": r.tool,
-        "Verdict": r.verdict, "Defect": r.defect_class or "", "Score": round(r.score, 3),
+        "Verdict": r.verdict, "Event": r.cause, "Defect": r.defect_class or "",
+        "Score": round(r.score, 3),
         "Threshold": round(r.threshold, 3), "Version": r.version,
     } for r in reversed(records)]), hide_index=True, width="stretch")

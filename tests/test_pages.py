@@ -330,16 +330,6 @@ def test_labeling_orders_hardest_first_with_the_model(trained_home):
     assert all(b >= a - 0.011 for a, b in zip(rest, rest[1:]))  # captions round to 0.01
 
 
-def test_hardness_order_puts_wrong_then_uncertain_first():
-    import pages as ui
-
-    paths = [Path("/t/good/a.png"), Path("/t/good/b.png"), Path("/t/defect/c.png"),
-             Path("/t/defect/d.png")]
-    ranked = ui.hardness_order(paths, ("good", "defect"), np.array([0.1, 0.55, 0.45, 0.99]), 0.5)
-    assert [(p.name, status) for p, _, status in ranked] == [
-        ("b.png", "wrong"), ("c.png", "wrong"), ("a.png", "ok"), ("d.png", "ok")]
-
-
 # ------------------------------------------------------------------ Training
 
 def test_training_page_lists_versions_and_activates_one(trained_home):
@@ -367,15 +357,15 @@ def test_training_page_lists_versions_and_activates_one(trained_home):
 
 
 def test_training_page_trains_in_the_background_without_activating(home):
-    import pages as ui
+    from core.jobs import job_for
 
-    fill_tool(ToolStore(home), per_class=5)
+    tool = fill_tool(ToolStore(home), per_class=5)
     at = page("pages/3_Training.py").run()
     no_errors(at)
     assert "No model yet." in texts(at)
     at.button(key="train_start").click().run()
     no_errors(at)
-    job = ui.JOBS["casting"]
+    job = job_for(tool)
     job.thread.join(timeout=TIMEOUT)
     assert job.error is None and job.meta is not None
     at.run()
@@ -412,34 +402,26 @@ def test_live_page_loads_and_settings_reach_the_runner(trained_home):
     assert tool.config.threshold == pytest.approx(0.8) and tool.config.tta.enabled
 
 
-def test_live_session_judges_real_frames_and_keeps_recent_verdicts(trained_home):
-    import pages as ui
-    from core.inference import Inspector
+def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(trained_home, webrtc):
+    photos = ToolStore(trained_home).get("casting").images_dir  # the model's own photos
+    good = read_image(image_files(photos / "good")[0])
+    defect = read_image(image_files(photos / "defect")[0])
+    webrtc.playing = True
+    at = page("pages/4_Live_inspection.py").run()
+    assert "WAITING" in texts(at)
+    webrtc.send("live", defect)
+    at.run()
+    no_errors(at)
+    assert 'class="verdict fail"' in texts(at) and "1 tool(s)" in texts(at)
 
-    live = ui.LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
-    runner = live.runners["casting"]
-    runner.configure(smoothing=1)
-    images = runner.tool.images_dir  # photos the model was fitted on: verdicts are certain
-    good = [read_image(p) for p in image_files(images / "good")[:3]]
-    defect = [read_image(p) for p in image_files(images / "defect")[:3]]
-    before = len(ui.recent_verdicts())
-    for image in good:
-        out = live.process(image)
-        assert out.shape == image.shape and not np.array_equal(out, image)  # ROI box drawn
-    assert live.results[0].verdict == "PASS" and live.error is None
-    for image in defect:
-        live.process(image)
-    assert live.results[0].verdict == "FAIL"
-    # continuous mode remembers verdict changes, not every frame
-    assert [r.verdict for r in ui.recent_verdicts()[before:]] == ["PASS", "FAIL"]
-
-    live.continuous = False  # triggered: nothing is judged until the trigger
-    live.results = []
-    live.process(good[0])
-    assert live.results == []
-    live.trigger.set()
-    live.process(good[0])
-    assert live.results[0].verdict == "PASS" and not live.trigger.is_set()
+    at.radio(key="live_mode").set_value("Triggered").run()
+    assert "PRESS TRIGGER" in texts(at)  # a continuous verdict is not held as a triggered one
+    at.button(key="live_trigger").click().run()
+    webrtc.send("live", good)
+    webrtc.send("live", defect)  # after the triggered frame: not judged
+    at.run()
+    no_errors(at)
+    assert 'class="verdict pass"' in texts(at) and "1 tool(s) at " in texts(at)
 
 
 def test_roi_from_canvas_rectangle_scales_to_the_frame():
@@ -453,16 +435,17 @@ def test_roi_from_canvas_rectangle_scales_to_the_frame():
 
 
 def test_history_placeholder_shows_verdicts_in_memory(trained_home):
-    import pages as ui
     from core.inference import Inspector
+    from core.live import LiveSession
 
-    live = ui.LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
+    live = LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
     live.process(read_image(casting_files("defect", 1, skip=50)[0]))
     at = page("pages/5_History.py").run()
     no_errors(at)
     assert "arrives with the history feature" in at.info[0].value
     table = at.dataframe[0].value
     assert table.iloc[0]["Tool"] == "casting" and table.iloc[0]["Verdict"] in ("PASS", "FAIL")
+    assert table.iloc[0]["Event"] == "change"
 
 
 def test_live_page_roi_drawing_persists_the_rectangle(trained_home, monkeypatch):
