@@ -188,10 +188,10 @@ class LiveSession:
         results = LiveResults(tuple(self.inspector.inspect(image, heatmaps=self.heatmaps)),
                               arrived, triggered)
         self.latest, self.error = results, None
-        self.sink.remember(self.events(results))
+        self.sink.remember(self._events(results))
         return results
 
-    def events(self, results: LiveResults) -> list[VerdictRecord]:
+    def _events(self, results: LiveResults) -> list[VerdictRecord]:
         """The verdict events of freshly judged results (and note their verdicts)."""
         cause = TRIGGER if results.triggered else CHANGE
         events = [VerdictRecord.of(r, results.time, cause) for r in results.results
