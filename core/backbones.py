@@ -60,8 +60,8 @@ class Backbone(nn.Module):
 # (repeats, kernel, stride, expand ratio, output channels) per stage, from the TF lite builder.
 _LITE_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
-# width, depth multipliers and native resolution
-_LITE_SCALING = {0: (1.0, 1.0, 224), 1: (1.0, 1.1, 240), 2: (1.1, 1.2, 260)}
+# width and depth multipliers of each variant
+_LITE_SCALING = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
 _LITE_MID_STAGE = 4  # output of the stride-16 stage (112 channels at width 1.0)
 
 
@@ -112,7 +112,7 @@ class _MBConv(nn.Module):
 class _LiteBody(nn.Module):
     def __init__(self, variant: int):
         super().__init__()
-        width, depth, _ = _LITE_SCALING[variant]
+        width, depth = _LITE_SCALING[variant]
         self.stem = _conv_bn(3, 32, 3, 2)
         stages, cin = [], 32
         last = len(_LITE_STAGES) - 1
@@ -208,18 +208,21 @@ class _TorchvisionBody(nn.Module):
 
 # --------------------------------------------------------------------------- registry
 
+# (variant, input size, description). Lite1/2 run at their native resolution; the fast profile
+# runs Lite0 at 192 px instead of 224 so that a frame with Grad-CAM stays well inside the 33 ms
+# between webcam frames on a 2-core PC (25 % fewer operations, see BENCHMARKS.md).
 _LITE_PROFILES = {
-    "fast": (0, "EfficientNet-Lite0: fastest, for live lines and small PCs"),
-    "balanced": (1, "EfficientNet-Lite1: a little slower, a little more accurate"),
-    "accurate": (2, "EfficientNet-Lite2: the most accurate, for demanding checks"),
+    "fast": (0, 192, "EfficientNet-Lite0 at 192 px: fastest, for live lines and small PCs"),
+    "balanced": (1, 240, "EfficientNet-Lite1 at 240 px: a little slower, a little more accurate"),
+    "accurate": (2, 260, "EfficientNet-Lite2 at 260 px: the most thorough, for demanding checks"),
 }
 
 
 def available_profiles() -> dict[str, Profile]:
     """Every profile this station can build without a network: the built-in and found ones."""
     profiles = {}
-    for name, (variant, description) in _LITE_PROFILES.items():
-        profiles[name] = Profile(name, f"efficientnet_lite{variant}", _LITE_SCALING[variant][2],
+    for name, (variant, size, description) in _LITE_PROFILES.items():
+        profiles[name] = Profile(name, f"efficientnet_lite{variant}", size,
                                  (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), description,
                                  _lite_weights_file(variant))
     profiles.update(_torchvision_profiles())

@@ -6,6 +6,7 @@ import torch
 
 from core.backbones import available_profiles, create_backbone, get_profile
 from core.errors import InspectorError
+from core.preprocessing import to_tensor
 from core.runtime import FeatureExtractor
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
@@ -16,7 +17,7 @@ def test_three_builtin_profiles_from_fastest_to_most_accurate():
     profiles = available_profiles()
     assert [profiles[n].architecture for n in ("fast", "balanced", "accurate")] == [
         "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-    assert [profiles[n].input_size for n in ("fast", "balanced", "accurate")] == [224, 240, 260]
+    assert [profiles[n].input_size for n in ("fast", "balanced", "accurate")] == [192, 240, 260]
 
 
 @pytest.mark.parametrize("name, mid_channels", [("fast", 112), ("accurate", 120)])
@@ -33,8 +34,6 @@ def test_imagenet_features_separate_real_parts_from_noise():
     """Pretrained (not random) weights: real photos of one part type have similar features."""
     backbone = create_backbone("fast")
     photos = load_sample("casting", 4, seed=60).images[:4]
-    from core.preprocessing import to_tensor
-
     batch = torch.from_numpy(to_tensor(photos, 224, (0.5,) * 3, (0.5,) * 3))
     noise = torch.rand_like(batch) * 2 - 1
     with torch.no_grad():
@@ -46,7 +45,7 @@ def test_imagenet_features_separate_real_parts_from_noise():
 
 def test_onnx_runtime_and_torch_agree(workspace):
     backbone = create_backbone("fast")
-    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 3, 192, 192)).astype(np.float32)
     mid, last = FeatureExtractor(get_profile("fast"))(x)
     with torch.no_grad():
         ref_mid, ref_last = backbone(torch.from_numpy(x))

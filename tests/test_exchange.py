@@ -106,9 +106,9 @@ def test_onnx_export_matches_the_engine_on_real_photos(casting_tool, tmp_path):
     assert report["max_score_difference"] < 1e-4
     graph = onnx.load(str(tmp_path / "casting.onnx"))
     meta = {p.key: p.value for p in graph.metadata_props}
-    assert json.loads(meta["classes"]) == ["good", "defect"] and meta["input_size"] == "224"
+    assert json.loads(meta["classes"]) == ["good", "defect"] and meta["input_size"] == "192"
     session = ort.InferenceSession(str(tmp_path / "casting.onnx"), providers=["CPUExecutionProvider"])
-    batch = to_tensor(images, 224, json.loads(meta["mean"]), json.loads(meta["std"]))
+    batch = to_tensor(images, 192, json.loads(meta["mean"]), json.loads(meta["std"]))
     scores = session.run(["defect_score"], {"image": batch})[0]
     engine = TrainedModel(casting_tool)
     np.testing.assert_allclose(scores, 1 - engine.probabilities(images)[:, 0], atol=1e-4)
