@@ -18,7 +18,7 @@ from benchmarks.common import machine, pass_fail_files, use_scratch_workspace, w
 from benchmarks.training_time import sample
 from core.datasets import read_image
 from core.inference import Inspector, ToolRunner
-from core.tools import ROI, TTASettings, ToolStore
+from core.tools import ROI, ToolStore, TTASettings
 from core.training import TrainingOptions, train_tool
 
 TARGETS = {"classify + Grad-CAM overlay": 20, "3 tools + Grad-CAM overlay": 50,

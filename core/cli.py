@@ -21,7 +21,7 @@ from core.explanation import blend_heatmap
 from core.inference import TrainedModel
 from core.metrics import pass_fail_metrics
 from core.preprocessing import crop_roi
-from core.tools import ROI, TTASettings, ToolStore
+from core.tools import ROI, ToolStore, TTASettings
 from core.training import Progress, TrainingOptions, train_tool
 
 

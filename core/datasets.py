@@ -6,8 +6,8 @@ import hashlib
 import io
 import shutil
 import zipfile
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2

@@ -151,7 +151,7 @@ class Inspector:
         self.runners = runners
 
     @classmethod
-    def from_tools(cls, tools: list[Tool]) -> "Inspector":
+    def from_tools(cls, tools: list[Tool]) -> Inspector:
         return cls([ToolRunner(t) for t in tools if t.config.enabled and t.config.active_version])
 
     def inspect(self, frame: np.ndarray, heatmaps: bool = True) -> list[ToolResult]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from core.errors import InspectorError
@@ -91,9 +92,7 @@ class ClassifierHead:
                             "cam_scale": repr(self.cam_scale)})
 
     @classmethod
-    def load(cls, folder: Path) -> "ClassifierHead":
-        from safetensors import safe_open
-
+    def load(cls, folder: Path) -> ClassifierHead:
         path = folder / WEIGHTS_FILE
         try:
             with safe_open(str(path), "numpy") as f:

@@ -20,7 +20,7 @@ from core.backbones import Backbone, Profile, create_backbone, get_profile
 from core.workspace import atomic_write_bytes, workspace_root
 
 _lock = threading.Lock()
-_extractors: dict[str, "FeatureExtractor"] = {}
+_extractors: dict[str, FeatureExtractor] = {}
 
 
 def export_backbone_onnx(backbone: Backbone, path: Path) -> None:

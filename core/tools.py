@@ -46,7 +46,7 @@ class ROI:
         return x0, y0, x1, y1
 
     @classmethod
-    def from_pixels(cls, x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> "ROI":
+    def from_pixels(cls, x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> ROI:
         x0, x1 = sorted((max(0.0, x0), min(float(width), x1)))
         y0, y1 = sorted((max(0.0, y0), min(float(height), y1)))
         return cls(x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
@@ -107,7 +107,7 @@ class ToolConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ToolConfig":
+    def from_json(cls, data: dict[str, Any]) -> ToolConfig:
         """Parse a config, refusing unknown fields and wrong types with a clear message."""
         if not isinstance(data, dict):
             raise InspectorError("tool configuration must be a JSON object")

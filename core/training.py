@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -120,8 +120,11 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
 
 def cross_validate(features: np.ndarray, groups: np.ndarray, labels: np.ndarray,
                    classes: tuple[str, ...], last_channels: int, folds: int, seed: int,
-                   report: Callable[[str, int, int], None]) -> np.ndarray:
-    """Out-of-fold class probabilities of every image's own photo (view 0)."""
+                   report: Callable[[str, int, int], None]) -> tuple[np.ndarray, int]:
+    """Out-of-fold class probabilities of every image's own photo (view 0), and the fold count.
+
+    All views of an image stay in the same fold, so no held-out photo was seen in any form.
+    """
     n_images = len(labels)
     folds = max(2, min(folds, int(np.bincount(labels).min())))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -132,7 +135,7 @@ def cross_validate(features: np.ndarray, groups: np.ndarray, labels: np.ndarray,
         head = fit_head(features[rows], labels[groups[rows]], classes, last_channels, seed)
         probabilities[held_out] = head.probabilities(features[originals[held_out]])
         report("validating", k + 1, folds)
-    return probabilities
+    return probabilities, folds
 
 
 def _calibrate_cam_scale(head: ClassifierHead, images: list[np.ndarray], labels: np.ndarray,
@@ -175,7 +178,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     last_channels = get_extractor(config.profile).channels[1]
     features, groups = extract_view_features(data.images, config.profile, options.views_per_image,
                                              options.seed, config.allow_flips, report)
-    oof = cross_validate(features, groups, labels, config.classes, last_channels, options.folds,
+    oof, folds = cross_validate(features, groups, labels, config.classes, last_channels, options.folds,
                          options.seed, report)
     head = fit_head(features, labels[groups], config.classes, last_channels, options.seed)
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile)
@@ -185,7 +188,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     scores = head.defect_scores(oof)
     threshold = suggest_threshold(is_defect, scores)
     validation = pass_fail_metrics(is_defect, scores, threshold)
-    validation["method"] = f"{max(2, min(options.folds, int(np.bincount(labels).min())))}-fold cross-validation"
+    validation["method"] = f"{folds}-fold cross-validation"
     validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
     wrong = [(str(p), float(s)) for p, s, d in zip(data.paths, scores, is_defect)
              if (s >= threshold) != d]

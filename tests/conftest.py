@@ -31,7 +31,7 @@ def sample_paths(dataset: str, per_class: int, seed: int, skip: int = 0) -> dict
 
 def load_sample(dataset: str, per_class: int, seed: int, skip: int = 0) -> LoadedImages:
     loaded = LoadedImages()
-    for label, (name, paths) in enumerate(sample_paths(dataset, per_class, seed, skip).items()):
+    for label, paths in enumerate(sample_paths(dataset, per_class, seed, skip).values()):
         for path in paths:
             loaded.images.append(read_image(path))
             loaded.labels.append(label)

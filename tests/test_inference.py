@@ -10,7 +10,7 @@ from core.datasets import LoadedImages
 from core.errors import InspectorError
 from core.inference import Inspector, ToolRunner, TrainedModel
 from core.preprocessing import tta_variants
-from core.tools import ROI, TTASettings, ToolStore
+from core.tools import ROI, ToolStore, TTASettings
 from core.training import TrainingOptions, train_tool
 from tests.conftest import load_sample
 

@@ -11,8 +11,7 @@ import pytest
 
 from core import live as live_module
 from core.inference import Inspector
-from core.live import (CHANGE, TRIGGER, FrameHolder, LiveSession, RecentVerdicts,
-                       VerdictRecord)
+from core.live import CHANGE, TRIGGER, FrameHolder, LiveSession, RecentVerdicts, VerdictRecord
 from core.tools import ToolStore
 from tests.conftest import load_sample
 

@@ -9,8 +9,7 @@ import pytest
 
 from core.datasets import ToolDataset, read_image
 from core.inference import Inspector, ToolRunner
-from core.review import (OK, UNCERTAIN, UNREADABLE, WRONG, defect_scores, hardest_first,
-                         hardness_order)
+from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, defect_scores, hardest_first, hardness_order
 from tests.conftest import sample_paths
 
 
