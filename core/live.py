@@ -7,6 +7,11 @@ triggered mode one per trigger, whatever the verdict. ``LiveSession`` hands its 
 with a ``remember(records)`` method; the default sink is ``RECENT``, an in-memory buffer of the
 latest events (a later history store replaces it without touching the session).
 
+A station may have several cameras: each tool names the camera it watches (``ToolConfig.camera``)
+and ``by_camera`` groups the running tools so that each camera gets its own session.
+``LiveSession.camera_problem`` tells the operator what to do when a started camera sends no
+frames (unplugged, refused, used by another program) and clears as soon as frames come back.
+
 ``LiveSession.process`` runs on the webcam thread; the page script reads ``current()`` and
 changes ``continuous`` / ``heatmaps`` / ``trigger`` from its own thread. Results are published
 as one immutable ``LiveResults`` object, so a reader never sees results of one frame with the
@@ -16,6 +21,7 @@ time of another.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -26,9 +32,12 @@ import numpy as np
 
 from core.errors import InspectorError
 from core.inference import Inspector, ToolResult, ToolRunner
+from core.tools import Tool
 
 LOG = logging.getLogger("shopfloor_inspector.live")
 
+DEFAULT_CAMERA = "0"  # ToolConfig.camera of a new tool: the station's first camera
+_CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
 CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
 TRIGGER = "trigger"  # cause of a triggered-mode event: one per trigger
 
@@ -63,6 +72,26 @@ class FrameHolder:
         return None
 
 
+# ------------------------------------------------------------------ cameras
+
+def camera_name(value: str) -> str:
+    """A camera name as typed by the engineer (trimmed), or a clear error."""
+    name = str(value).strip()
+    if not _CAMERA_NAME.match(name):
+        raise InspectorError(f"camera name '{name}' is not allowed: use 1-32 letters, digits, "
+                             "spaces, '_', '-' or '.', starting with a letter or digit (e.g. "
+                             "'0', '1', 'left', 'top view')")
+    return name
+
+
+def by_camera(tools: list[Tool]) -> dict[str, list[Tool]]:
+    """The tools grouped by the camera they watch, cameras in name order, tools in given order."""
+    groups: dict[str, list[Tool]] = {}
+    for tool in tools:
+        groups.setdefault(tool.config.camera, []).append(tool)
+    return dict(sorted(groups.items()))
+
+
 # ------------------------------------------------------------------ verdict events
 
 @dataclass(frozen=True)
@@ -79,7 +108,7 @@ class VerdictRecord:
     cause: str = CHANGE  # CHANGE (continuous mode) or TRIGGER (triggered mode)
 
     @classmethod
-    def of(cls, result: ToolResult, when: float, cause: str) -> "VerdictRecord":
+    def of(cls, result: ToolResult, when: float, cause: str) -> VerdictRecord:
         return cls(when, result.tool, result.verdict, result.defect_class, result.smoothed,
                    result.threshold, result.version, cause)
 
@@ -145,9 +174,12 @@ class LiveSession:
     """
 
     STALE_AFTER_S = 3.0  # continuous results older than this are not shown as current
+    NO_FRAMES_AFTER_S = 3.0  # a started camera silent for longer than this has a problem
 
-    def __init__(self, inspector: Inspector, sink: VerdictSink | None = None):
+    def __init__(self, inspector: Inspector, sink: VerdictSink | None = None,
+                 camera: str = DEFAULT_CAMERA):
         self.inspector = inspector
+        self.camera = camera
         self.sink = sink if sink is not None else RECENT
         self.frames = FrameHolder()
         self.continuous = True
@@ -156,6 +188,7 @@ class LiveSession:
         self.latest: LiveResults | None = None
         self.error: str | None = None
         self._last_verdicts: dict[str, str] = {}
+        self._playing_since: float | None = None
 
     @property
     def runners(self) -> dict[str, ToolRunner]:
@@ -208,3 +241,27 @@ class LiveSession:
         if self.continuous:
             return latest if latest.age(now) <= self.STALE_AFTER_S else None
         return latest if latest.triggered else None
+
+    def camera_problem(self, playing: bool, now: float | None = None) -> str | None:
+        """What the operator should do if the camera was started but sends no frames, else None.
+
+        ``playing`` is whether the browser's stream is started (the page knows it). A camera
+        that was never started is no problem (the page asks to start it); one that starts
+        sending frames again clears the problem on the next call.
+        """
+        now = time.time() if now is None else now
+        if not playing:
+            self._playing_since = None
+            return None
+        if self._playing_since is None:
+            self._playing_since = now
+        last_frame = self.frames.stamp
+        silent = now - max(last_frame, self._playing_since)
+        if silent <= self.NO_FRAMES_AFTER_S:
+            return None
+        if last_frame < self._playing_since:
+            return (f"Camera {self.camera} sends no frames ({silent:.0f} s since START): check "
+                    "that it is plugged in, that the browser may use it and that no other "
+                    "program holds it, then press STOP and START under the video.")
+        return (f"Camera {self.camera} stopped sending frames {silent:.0f} s ago: check the "
+                "cable, then press STOP and START under the video.")
