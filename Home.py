@@ -40,7 +40,7 @@ else:
         last = live.last(tool.name)
         counts = ui.dataset(tool).counts()
         rows.append({
-            "Tool": tool.name, "Kind": c.kind,
+            "Tool": tool.name, "Kind": c.kind, "Camera": c.camera,
             "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
             "Active version": c.active_version or "none",
             "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
@@ -49,6 +49,10 @@ else:
                              if last else "-"),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Cameras: " + "; ".join(
+        f"**{camera}** ({', '.join(t.name for t in group)})"
+        for camera, group in live.by_camera(tools).items())
+        + ". Live inspection shows one stream per camera with the tools bound to it.")
 
     st.subheader("Next steps")
     for tool in tools:
@@ -57,7 +61,7 @@ else:
 
 # ------------------------------------------------------------------ management
 st.subheader("Manage tools")
-create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / delete",
+create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / camera / delete",
                                               "Export / import"])
 
 with create_tab:
@@ -102,6 +106,17 @@ with edit_tab:
             try:
                 st.session_state[ui.CURRENT_TOOL] = store.duplicate(target, new_name.strip()).name
                 ui.flash(f"Duplicated '{target}' as '{new_name.strip()}'.")
+                st.rerun()
+            except InspectorError as exc:
+                st.error(str(exc))
+        camera = st.text_input("Camera this tool watches (Live inspection shows one stream per "
+                               "camera)", value=tools[names.index(target)].config.camera,
+                               key=f"camera::{target}")
+        if st.button("Set camera", key="set_camera"):
+            try:
+                camera = live.camera_name(camera)
+                store.get(target).update(camera=camera)
+                ui.flash(f"'{target}' now watches camera '{camera}'.")
                 st.rerun()
             except InspectorError as exc:
                 st.error(str(exc))

@@ -1,4 +1,9 @@
-"""Live inspection: the webcam stream judged frame by frame, a large PASS/FAIL, live settings."""
+"""Live inspection: the webcam stream(s) judged frame by frame, a large PASS/FAIL, live settings.
+
+One stream per camera of the station, each with the tools bound to it (a tool's camera is set on
+the Home page). Triggered mode judges one frame per TRIGGER (button or key T). A started camera
+that sends no frames shows what to do, and the verdict returns by itself when frames come back.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
+from core import live as live_core
 from core.errors import InspectorError
 from core.inference import Inspector
 from core.live import LiveSession
@@ -34,19 +40,23 @@ if not trained:
 chosen = st.sidebar.multiselect("Tools to run", [t.name for t in trained],
                                 default=[t.name for t in trained], key="live_tools")
 running_tools = [t for t in trained if t.name in chosen]
+# one stream per camera, with the tools bound to it (Home page: 'Camera' of a tool)
+cameras = live_core.by_camera(running_tools) or {live_core.DEFAULT_CAMERA: []}
 
 
-@st.cache_resource(show_spinner="Loading the models...", max_entries=4)
-def live_session(home: str, tools: tuple[tuple[str, str], ...]) -> LiveSession:
-    """One live session per workspace and set of (tool, active version): a new version or a
-    different choice of tools builds a new one; settings changes do not."""
+@st.cache_resource(show_spinner="Loading the models...", max_entries=8)
+def live_session(home: str, camera: str, tools: tuple[tuple[str, str], ...]) -> LiveSession:
+    """One live session per workspace, camera and set of (tool, active version): a new version
+    or a different choice of tools builds a new one; settings changes do not."""
     store = ui.store()
-    return LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]))
+    return LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]),
+                       camera=camera)
 
 
 try:
-    live = live_session(str(workspace_root()),
-                        tuple((t.name, t.config.active_version) for t in running_tools))
+    sessions = {camera: live_session(str(workspace_root()), camera,
+                                     tuple((t.name, t.config.active_version) for t in tools))
+                for camera, tools in cameras.items()}
 except InspectorError as exc:
     st.error(str(exc))
     st.stop()
@@ -56,9 +66,10 @@ with st.sidebar:
     mode = st.radio("Mode", ["Continuous", "Triggered"], key="live_mode", horizontal=True,
                     help="Triggered judges one frame per press of TRIGGER (or an external "
                          "trigger) and holds the verdict.")
-    live.continuous = mode == "Continuous"
-    live.heatmaps = st.toggle("Show Grad-CAM heatmaps", key="live_heatmaps")
-    runners = live.runners
+    heatmaps = st.toggle("Show Grad-CAM heatmaps", key="live_heatmaps")
+    for live in sessions.values():
+        live.continuous, live.heatmaps = mode == "Continuous", heatmaps
+    runners = {name: r for live in sessions.values() for name, r in live.runners.items()}
     if runners:
         tune = st.selectbox("Settings of", list(runners), key="live_tune")
         runner = runners[tune]
@@ -90,48 +101,69 @@ with st.sidebar:
         if changes or threshold != runner.tool.config.threshold:
             st.caption("Live now; 'Save settings' keeps them for the next start.")
 
-# ------------------------------------------------------------------ stream and verdict
-video_col, verdict_col = st.columns([3, 2])
+# ------------------------------------------------------------------ streams and verdicts
+
+def frame_callback(live: LiveSession):
+    def on_frame(frame: av.VideoFrame) -> av.VideoFrame:  # webcam thread: no st.* in here
+        out = live.process(frame.to_ndarray(format="bgr24"))
+        return av.VideoFrame.from_ndarray(out, format="bgr24")
+    return on_frame
 
 
-def on_frame(frame: av.VideoFrame) -> av.VideoFrame:  # webcam thread: no st.* in here
-    out = live.process(frame.to_ndarray(format="bgr24"))
-    return av.VideoFrame.from_ndarray(out, format="bgr24")
+@st.fragment(run_every=0.4)
+def verdict_panel(live: LiveSession, playing: bool) -> None:
+    problem = live.camera_problem(playing)
+    if problem:  # clears by itself as soon as frames arrive again
+        st.markdown(ui.verdict_html("NO FRAMES"), unsafe_allow_html=True)
+        st.error(problem, icon=":material/videocam_off:")
+        return
+    shown = live.current() if playing else None  # a stopped camera's verdict is not current
+    if live.error:
+        st.error(live.error)
+    if not live.inspector.runners:
+        st.markdown(ui.verdict_html("NO TOOL"), unsafe_allow_html=True)
+        return
+    if shown is None:
+        label = "START CAMERA" if not playing else (
+            "WAITING" if live.continuous else "PRESS TRIGGER")
+        hint = f"button TRIGGER or key {ui.TRIGGER_KEY}" if label == "PRESS TRIGGER" else ""
+        st.markdown(ui.verdict_html(label, hint), unsafe_allow_html=True)
+        return
+    when = "" if live.continuous else f" at {datetime.fromtimestamp(shown.time):%H:%M:%S}"
+    st.markdown(ui.verdict_html(shown.verdict, f"{len(shown.results)} tool(s){when}"),
+                unsafe_allow_html=True)
+    for r in shown.results:
+        icon = ":green[PASS]" if r.passed else f":red[FAIL {r.defect_class or ''}]"
+        st.markdown(f"**{r.tool}** {icon} · score {r.smoothed:.2f} (frame {r.score:.2f}) / "
+                    f"threshold {r.threshold:.2f} · {r.latency_ms:.0f} ms · {r.version}")
 
 
-with video_col:
-    ctx = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV,
-                          rtc_configuration=ui.RTC_CONFIGURATION, video_frame_callback=on_frame,
-                          media_stream_constraints={"video": True, "audio": False})
+trigger_slot = None
+streaming: dict[str, bool] = {}
+for camera, live in sessions.items():
+    if len(sessions) > 1:
+        st.subheader(f"Camera {camera}", anchor=False)
+    video_col, verdict_col = st.columns([3, 2])
+    with video_col:
+        ctx = webrtc_streamer(key=f"live::{camera}", mode=WebRtcMode.SENDRECV,
+                              rtc_configuration=ui.RTC_CONFIGURATION,
+                              video_frame_callback=frame_callback(live),
+                              media_stream_constraints={"video": True, "audio": False},
+                              translations=ui.CAMERA_TRANSLATIONS)
+        streaming[camera] = bool(ctx.state.playing)
+    with verdict_col:
+        if trigger_slot is None:
+            trigger_slot = st.container()
+        verdict_panel(live, streaming[camera])
 
-with verdict_col:
-    if not live.continuous:
+if mode == "Triggered":
+    # one trigger judges the next frame of every camera; the T key (or a pedal sending T) too
+    with trigger_slot:
         if st.button("TRIGGER", type="primary", key="live_trigger", width="stretch",
-                     disabled=not ctx.state.playing):
-            live.trigger.set()
-
-    @st.fragment(run_every=0.4)
-    def verdict_panel() -> None:
-        shown = live.current()
-        if live.error:
-            st.error(live.error)
-        if not live.inspector.runners:
-            st.markdown(ui.verdict_html("NO TOOL"), unsafe_allow_html=True)
-            return
-        if shown is None:
-            label = "START CAMERA" if not ctx.state.playing else (
-                "WAITING" if live.continuous else "PRESS TRIGGER")
-            st.markdown(ui.verdict_html(label), unsafe_allow_html=True)
-            return
-        when = "" if live.continuous else f" at {datetime.fromtimestamp(shown.time):%H:%M:%S}"
-        st.markdown(ui.verdict_html(shown.verdict, f"{len(shown.results)} tool(s){when}"),
-                    unsafe_allow_html=True)
-        for r in shown.results:
-            icon = ":green[PASS]" if r.passed else f":red[FAIL {r.defect_class or ''}]"
-            st.markdown(f"**{r.tool}** {icon} · score {r.smoothed:.2f} (frame {r.score:.2f}) / "
-                        f"threshold {r.threshold:.2f} · {r.latency_ms:.0f} ms · {r.version}")
-
-    verdict_panel()
+                     shortcut=ui.TRIGGER_KEY, disabled=not any(streaming.values()),
+                     help=f"Judge the next frame (key {ui.TRIGGER_KEY})."):
+            for live in sessions.values():
+                live.trigger.set()
 
 # ------------------------------------------------------------------ region of interest
 with st.expander("Region of interest", expanded=False):
@@ -142,8 +174,10 @@ with st.expander("Region of interest", expanded=False):
         st.caption("Create a tool first.")
     else:
         roi_tool = st.selectbox("Tool", tool_names, key="roi_tool")
+        roi_camera = next(t.config.camera for t in all_tools if t.name == roi_tool)
+        snap_from = sessions.get(roi_camera) or next(iter(sessions.values()))  # its camera
         if st.button("Take a snapshot of the current frame", key="roi_snapshot"):
-            frame = live.frames.get()
+            frame = snap_from.frames.get()
             if frame is None:
                 st.warning("No frame yet: start the camera first.")
             else:
@@ -164,8 +198,8 @@ with st.expander("Region of interest", expanded=False):
                     if roi is None:
                         st.warning("Draw a rectangle first.")
                     else:
-                        if roi_tool in live.runners:
-                            live.runners[roi_tool].configure(persist=True, roi=roi)
+                        if roi_tool in runners:
+                            runners[roi_tool].configure(persist=True, roi=roi)
                         else:
                             ui.store().get(roi_tool).update(roi=roi)
                         st.success(f"ROI of '{roi_tool}' saved: x {roi.x:.2f}, y {roi.y:.2f}, "

@@ -18,6 +18,15 @@ from core.tools import ROI, Tool, ToolStore
 
 CURRENT_TOOL = "current_tool"
 RTC_CONFIGURATION = {"iceServers": []}  # local station: no STUN/TURN, nothing leaves the LAN
+TRIGGER_KEY = "T"  # the keyboard key (or a foot pedal programmed to send it) of TRIGGER
+CAMERA_TRANSLATIONS = {  # what the stream widget says when the browser gets no camera
+    "device_access_denied": "The browser refused the camera: allow camera access for this "
+                            "page (camera icon in the address bar), then press START",
+    "device_not_available": "No camera found or it is busy: plug the USB camera in, close "
+                            "other programs using it, then press START",
+    "media_api_not_available": "This browser gives no camera to this address: open the "
+                               "station at http://localhost:8501 (or over HTTPS)",
+}
 
 _CSS = """
 <style>
