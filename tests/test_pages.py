@@ -409,7 +409,7 @@ def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(trained_hom
     webrtc.playing = True
     at = page("pages/4_Live_inspection.py").run()
     assert "WAITING" in texts(at)
-    webrtc.send("live", defect)
+    webrtc.send("live::0", defect)
     at.run()
     no_errors(at)
     assert 'class="verdict fail"' in texts(at) and "1 tool(s)" in texts(at)
@@ -417,11 +417,86 @@ def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(trained_hom
     at.radio(key="live_mode").set_value("Triggered").run()
     assert "PRESS TRIGGER" in texts(at)  # a continuous verdict is not held as a triggered one
     at.button(key="live_trigger").click().run()
-    webrtc.send("live", good)
-    webrtc.send("live", defect)  # after the triggered frame: not judged
+    webrtc.send("live::0", good)
+    webrtc.send("live::0", defect)  # after the triggered frame: not judged
     at.run()
     no_errors(at)
     assert 'class="verdict pass"' in texts(at) and "1 tool(s) at " in texts(at)
+    assert at.button(key="live_trigger").proto.shortcut == "t"  # the T key triggers too
+
+
+def test_home_binds_a_tool_to_a_camera_and_refuses_a_bad_name(home):
+    ToolStore(home).create("alpha")
+    at = page("Home.py").run()
+    assert at.dataframe[0].value["Camera"].tolist() == ["0"]  # a new tool watches camera 0
+    at.text_input(key="camera::alpha").input("top view").run()
+    at.button(key="set_camera").click().run()
+    no_errors(at)
+    assert ToolStore(home).get("alpha").config.camera == "top view"
+    assert at.dataframe[0].value["Camera"].tolist() == ["top view"]
+    assert "**top view** (alpha)" in texts(at)
+
+    at.text_input(key="camera::alpha").input("  ").run()
+    at.button(key="set_camera").click().run()
+    assert not at.exception and "camera name '' is not allowed" in at.error[0].value
+    assert ToolStore(home).get("alpha").config.camera == "top view"
+
+
+def test_live_page_shows_one_stream_per_camera_with_its_tools(trained_home, webrtc):
+    store = ToolStore(trained_home)
+    store.duplicate("casting", "casting side").update(camera="1")
+    photos = store.get("casting").images_dir
+    defect = read_image(image_files(photos / "defect")[0])
+    webrtc.playing = True
+    at = page("pages/4_Live_inspection.py").run()
+    no_errors(at)
+    assert sorted(webrtc.callbacks) == ["live::0", "live::1"]
+    assert [h.value for h in at.subheader] == ["Camera 0", "Camera 1"]
+
+    webrtc.send("live::1", defect)  # only camera 1 sees a part
+    at.run()
+    no_errors(at)
+    verdicts = [m.value for m in at.markdown if 'class="verdict' in m.value]
+    assert len(verdicts) == 2
+    assert "WAITING" in verdicts[0] and 'class="verdict fail"' in verdicts[1]
+    assert "casting side" in texts(at) and "**casting**" not in texts(at)
+    assert set(at.selectbox(key="live_tune").options) == {"casting", "casting side"}
+
+
+def test_live_page_says_what_to_do_when_the_camera_sends_no_frames(trained_home, webrtc,
+                                                                   monkeypatch):
+    import time
+
+    from core.live import LiveSession
+
+    monkeypatch.setattr(LiveSession, "NO_FRAMES_AFTER_S", 0.3)
+    good = read_image(image_files(ToolStore(trained_home).get("casting").images_dir / "good")[0])
+    webrtc.playing = True  # START pressed
+    at = page("pages/4_Live_inspection.py").run()
+    assert "WAITING" in texts(at) and not at.error
+    time.sleep(0.5)
+    at.run()  # what the verdict panel shows on its next refresh
+    assert "NO FRAMES" in texts(at)
+    assert "sends no frames" in at.error[0].value and "press STOP and START" in at.error[0].value
+
+    webrtc.send("live::0", good)  # the camera streams: the verdict is back by itself
+    at.run()
+    no_errors(at)
+    assert 'class="verdict pass"' in texts(at)
+
+    time.sleep(0.5)  # the cable is pulled
+    at.run()
+    assert "NO FRAMES" in texts(at)
+    assert "stopped sending frames" in at.error[0].value and "check the cable" in at.error[0].value
+    webrtc.send("live::0", good)  # and plugged back in
+    at.run()
+    no_errors(at)
+    assert 'class="verdict pass"' in texts(at)
+
+    webrtc.playing = False  # STOP: no problem, just a camera to start
+    at.run()
+    no_errors(at)
+    assert "START CAMERA" in texts(at)
 
 
 def test_roi_from_canvas_rectangle_scales_to_the_frame():
