@@ -1,74 +1,65 @@
 """The dashboard in a real browser: every page renders, and live inspection of a fake webcam
-(a video of real casting photos: good parts, then defective ones) shows PASS, then FAIL."""
+(a video of real casting photos: good parts, then defective ones) shows PASS, then FAIL, with a
+verdict legible at 1280x720; triggered mode answers the keyboard; an unplugged camera shows what
+to do and the page recovers when it streams again; the threshold changes the verdict live."""
 
 from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.browser.helpers import (
+    ARTIFACTS,
+    open_page,
+    press_stream_button,
+    read_verdict,
+    start_camera,
+    unplug_camera,
+    wait_verdict,
+)
+
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PAGES = {  # url path -> (the page's title, a text the page shows for the trained tool)
     "": ("Shopfloor Inspector", "Next steps"), "Capture": ("Capture", "Save into class"),
     "Labeling": ("Labeling", "Move selected to"), "Training": ("Training", "Model versions"),
     "History": ("History", "arrives with the history feature")}
-
-
-def open_page(page, server, path: str, title: str, text: str | None = None) -> None:
-    page.goto(f"{server['url']}/{path}")
-    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
-    if text:
-        page.get_by_text(text).first.wait_for(timeout=30_000)
-    page.wait_for_function(  # lazily rendered elements (tables, forms) have arrived
-        "() => !document.querySelector('[data-testid*=\"Skeleton\"]')", timeout=30_000)
-    page.wait_for_timeout(1500)  # the rest of the script's output
-    page.wait_for_function(  # photos have loaded
-        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
-        timeout=30_000)
+VERDICTS = {"PASS", "FAIL"}
 
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_page_renders(page, server, path):
-    open_page(page, server, path, *PAGES[path])
+    open_page(page, server["url"], path, *PAGES[path])
     page.screenshot(path=str(ARTIFACTS / f"page-{(path or 'home').lower()}.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def read_verdict(page) -> str:
-    locator = page.locator("div.verdict")
-    return locator.first.inner_text().strip() if locator.count() else ""
-
-
-def wait_verdict(page, wanted: set[str], timeout_s: float) -> tuple[str, float]:
-    """Poll the large verdict until it shows one of ``wanted``; return it and when."""
-    deadline = time.time() + timeout_s
-    seen = ""
-    while time.time() < deadline:
-        seen = read_verdict(page)
-        if seen in wanted:
-            return seen, time.time()
-        time.sleep(0.2)
-    raise AssertionError(f"the verdict never showed {wanted} in {timeout_s:.0f} s (last: {seen!r})")
+def open_live(page, server) -> None:
+    open_page(page, server["url"], "Live_inspection", "Live inspection")
+    assert read_verdict(page) == "START CAMERA"
 
 
 def test_live_inspection_passes_good_parts_and_fails_defective_ones(page, server, station):
     segment_s = station["segment_s"]
-    open_page(page, server, "Live_inspection", "Live inspection")
-    assert read_verdict(page) == "START CAMERA"
-    frame = page.frame_locator("iframe[title*='webrtc']").first
-    frame.get_by_role("button", name=re.compile("^start$", re.I)).click()
-    frame.locator("video").first.wait_for(timeout=30_000)
+    open_live(page, server)
+    start_camera(page)
 
     # the video starts with good parts: the first verdict must be PASS
-    verdict, t_pass = wait_verdict(page, {"PASS", "FAIL"}, 60)
+    verdict, t_pass = wait_verdict(page, VERDICTS, 60)
     page.screenshot(path=str(ARTIFACTS / "live-pass.png"))
     assert verdict == "PASS", "a good part was judged FAIL"
+
+    # the operator reads it from afar: large, and in view at 1280x720 without scrolling
+    banner = page.locator("div.verdict").first
+    box = banner.bounding_box()
+    font_px = float(banner.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    assert font_px >= 56 and box["height"] >= 90 and box["width"] >= 300, (font_px, box)
+    assert 0 <= box["y"] and box["y"] + box["height"] <= 720, box
+
     # then the defective parts come into view
-    _, t_fail = wait_verdict(page, {"FAIL"}, segment_s + 30)
+    wait_verdict(page, {"FAIL"}, segment_s + 30)
     page.screenshot(path=str(ARTIFACTS / "live-fail.png"))
     assert read_verdict(page) == "FAIL"
     # and the video loops back to good parts
@@ -79,8 +70,73 @@ def test_live_inspection_passes_good_parts_and_fails_defective_ones(page, server
     assert "score" in details
 
     # the in-memory history has recorded the verdict changes
-    open_page(page, server, "History", "History", "verdict(s) in memory")
+    open_page(page, server["url"], "History", "History", "verdict(s) in memory")
     page.screenshot(path=str(ARTIFACTS / "page-history-after-live.png"))
     summary = page.get_by_text("verdict(s) in memory").first.inner_text()
     passes, fails = map(int, re.search(r"(\d+) PASS, (\d+) FAIL", summary).groups())
     assert passes >= 2 and fails >= 1, summary
+
+
+def test_triggered_mode_judges_one_frame_per_key_press(page, server):
+    open_live(page, server)
+    page.get_by_text("Triggered", exact=True).click()
+    page.get_by_role("button", name=re.compile("TRIGGER")).wait_for(timeout=30_000)
+    start_camera(page)
+    wait_verdict(page, {"PRESS TRIGGER"}, 30)
+    page.wait_for_timeout(2000)
+    assert read_verdict(page) == "PRESS TRIGGER"  # nothing is judged without a trigger
+
+    detail = page.locator("div.verdict-detail").first
+    held = []
+    for _ in range(2):
+        page.get_by_role("heading", name="Live inspection").click()  # focus out of the video
+        page.keyboard.press("t")
+        page.wait_for_function(  # a verdict taken at a new time
+            """(previous) => {
+                const d = document.querySelector('div.verdict-detail');
+                const text = d ? d.innerText : '';
+                return / tool\\(s\\) at /.test(text) && text !== previous;
+            }""", arg=held[-1] if held else "", timeout=15_000)
+        assert read_verdict(page) in VERDICTS
+        held.append(detail.inner_text())
+        page.wait_for_timeout(2500)  # held until the next trigger, whatever the camera shows
+        assert detail.inner_text() == held[-1]
+    page.screenshot(path=str(ARTIFACTS / "live-triggered.png"))
+    assert held[0] != held[1], held  # the second press judged a new frame (a later time)
+    page.get_by_text("Continuous", exact=True).click()  # leave the station as found
+
+
+def test_unplugged_camera_shows_what_to_do_and_recovers(page, server):
+    open_live(page, server)
+    start_camera(page)
+    wait_verdict(page, VERDICTS, 60)
+
+    assert unplug_camera(page) >= 1
+    started = time.time()
+    wait_verdict(page, {"NO FRAMES"}, 20)
+    message = page.get_by_text("stopped sending frames").first
+    message.wait_for(timeout=5000)
+    assert "check the cable" in message.inner_text() and "START" in message.inner_text()
+    assert time.time() - started >= 2.0  # not before the camera had a chance to send
+    page.screenshot(path=str(ARTIFACTS / "live-no-frames.png"))
+
+    press_stream_button(page, "stop")
+    wait_verdict(page, {"START CAMERA"}, 30)
+    start_camera(page)  # the cable is back: START again
+    wait_verdict(page, VERDICTS, 60)
+    assert page.get_by_text("stopped sending frames").count() == 0
+
+
+def test_threshold_slider_changes_the_verdict_without_restarting(page, server):
+    """Last in this file: it leaves the live threshold at 1.0 in the server's session."""
+    open_live(page, server)
+    start_camera(page)
+    wait_verdict(page, VERDICTS, 60)
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("Home")  # threshold 0: every score fails
+    wait_verdict(page, {"FAIL"}, 15)
+    slider.press("End")  # threshold 1: every score passes
+    wait_verdict(page, {"PASS"}, 15)
+    page.screenshot(path=str(ARTIFACTS / "live-threshold.png"))
+    assert page.get_by_text(re.compile(r"threshold 1\.00")).count() >= 1
