@@ -95,20 +95,16 @@ with edit_tab:
                               index=names.index(current) if current in names else 0)
         new_name = st.text_input("New name (for rename or duplicate)", key="manage_new_name")
         col1, col2, col3 = st.columns(3)
-        if col1.button("Rename", key="rename"):
-            try:
-                st.session_state[ui.CURRENT_TOOL] = store.rename(target, new_name.strip()).name
-                ui.flash(f"Renamed '{target}' to '{new_name.strip()}'.")
-                st.rerun()
-            except InspectorError as exc:
-                st.error(str(exc))
-        if col2.button("Duplicate", key="duplicate"):
-            try:
-                st.session_state[ui.CURRENT_TOOL] = store.duplicate(target, new_name.strip()).name
-                ui.flash(f"Duplicated '{target}' as '{new_name.strip()}'.")
-                st.rerun()
-            except InspectorError as exc:
-                st.error(str(exc))
+        actions = {"Rename": (col1, store.rename, "Renamed '{old}' to '{new}'."),
+                   "Duplicate": (col2, store.duplicate, "Duplicated '{old}' as '{new}'.")}
+        for label, (column, action, message) in actions.items():
+            if column.button(label, key=label.lower()):
+                try:
+                    st.session_state[ui.CURRENT_TOOL] = action(target, new_name.strip()).name
+                    ui.flash(message.format(old=target, new=new_name.strip()))
+                    st.rerun()
+                except InspectorError as exc:
+                    st.error(str(exc))
         camera = st.text_input("Camera this tool watches (Live inspection shows one stream per "
                                "camera)", value=tools[names.index(target)].config.camera,
                                key=f"camera::{target}")

@@ -14,10 +14,10 @@ import streamlit as st
 
 import pages as ui
 from core.backbones import available_profiles
-from core.jobs import job_for, start_training
 from core.datasets import check_trainable, read_image
 from core.errors import InspectorError
 from core.explanation import blend_heatmap
+from core.jobs import job_for, start_training
 
 MAX_MISCLASSIFIED = 12
 
