@@ -19,27 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import SETS, machine, pass_fail_files, use_scratch_workspace, write_section
-from core.backbones import get_profile
 from core.datasets import LoadedImages, read_image
 from core.metrics import pass_fail_metrics
-from core.model import ClassifierHead, pool_features
-from core.preprocessing import to_tensor
-from core.runtime import get_extractor
+from core.model import ClassifierHead
 from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.training import TrainingOptions, extract_view_features, train_tool
 
 RESULTS = Path(__file__).parent / "results" / "few_shot_accuracy.json"
 BASELINE = {"casting": 0.94, "magnetic_tile": 0.76, "elpv": 0.72, "mvtec_bottle": 0.94}
 
 
 def features_of(images: list[np.ndarray], profile_name: str) -> np.ndarray:
-    profile = get_profile(profile_name)
-    extractor = get_extractor(profile)
-    out = []
-    for start in range(0, len(images), 16):
-        batch = to_tensor(images[start:start + 16], profile.input_size, profile.mean, profile.std)
-        out.append(pool_features(*extractor(batch)))
-    return np.concatenate(out)
+    """Each photo's own (un-augmented) pooled features, exactly as training and live compute them."""
+    features, _ = extract_view_features(images, profile_name, views=1, seed=0, allow_flips=False,
+                                        report=lambda *_: None)
+    return features
 
 
 def run(profiles: list[str], ks: list[int], seeds: list[int]) -> dict:
