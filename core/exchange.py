@@ -28,7 +28,7 @@ from core.errors import InspectorError
 from core.inference import TrainedModel
 from core.model import WEIGHTS_FILE, ClassifierHead
 from core.preprocessing import to_tensor
-from core.tools import Tool, ToolConfig, ToolStore
+from core.tools import Tool, ToolConfig, ToolStore, announce
 from core.workspace import atomic_write_bytes, fsync_dir
 
 FORMAT = "shopfloor-inspector-tool"
@@ -180,6 +180,7 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    announce(config.name, "imported", source=Path(source).name, version=version)
     return store.get(config.name)
 
 

@@ -1,11 +1,14 @@
 """Live inspection as a session: the latest webcam frame, continuous or triggered judging, and
 the verdict events it produces.
 
-A *verdict event* is what a station records: in continuous mode one per change of a tool's
-smoothed verdict (PASS to FAIL or back; the first verdict of a session counts as a change), in
-triggered mode one per trigger, whatever the verdict. ``LiveSession`` hands its events to a sink
-with a ``remember(records)`` method; the default sink is ``RECENT``, an in-memory buffer of the
-latest events (a later history store replaces it without touching the session).
+A *verdict event* is what a station records: one row per part, not per frame. In continuous
+mode one per change of a tool's smoothed verdict (PASS to FAIL or back; the first verdict of a
+session counts as a change) plus a heartbeat when a verdict has held for ``heartbeat_s``; in
+triggered mode one per trigger, whatever the verdict, carrying the trigger's id. ``LiveSession``
+hands its events to a sink with a ``remember(records)`` method, called on the video thread, so
+a sink must never block (the history store and the line integrations queue them). ``Fanout``
+hands them to several sinks; the default sink is ``RECENT``, an in-memory buffer of the latest
+events.
 
 A station may have several cameras: each tool names the camera it watches (``ToolConfig.camera``)
 and ``by_camera`` groups the running tools so that each camera gets its own session.
@@ -25,7 +28,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -39,6 +42,7 @@ LOG = logging.getLogger("shopfloor_inspector.live")
 DEFAULT_CAMERA = "0"  # ToolConfig.camera of a new tool: the station's first camera
 _CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
 CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
+HEARTBEAT = "heartbeat"  # cause of a continuous-mode event: the verdict held for heartbeat_s
 TRIGGER = "trigger"  # cause of a triggered-mode event: one per trigger
 
 
@@ -105,12 +109,28 @@ class VerdictRecord:
     score: float  # the smoothed defect score the verdict was decided on
     threshold: float
     version: str
-    cause: str = CHANGE  # CHANGE (continuous mode) or TRIGGER (triggered mode)
+    cause: str = CHANGE  # CHANGE or HEARTBEAT (continuous mode), TRIGGER (triggered mode)
+    camera: str = DEFAULT_CAMERA
+    raw_score: float | None = None  # the frame's own score, before smoothing
+    latency_ms: float | None = None
+    trigger_id: str | None = None  # the id of the trigger that asked for this verdict
+    box: tuple[int, int, int, int] | None = None  # the ROI in frame pixels
+    frame: np.ndarray | None = field(default=None, compare=False, repr=False)  # FAIL events only
 
     @classmethod
-    def of(cls, result: ToolResult, when: float, cause: str) -> VerdictRecord:
+    def of(cls, result: ToolResult, when: float, cause: str, camera: str = DEFAULT_CAMERA,
+           trigger_id: str | None = None, frame: np.ndarray | None = None) -> VerdictRecord:
         return cls(when, result.tool, result.verdict, result.defect_class, result.smoothed,
-                   result.threshold, result.version, cause)
+                   result.threshold, result.version, cause, camera, result.score,
+                   result.latency_ms, trigger_id, result.box,
+                   frame if not result.passed else None)
+
+    def roi_image(self) -> np.ndarray | None:
+        """The judged ROI of a FAIL event (what a manager wants to see), else None."""
+        if self.frame is None or self.box is None:
+            return None
+        x0, y0, x1, y1 = self.box
+        return self.frame[y0:y1, x0:x1]
 
 
 class VerdictSink(Protocol):
@@ -138,6 +158,20 @@ class RecentVerdicts:
             if record.tool == tool:
                 return record
         return None
+
+
+class Fanout:
+    """Hands every event to several sinks; one failing sink never stops the others."""
+
+    def __init__(self, *sinks: VerdictSink):
+        self.sinks = list(sinks)
+
+    def remember(self, records: list[VerdictRecord]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.remember(records)
+            except Exception:  # noqa: BLE001 - the video thread must go on
+                LOG.exception("a verdict sink failed")
 
 
 RECENT = RecentVerdicts()  # the station's buffer: one server process is one station
@@ -169,26 +203,33 @@ class LiveSession:
     """The live inspection state shared by the video thread and the page script.
 
     Settings of a tool change through ``runners[name].configure``; the mode (``continuous``),
-    ``heatmaps`` and the ``trigger`` event may be changed at any time: each frame reads them
-    afresh, so a change takes effect on the next frame without restarting the stream.
+    ``heatmaps`` and triggers (``request_trigger``) may be changed at any time: each frame reads
+    them afresh, so a change takes effect on the next frame without restarting the stream.
     """
 
     STALE_AFTER_S = 3.0  # continuous results older than this are not shown as current
     NO_FRAMES_AFTER_S = 3.0  # a started camera silent for longer than this has a problem
 
     def __init__(self, inspector: Inspector, sink: VerdictSink | None = None,
-                 camera: str = DEFAULT_CAMERA):
+                 camera: str = DEFAULT_CAMERA, heartbeat_s: float | None = 60.0):
         self.inspector = inspector
         self.camera = camera
         self.sink = sink if sink is not None else RECENT
+        self.heartbeat_s = heartbeat_s
         self.frames = FrameHolder()
         self.continuous = True
         self.heatmaps = False
         self.trigger = threading.Event()
         self.latest: LiveResults | None = None
         self.error: str | None = None
-        self._last_verdicts: dict[str, str] = {}
+        self._trigger_id: str | None = None
+        self._last_events: dict[str, tuple[str, float]] = {}  # tool -> (verdict, time)
         self._playing_since: float | None = None
+
+    def request_trigger(self, trigger_id: str | None = None) -> None:
+        """Judge the next frame (triggered mode); its events carry ``trigger_id``."""
+        self._trigger_id = trigger_id
+        self.trigger.set()
 
     @property
     def runners(self) -> dict[str, ToolRunner]:
@@ -214,22 +255,38 @@ class LiveSession:
         return image
 
     def _judge(self, image: np.ndarray, arrived: float, triggered: bool) -> LiveResults:
+        trigger_id = None
         if triggered:
+            trigger_id, self._trigger_id = self._trigger_id, None
             self.trigger.clear()
             for runner in self.inspector.runners:
                 runner.reset()  # a triggered verdict judges this part only
         results = LiveResults(tuple(self.inspector.inspect(image, heatmaps=self.heatmaps)),
                               arrived, triggered)
         self.latest, self.error = results, None
-        self.sink.remember(self._events(results))
+        events = self._events(results, image, trigger_id)
+        if events:
+            self.sink.remember(events)
         return results
 
-    def _events(self, results: LiveResults) -> list[VerdictRecord]:
-        """The verdict events of freshly judged results (and note their verdicts)."""
-        cause = TRIGGER if results.triggered else CHANGE
-        events = [VerdictRecord.of(r, results.time, cause) for r in results.results
-                  if results.triggered or self._last_verdicts.get(r.tool) != r.verdict]
-        self._last_verdicts.update({r.tool: r.verdict for r in results.results})
+    def _events(self, results: LiveResults, image: np.ndarray,
+                trigger_id: str | None) -> list[VerdictRecord]:
+        """The verdict events of freshly judged results (and note when each tool had one)."""
+        events = []
+        for result in results.results:
+            if results.triggered:
+                cause = TRIGGER
+            else:
+                verdict, since = self._last_events.get(result.tool, (None, 0.0))
+                if verdict != result.verdict:
+                    cause = CHANGE
+                elif self.heartbeat_s is not None and results.time - since >= self.heartbeat_s:
+                    cause = HEARTBEAT
+                else:
+                    continue
+            events.append(VerdictRecord.of(result, results.time, cause, self.camera, trigger_id,
+                                           image))
+            self._last_events[result.tool] = (result.verdict, results.time)
         return events
 
     def current(self, now: float | None = None) -> LiveResults | None:

@@ -3,13 +3,23 @@
 A tool lives in ``<workspace>/tools/<name>/``: ``tool.json`` (readable configuration),
 ``images/<class>/`` (its dataset) and ``versions/<id>/`` (trained models, weights in safetensors).
 Loading a tool parses JSON and safetensors only: nothing is ever unpickled.
+
+Every change made to a tool (created, a setting changed, trained, activated, imported, renamed,
+duplicated, deleted) is announced as a ``ToolChange`` to the listeners registered with
+``add_change_listener``: the history store records them so a manager can audit why the line
+behaved as it did. ``acting_as`` names who makes the changes in a block of code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import re
 import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +32,47 @@ TTA_VARIANTS = ("hflip", "vflip", "brighter", "darker")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 _CONFIG_FILE = "tool.json"
 SCHEMA_VERSION = 1
+
+
+# ------------------------------------------------------------------ audit of changes
+
+@dataclass(frozen=True)
+class ToolChange:
+    """One change made to a tool: what, to which tool, by whom, when."""
+
+    tool: str
+    action: str  # created, threshold, roi, <other setting>, trained, activated, imported, ...
+    details: dict[str, Any]
+    actor: str
+    time: float
+
+
+ChangeListener = Callable[[ToolChange], None]
+_listeners: list[ChangeListener] = []
+_actor: ContextVar[str | None] = ContextVar("tool_change_actor", default=None)
+
+
+def add_change_listener(listener: ChangeListener) -> Callable[[], None]:
+    """Call ``listener`` on every tool change from now on; returns a function that stops it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Attribute the tool changes made inside the block to ``actor`` (an operator, 'cli'...)."""
+    token = _actor.set(actor)
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def announce(tool: str, action: str, **details: Any) -> None:
+    """Tell the listeners about a change (the OS user is the actor unless ``acting_as`` says)."""
+    change = ToolChange(tool, action, details, _actor.get() or getpass.getuser(), time.time())
+    for listener in list(_listeners):
+        listener(change)
 
 
 @dataclass(frozen=True)
@@ -154,9 +205,15 @@ class Tool:
         atomic_write_json(self.folder / _CONFIG_FILE, self.config.to_json())
 
     def update(self, **changes: Any) -> ToolConfig:
-        """Change settings (threshold, ROI, smoothing...) and persist them atomically."""
+        """Change settings (threshold, ROI, smoothing...), persist them atomically, announce each
+        setting that really changed."""
+        before = self.config.to_json()
         self.config = replace(self.config, **changes)
         self.save()
+        after = self.config.to_json()
+        for key in changes:
+            if before[key] != after[key]:
+                announce(self.name, key, old=before[key], new=after[key])
         return self.config
 
     def versions(self) -> list[dict[str, Any]]:
@@ -187,7 +244,12 @@ class Tool:
     def activate(self, version: str) -> None:
         """Make a version live with its suggested threshold (a rollback activates an older one)."""
         meta = self.version_meta(version)
-        self.update(active_version=version, threshold=float(meta["suggested_threshold"]))
+        previous = self.config.active_version
+        self.config = replace(self.config, active_version=version,
+                              threshold=float(meta["suggested_threshold"]))
+        self.save()
+        announce(self.name, "activated", version=version, previous=previous,
+                 threshold=self.config.threshold)
 
 
 class ToolStore:
@@ -227,6 +289,7 @@ class ToolStore:
         tool = Tool(self._folder(name), ToolConfig(name=name, **settings))
         tool.folder.mkdir(parents=True, exist_ok=True)
         tool.save()
+        announce(name, "created", kind=tool.config.kind, profile=tool.config.profile)
         return tool
 
     def get_or_create(self, name: str, **settings: Any) -> Tool:
@@ -237,6 +300,7 @@ class ToolStore:
 
     def delete(self, name: str) -> None:
         shutil.rmtree(self.get(name).folder)
+        announce(name, "deleted")
 
     def rename(self, name: str, new_name: str) -> Tool:
         tool = self.get(name)
@@ -246,6 +310,7 @@ class ToolStore:
         tool.folder.rename(target)
         renamed = Tool(target, replace(tool.config, name=new_name))
         renamed.save()
+        announce(new_name, "renamed", old=name)
         return renamed
 
     def duplicate(self, name: str, new_name: str) -> Tool:
@@ -256,4 +321,5 @@ class ToolStore:
         shutil.copytree(tool.folder, target)
         copy = Tool(target, replace(tool.config, name=new_name))
         copy.save()
+        announce(new_name, "duplicated", source=name)
         return copy

@@ -28,7 +28,7 @@ from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
 from core.model import ClassifierHead, pool_features
 from core.preprocessing import augment, to_tensor
 from core.runtime import get_extractor
-from core.tools import Tool
+from core.tools import Tool, announce
 from core.workspace import atomic_write_json, fsync_dir
 
 BATCH = 16
@@ -202,6 +202,8 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
         "training_seconds": round(time.perf_counter() - started, 2),
     }
     save_version(tool, head, meta)
+    announce(tool.name, "trained", version=meta["id"], profile=config.profile,
+             balanced_accuracy=validation.get("balanced_accuracy"))
     report("saving", 1, 1)
     if options.activate:
         tool.activate(meta["id"])

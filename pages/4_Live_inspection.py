@@ -163,7 +163,7 @@ if mode == "Triggered":
                      shortcut=ui.TRIGGER_KEY, disabled=not any(streaming.values()),
                      help=f"Judge the next frame (key {ui.TRIGGER_KEY})."):
             for live in sessions.values():
-                live.trigger.set()
+                live.request_trigger()
 
 # ------------------------------------------------------------------ region of interest
 with st.expander("Region of interest", expanded=False):

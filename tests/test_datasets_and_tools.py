@@ -11,7 +11,7 @@ import pytest
 
 from core.datasets import ToolDataset, check_trainable, load_folder, read_image
 from core.errors import InspectorError
-from core.tools import ROI, ToolConfig, ToolStore
+from core.tools import ROI, ToolConfig, ToolStore, acting_as, add_change_listener
 from core.workspace import atomic_write_bytes
 from tests.conftest import sample_paths
 
@@ -38,6 +38,27 @@ def test_rename_duplicate_delete(workspace):
     assert store.names() == ["label front"]
     with pytest.raises(InspectorError, match="already exists"):
         store.create("label front")
+
+
+def test_every_change_to_a_tool_is_announced_with_who_and_what(workspace):
+    changes = []
+    stop = add_change_listener(changes.append)
+    try:
+        store = ToolStore()
+        with acting_as("anna"):
+            tool = store.create("label")
+            tool.update(threshold=0.7, smoothing=5)  # smoothing 5 is the default: no change
+            tool.update(roi=ROI(0.1, 0.1, 0.5, 0.5))
+        store.rename("label", "label front")
+    finally:
+        stop()
+    store.delete("label front")  # after stop(): not heard
+    assert [(c.tool, c.action, c.actor) for c in changes] == [
+        ("label", "created", "anna"), ("label", "threshold", "anna"), ("label", "roi", "anna"),
+        ("label front", "renamed", os.environ.get("USER") or changes[-1].actor)]
+    assert changes[1].details == {"old": 0.5, "new": 0.7}
+    assert changes[2].details["new"] == {"x": 0.1, "y": 0.1, "w": 0.5, "h": 0.5}
+    assert changes[0].time <= changes[-1].time
 
 
 @pytest.mark.parametrize("bad, message", [

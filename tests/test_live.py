@@ -11,7 +11,16 @@ import pytest
 
 from core import live as live_module
 from core.inference import Inspector
-from core.live import CHANGE, TRIGGER, FrameHolder, LiveSession, RecentVerdicts, VerdictRecord
+from core.live import (
+    CHANGE,
+    HEARTBEAT,
+    TRIGGER,
+    Fanout,
+    FrameHolder,
+    LiveSession,
+    RecentVerdicts,
+    VerdictRecord,
+)
 from core.tools import ToolStore
 from tests.conftest import load_sample
 
@@ -24,8 +33,9 @@ def photos() -> dict[str, list[np.ndarray]]:
             for label, name in enumerate(("good", "defect"))}
 
 
-def session(tools, sink=None) -> LiveSession:
-    return LiveSession(Inspector.from_tools(tools), sink if sink is not None else RecentVerdicts())
+def session(tools, sink=None, heartbeat_s=None) -> LiveSession:
+    return LiveSession(Inspector.from_tools(tools), sink if sink is not None else RecentVerdicts(),
+                       heartbeat_s=heartbeat_s)
 
 
 def test_frame_holder_keeps_the_latest_frame_and_waits_for_a_new_one():
@@ -77,7 +87,7 @@ def test_continuous_mode_records_one_event_per_verdict_change(casting_tool, phot
 
 def test_continuous_results_go_stale_and_triggers_are_ignored(casting_tool, photos):
     live = session([casting_tool])
-    live.trigger.set()  # means nothing in continuous mode
+    live.request_trigger()  # means nothing in continuous mode
     live.process(photos["good"][0])
     latest = live.latest
     assert not live.trigger.is_set() and not latest.triggered
@@ -99,7 +109,7 @@ def test_triggered_mode_judges_one_frame_per_trigger_and_holds_it(casting_tool, 
     assert untouched is not None and np.array_equal(untouched, photos["defect"][0])
     assert live.current() is None and len(runner_sink.recent()) == 1  # the continuous PASS
 
-    live.trigger.set()
+    live.request_trigger("part-17")
     live.process(photos["defect"][0])
     held = live.current()
     assert held.triggered and not live.trigger.is_set()
@@ -110,12 +120,41 @@ def test_triggered_mode_judges_one_frame_per_trigger_and_holds_it(casting_tool, 
     shown = live.process(photos["good"][0])  # no trigger: the verdict is held and drawn
     assert live.current() is held and not np.array_equal(shown, photos["good"][0])
 
-    live.trigger.set()
+    live.request_trigger()
     live.process(photos["defect"][1])  # the same verdict again: still an event per trigger
     events = runner_sink.recent()
     assert [(e.verdict, e.cause) for e in events] == [("PASS", CHANGE), ("FAIL", TRIGGER),
                                                      ("FAIL", TRIGGER)]
     assert events[-1].time == live.current().time != held.time
+    assert [e.trigger_id for e in events] == [None, "part-17", None]
+    first = events[1]
+    assert first.camera == live.camera and first.raw_score == pytest.approx(first.score)
+    assert first.latency_ms > 0 and first.roi_image().shape[:2] == (
+        first.box[3] - first.box[1], first.box[2] - first.box[0])  # a FAIL keeps its ROI image
+    assert events[0].frame is None and events[0].roi_image() is None  # a PASS keeps none
+
+
+def test_a_verdict_that_holds_gets_a_heartbeat_event(casting_tool, photos):
+    casting_tool.update(smoothing=1)
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink, heartbeat_s=0.3)
+    live.process(photos["good"][0])
+    live.process(photos["good"][1])  # same verdict, soon after: nothing
+    time.sleep(0.35)
+    live.process(photos["good"][2])
+    live.process(photos["good"][0])
+    assert [(e.verdict, e.cause) for e in sink.recent()] == [("PASS", CHANGE), ("PASS", HEARTBEAT)]
+
+
+def test_fanout_hands_events_to_every_sink_even_when_one_fails():
+    class Broken:
+        def remember(self, records):
+            raise ConnectionError("broker gone")
+
+    first, second = RecentVerdicts(), RecentVerdicts()
+    record = VerdictRecord(1.0, "a", "PASS", None, 0.1, 0.5, "v001")
+    Fanout(first, Broken(), second).remember([record])
+    assert first.recent() == second.recent() == [record]
 
 
 def test_verdict_changes_are_tracked_per_tool_and_any_fail_fails_the_part(casting_tool, photos):

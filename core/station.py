@@ -1,0 +1,95 @@
+"""The station's own settings: its name, where its history goes, and its line integrations.
+
+They live in ``station.json`` in the workspace, beside the tools, so a station is configured by
+one readable file. ``INSPECTOR_HISTORY_URL`` overrides the history database (the one setting a
+plant changes to make several stations write to one PostgreSQL server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import InspectorError
+from core.workspace import atomic_write_json, workspace_root
+
+SETTINGS_FILE = "station.json"
+HISTORY_URL_ENV = "INSPECTOR_HISTORY_URL"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Publishing verdicts to an MQTT broker and taking trigger commands from it."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 1883
+    topic_root: str = "shopfloor-inspector"  # topics: <root>/<station>/...
+    username: str | None = None
+    password: str | None = None
+    qos: int = 1
+    buffer: int = 10_000  # events kept while the broker is unreachable (oldest dropped first)
+
+
+@dataclass(frozen=True)
+class OpcUaSettings:
+    """The station's OPC UA server, for PLCs and SCADA."""
+
+    enabled: bool = False
+    endpoint: str = "opc.tcp://0.0.0.0:4840/shopfloor-inspector/"
+    namespace: str = "urn:shopfloor-inspector"
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    name: str = field(default_factory=socket.gethostname)
+    history_url: str | None = None  # any SQLAlchemy URL; None = SQLite in the workspace
+    heartbeat_s: float = 60.0  # continuous mode: one event per tool at least this often
+    keep_fail_images: bool = False  # store the ROI image of every FAIL with its event
+    fail_image_max_kb: int = 200
+    fail_image_days: int = 30  # FAIL images older than this are deleted (rows are kept)
+    mqtt: MqttSettings = MqttSettings()
+    opcua: OpcUaSettings = OpcUaSettings()
+
+    def database_url(self, root: Path | None = None) -> str:
+        """The history database: the environment override, the setting, or the workspace's SQLite."""
+        url = os.environ.get(HISTORY_URL_ENV) or self.history_url
+        return url or f"sqlite:///{(root or workspace_root()) / 'history.sqlite'}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StationSettings:
+        def build(kind: type, values: dict[str, Any], where: str) -> Any:
+            known = {f.name for f in fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise InspectorError(f"{SETTINGS_FILE}: unknown setting(s) {sorted(unknown)} in "
+                                     f"{where}; known: {sorted(known)}")
+            return kind(**values)
+
+        data = dict(data)
+        mqtt = build(MqttSettings, data.pop("mqtt", {}), "mqtt")
+        opcua = build(OpcUaSettings, data.pop("opcua", {}), "opcua")
+        return replace(build(cls, data, "the station"), mqtt=mqtt, opcua=opcua)
+
+
+def load_settings(root: Path | None = None) -> StationSettings:
+    """The station's settings, defaults when it has no ``station.json`` yet."""
+    path = (root or workspace_root()) / SETTINGS_FILE
+    if not path.is_file():
+        return StationSettings()
+    try:
+        return StationSettings.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InspectorError(f"{path} is not a valid station settings file ({exc}): fix it or "
+                             "delete it to go back to the defaults") from exc
+
+
+def save_settings(settings: StationSettings, root: Path | None = None) -> None:
+    atomic_write_json((root or workspace_root()) / SETTINGS_FILE, settings.to_json())
