@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up Shopfloor Inspector in .venv (idempotent, offline-safe once installed).
-# With --test, also what the tests need: pytest, Playwright's Python client, Debian's Chromium.
+# With --test, also what the tests need: pytest, Playwright's Python client, and Debian's
+# Chromium (browser tests), Mosquitto (MQTT broker) and PostgreSQL (plant history database).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,10 +9,15 @@ PYTHON=${PYTHON:-python3}
 extras=""
 if [ "${1:-}" = "--test" ]; then
     extras="[test]"
-    if [ ! -x /usr/bin/chromium ]; then
-        echo "installing Debian's chromium for the browser tests" >&2
+    missing=""
+    [ -x /usr/bin/chromium ] || missing="$missing chromium"
+    [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+    if [ -n "$missing" ]; then
+        echo "installing Debian packages for the tests:$missing" >&2
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+        # shellcheck disable=SC2086
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
     fi
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".${extras}"
