@@ -23,11 +23,9 @@ from core.guidance import active_balanced_accuracy, next_steps
 ui.page_setup("Shopfloor Inspector", ":material/factory:")
 store = ui.store()
 
-try:
-    tools = store.all()
-except InspectorError as exc:
-    st.error(str(exc))
-    tools = []
+tools, broken = store.scan()
+for name, problem in broken.items():
+    st.warning(f"Tool '{name}' cannot be opened and is not inspected: {problem}")
 
 # ------------------------------------------------------------------ station at a glance
 st.subheader("Tools")

@@ -113,7 +113,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_tools(args: argparse.Namespace) -> None:
-    for tool in ToolStore().all():
+    tools, broken = ToolStore().scan()
+    for name, problem in broken.items():
+        print(f"{name}\tBROKEN: {problem}", file=sys.stderr)
+    for tool in tools:
         c = tool.config
         print(f"{c.name}\t{c.kind}\t{c.profile}\tversion={c.active_version or '-'}\t"
               f"threshold={c.threshold:.3f}\tclasses={','.join(c.classes)}")

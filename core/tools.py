@@ -296,7 +296,22 @@ class ToolStore:
         return self.get(name) if self.exists(name) else self.create(name, **settings)
 
     def all(self) -> list[Tool]:
-        return [self.get(n) for n in self.names()]
+        """Every tool that opens: one damaged tool file must not take the station down
+        (``broken`` says which ones do not open and why)."""
+        return self.scan()[0]
+
+    def broken(self) -> dict[str, str]:
+        """The tools whose file does not open, each with what to do about it."""
+        return self.scan()[1]
+
+    def scan(self) -> tuple[list[Tool], dict[str, str]]:
+        tools, broken = [], {}
+        for name in self.names():
+            try:
+                tools.append(self.get(name))
+            except InspectorError as exc:
+                broken[name] = str(exc)
+        return tools, broken
 
     def delete(self, name: str) -> None:
         shutil.rmtree(self.get(name).folder)

@@ -29,11 +29,7 @@ from core.workspace import workspace_root
 
 ui.page_setup("Live inspection", ":material/videocam:")
 
-try:
-    all_tools = ui.store().all()
-except InspectorError as exc:
-    st.error(str(exc))
-    st.stop()
+all_tools = ui.store().all()
 trained = [t for t in all_tools if t.config.active_version and t.config.enabled]
 if not trained:
     st.info("No trained tool yet: capture photos, then train a tool on the Training page.")

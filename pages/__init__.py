@@ -13,7 +13,6 @@ import numpy as np
 import streamlit as st
 
 from core.datasets import ToolDataset
-from core.errors import InspectorError
 from core.tools import ROI, Tool, ToolStore
 
 CURRENT_TOOL = "current_tool"
@@ -67,11 +66,7 @@ def store() -> ToolStore:
 def tool_picker(require_model: bool = False, where: Any = None) -> Tool | None:
     """Choose the tool this page works on; the choice follows the engineer across pages."""
     where = where or st.sidebar
-    try:
-        tools = store().all()
-    except InspectorError as exc:
-        st.error(str(exc))
-        return None
+    tools = store().all()
     if require_model:
         tools = [t for t in tools if t.config.active_version]
     if not tools:

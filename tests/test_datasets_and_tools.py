@@ -138,6 +138,10 @@ def test_a_corrupt_tool_file_gives_a_clear_message(workspace):
     (workspace / "tools" / "broken" / "tool.json").write_text('{"name": "broken", "thr')
     with pytest.raises(InspectorError, match="not valid JSON"):
         ToolStore().get("broken")
+    ToolStore().create("weld")
+    assert [t.name for t in ToolStore().all()] == ["weld"]  # the others still open
+    assert list(ToolStore().broken()) == ["broken"]
+    assert "restore it or re-import" in ToolStore().broken()["broken"]
 
 
 def test_stored_snapshot_is_lossless(workspace):
