@@ -1,0 +1,137 @@
+"""Real servers for the tests, on loopback and free ports: a Mosquitto broker that a test can
+kill, freeze and restart, and helpers to wait for things to happen."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "the condition") -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Mosquitto:
+    """A Mosquitto broker on 127.0.0.1; its database (sessions, retained and queued messages)
+    is saved every second in ``directory``, so a broker killed and restarted keeps them."""
+
+    def __init__(self, directory: Path, port: int | None = None):
+        if not MOSQUITTO.is_file():
+            pytest.fail(f"Mosquitto is missing ({MOSQUITTO}): run ./scripts/setup.sh --test")
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join([
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",  # as root it would become 'mosquitto'
+            "persistence true",
+            f"persistence_location {directory}/",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "log_dest stderr",
+            "",
+        ]))
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Mosquitto:
+        with open(self.directory / "mosquitto.log", "ab") as output:
+            self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)],
+                                            stdout=output, stderr=output)
+        end = time.monotonic() + 10
+        while not port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > end:
+                self.kill()
+                raise AssertionError(f"Mosquitto did not start on port {self.port}: "
+                                     f"{self.log()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """Die at once, as a crashed or unplugged broker would (nothing saved at exit)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        """Stop answering without closing connections (published messages get no PUBACK)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        path = self.directory / "mosquitto.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+
+class MqttSubscriber:
+    """A paho client on a broker that keeps every message it receives (topic, payload, retain).
+
+    ``client_id`` with ``persistent=True`` makes a persistent session (QoS 1 messages published
+    while it is away are queued for it by the broker); it reconnects by itself."""
+
+    def __init__(self, broker: Mosquitto, topic: str, client_id: str | None = None,
+                 persistent: bool = False):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.subscribed = False
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "",
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: setattr(self, "subscribed", True)
+        self.client.on_message = self._keep
+        self.client.connect(broker.host, broker.port, keepalive=5)
+        self.client.loop_start()
+        wait_until(lambda: self.subscribed, what=f"a subscription to {topic}")
+
+    def _keep(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def payloads(self, suffix: str = "") -> list[bytes]:
+        with self._lock:
+            return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
