@@ -1,0 +1,577 @@
+"""The inspection history: every verdict event and every tool change, in a database.
+
+One SQLAlchemy URL names the store (``StationSettings.database_url``): by default a SQLite file in
+the workspace, or a PostgreSQL server that several stations of a plant write to at once (each
+event carries its station's name). ``open_history`` opens it once per URL and process, upgrading
+its schema with the Alembic migrations in ``core/migrations`` first, so a new version of the app
+never loses the history of the old one.
+
+Writing never slows the line: ``HistoryStore.recorder(station)`` is a ``VerdictSink`` whose
+``remember`` only puts the events on a queue; a writer thread inserts them in batches, one
+transaction per batch, and retries (with a growing pause) while the database is unreachable. The
+queue is unbounded on purpose: an event is never dropped, and at the rate a station produces
+events (a few per part) even hours of an unreachable server hold only megabytes.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: the WAL is flushed to disk at every commit,
+so a committed batch survives a power cut, and WAL's atomic commits mean a crash mid-write (power
+cut, ``kill -9``) never corrupts the file: the half-written batch is simply absent. ``NORMAL``
+would also never corrupt it but could lose the last commits on a power cut; since commits are
+batched, FULL's one fsync per batch costs little. A busy timeout lets several processes (the
+Streamlit server, the headless station, the CLI) share the file.
+
+Besides the events, the writer keeps three small rollups in the same transaction (counts per
+tool and 15 minutes, smoothed-score bins per tool and hour, parts per station and 15 minutes):
+``core.reports`` reads those, so a report over a year of history takes milliseconds.
+
+FAIL images (``keep_fail_images``) are stored as JPEG blobs in ``fail_images``, keyed by their
+event's id, not as files: the event and its image commit in one transaction (a crash never
+leaves an image without its event or a reference to a missing file), a plant's PostgreSQL server
+shows every station's images to a manager on any PC, and the history is one thing to back up.
+Keeping them in their own table keeps event scans off the image pages; ``apply_retention``
+deletes images older than ``fail_image_days`` (SQLite reuses the freed pages).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+
+from core import tools
+from core.errors import InspectorError
+from core.live import VerdictRecord
+from core.station import StationSettings, load_settings
+from core.tools import ToolChange
+
+LOG = logging.getLogger("shopfloor_inspector.history")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+QUARTER_S = 900  # the rollups' time bucket: 15 minutes fit every time zone and shift boundary
+SCORE_BINS = 20  # smoothed-score histogram bins of width 0.05
+PART_CAUSES = ("trigger", "change")  # events that judge a part (a heartbeat only repeats one)
+_MIGRATION_LOCK = 7_384_210_311  # PostgreSQL advisory lock id: one station migrates at a time
+
+# ------------------------------------------------------------------ schema (head revision)
+
+metadata = sa.MetaData()
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _col(name: str, kind: Any, nullable: bool = False, **kw: Any) -> sa.Column:
+    return sa.Column(name, kind, nullable=nullable, **kw)
+
+
+events = sa.Table(
+    "verdict_events", metadata,
+    _col("id", _ID, primary_key=True, autoincrement=True),
+    _col("time", sa.Double()), _col("station", sa.String()), _col("camera", sa.String()),
+    _col("tool", sa.String()), _col("version", sa.String()), _col("verdict", sa.String()),
+    _col("defect_class", sa.String(), True), _col("raw_score", sa.Double(), True),
+    _col("score", sa.Double()), _col("threshold", sa.Double()),
+    _col("latency_ms", sa.Double(), True), _col("cause", sa.String()),
+    _col("trigger_id", sa.String(), True),
+    _col("quarter", sa.Integer(), True), _col("score_bin", sa.Integer(), True),
+)
+changes = sa.Table(
+    "tool_changes", metadata,
+    _col("id", _ID, primary_key=True, autoincrement=True), _col("time", sa.Double()),
+    _col("station", sa.String()), _col("tool", sa.String()), _col("action", sa.String()),
+    _col("details", sa.Text()), _col("actor", sa.String()),
+)
+fail_images = sa.Table(
+    "fail_images", metadata,
+    _col("event_id", _ID, primary_key=True), _col("time", sa.Double()),
+    _col("jpeg", sa.LargeBinary()),
+)
+event_counts = sa.Table(
+    "event_counts", metadata,
+    *[_col(k, sa.String(), primary_key=True) for k in ("station", "tool")],
+    _col("quarter", sa.Integer(), primary_key=True),
+    *[_col(k, sa.String(), primary_key=True) for k in ("cause", "verdict", "defect_class")],
+    _col("n", sa.BigInteger()),
+)
+score_counts = sa.Table(
+    "score_counts", metadata,
+    *[_col(k, sa.String(), primary_key=True) for k in ("station", "tool")],
+    _col("hour", sa.Integer(), primary_key=True),
+    *[_col(k, sa.String(), primary_key=True) for k in ("cause", "verdict")],
+    _col("score_bin", sa.Integer(), primary_key=True), _col("n", sa.BigInteger()),
+)
+part_counts = sa.Table(
+    "part_counts", metadata,
+    _col("station", sa.String(), primary_key=True), _col("quarter", sa.Integer(), primary_key=True),
+    _col("parts", sa.BigInteger()), _col("failed", sa.BigInteger()),
+)
+
+
+def score_bin(score: float) -> int:
+    """The histogram bin (0..SCORE_BINS-1) of a smoothed score in 0..1."""
+    return min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1) if math.isfinite(score) else 0
+
+
+# ------------------------------------------------------------------ filters
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a query or report covers; an empty tuple means no restriction."""
+
+    since: float | None = None  # epoch seconds, inclusive
+    until: float | None = None  # epoch seconds, exclusive
+    tools: tuple[str, ...] = ()
+    stations: tuple[str, ...] = ()
+    verdicts: tuple[str, ...] = ()
+    causes: tuple[str, ...] = ()
+
+    def clauses(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+        """The non-time conditions that apply to ``table`` (a rollup lacks some columns)."""
+        wanted = {"tool": self.tools, "station": self.stations, "verdict": self.verdicts,
+                  "cause": self.causes}
+        return [table.c[name].in_(values) for name, values in wanted.items()
+                if values and name in table.c]
+
+    def time_clauses(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+        found = []
+        if self.since is not None:
+            found.append(table.c.time >= self.since)
+        if self.until is not None:
+            found.append(table.c.time < self.until)
+        return found
+
+
+EVERYTHING = EventFilter()
+
+
+# ------------------------------------------------------------------ the store
+
+class HistoryStore:
+    """One history database (use ``open_history``: one store per URL and process)."""
+
+    WRITE_CHUNK = 5_000  # rows per executemany
+
+    def __init__(self, url: str, settings: StationSettings):
+        self.url = url
+        self.settings = settings  # the latest settings given to open_history (images, retention)
+        self.engine = _engine(url)
+        self._recorders: dict[str, HistoryRecorder] = {}
+        self._change_removers: dict[str, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._migrate()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def revision(self) -> str | None:
+        """The schema's Alembic revision (``head`` after ``open_history``)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    # -------------------------------------------------------------- writing
+
+    def recorder(self, station: str) -> HistoryRecorder:
+        """The station's queued writer (one per station and store; the same one on every call)."""
+        with self._lock:
+            found = self._recorders.get(station)
+            if found is None:
+                found = self._recorders[station] = HistoryRecorder(self, station)
+            return found
+
+    def listen_to_tool_changes(self, station: str) -> Callable[[], None]:
+        """Record every tool change of this process from now on (once, however often called);
+        returns the function that stops it. Changes go through the station's recorder, so a
+        database outage delays them instead of refusing the engineer's change."""
+        with self._lock:
+            remover = self._change_removers.get(station)
+        if remover is not None:
+            return remover
+        stop_listening = tools.add_change_listener(self.recorder(station).remember_change)
+
+        def remove() -> None:
+            stop_listening()
+            with self._lock:
+                self._change_removers.pop(station, None)
+
+        with self._lock:
+            return self._change_removers.setdefault(station, remove)
+
+    def record_change(self, change: ToolChange, station: str) -> None:
+        """Write one tool change now (synchronous)."""
+        self.write(station, [], [change])
+
+    def write(self, station: str, records: Iterable[VerdictRecord],
+              tool_changes: Iterable[ToolChange] = ()) -> None:
+        """Write events and changes in one transaction, with their rollups and FAIL images."""
+        rows, images = [], []
+        keep_images = self.settings.keep_fail_images
+        for record in records:
+            row = _event_row(record, station)
+            jpeg = _jpeg(record.roi_image(), self.settings.fail_image_max_kb) if keep_images else None
+            if jpeg is None:
+                rows.append(row)
+            else:
+                images.append((row, jpeg))
+        change_rows = [{"time": c.time, "station": station, "tool": c.tool, "action": c.action,
+                        "details": json.dumps(c.details, default=str), "actor": c.actor}
+                       for c in tool_changes]
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            for start in range(0, len(rows), self.WRITE_CHUNK):
+                conn.execute(events.insert(), rows[start:start + self.WRITE_CHUNK])
+            for row, jpeg in images:
+                event_id = conn.execute(events.insert().values(row)).inserted_primary_key[0]
+                conn.execute(fail_images.insert().values(event_id=event_id, time=row["time"],
+                                                         jpeg=jpeg))
+            if change_rows:
+                conn.execute(changes.insert(), change_rows)
+            self._add_to_rollups(conn, rows + [row for row, _ in images])
+
+    def _add_to_rollups(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        counts = Counter((r["station"], r["tool"], r["quarter"], r["cause"], r["verdict"],
+                          r["defect_class"] or "") for r in rows)
+        scores = Counter((r["station"], r["tool"], r["quarter"] // 4, r["cause"], r["verdict"],
+                          r["score_bin"]) for r in rows)
+        part_failed: dict[tuple, bool] = {}  # (station, quarter, camera, time): any FAIL
+        for r in rows:
+            if r["cause"] in PART_CAUSES:
+                key = (r["station"], r["quarter"], r["camera"], r["time"])
+                part_failed[key] = part_failed.get(key, False) or r["verdict"] == "FAIL"
+        parts: dict[tuple, list[int]] = {}
+        for (station, quarter, _, _), failed in part_failed.items():
+            tally = parts.setdefault((station, quarter), [0, 0])
+            tally[0] += 1
+            tally[1] += failed
+        for table, tally in ((event_counts, counts), (score_counts, scores)):
+            names = [c.name for c in table.columns]
+            self._upsert(conn, table, [dict(zip(names, (*key, n))) for key, n in tally.items()])
+        self._upsert(conn, part_counts, [{"station": s, "quarter": q, "parts": p, "failed": f}
+                                         for (s, q), (p, f) in parts.items()])
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Add the rows' counts to the rollup (insert the keys it does not have yet)."""
+        if not rows:
+            return
+        keys = [c.name for c in table.primary_key.columns]
+        counts = [c.name for c in table.columns if c.name not in keys]
+        if self.dialect in ("sqlite", "postgresql"):
+            insert = (sqlite if self.dialect == "sqlite" else postgresql).insert(table)
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=keys, set_={c: table.c[c] + insert.excluded[c] for c in counts}), rows)
+            return
+        for row in rows:  # other databases: update, else insert (one station writes its own keys)
+            match = sa.and_(*[table.c[k] == row[k] for k in keys])
+            done = conn.execute(table.update().where(match).values(
+                {c: table.c[c] + row[c] for c in counts})).rowcount
+            if not done:
+                conn.execute(table.insert().values(row))
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete FAIL images older than ``fail_image_days`` (their events stay); returns how many."""
+        cutoff = (time.time() if now is None else now) - self.settings.fail_image_days * 86400
+        with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+            return conn.execute(fail_images.delete().where(fail_images.c.time < cutoff)).rowcount
+
+    # -------------------------------------------------------------- reading
+
+    def events_query(self, where: EventFilter, newest_first: bool = True,
+                     limit: int | None = None) -> sa.Select:
+        """The SELECT of filtered events (with ``has_image``), for ``events`` and exports."""
+        has_image = sa.exists().where(fail_images.c.event_id == events.c.id).label("has_image")
+        columns = [c for c in events.c if c.name not in ("quarter", "score_bin")]
+        query = (sa.select(*columns, has_image)
+                 .where(*where.time_clauses(events), *where.clauses(events))
+                 .order_by(events.c.time.desc() if newest_first else events.c.time, events.c.id))
+        return query.limit(limit) if limit else query
+
+    def events(self, where: EventFilter = EVERYTHING, limit: int | None = 1000,
+               newest_first: bool = True) -> pd.DataFrame:
+        """Filtered events (newest first), ``time`` as UTC timestamps."""
+        with self.engine.connect() as conn:
+            result = conn.execute(self.events_query(where, newest_first, limit))
+            return event_frame(result.fetchall(), list(result.keys()))
+
+    def iter_events(self, where: EventFilter = EVERYTHING,
+                    chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Every filtered event, oldest first, in DataFrames of at most ``chunk_rows`` rows."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunk_rows).execute(
+                self.events_query(where, newest_first=False))
+            names = list(result.keys())
+            for chunk in result.partitions():
+                yield event_frame(chunk, names)
+
+    def changes(self, where: EventFilter = EVERYTHING, limit: int | None = 1000) -> pd.DataFrame:
+        """Filtered tool changes, newest first, ``details`` parsed from JSON."""
+        query = (sa.select(changes).where(*where.time_clauses(changes), *where.clauses(changes))
+                 .order_by(changes.c.time.desc(), changes.c.id.desc()))
+        with self.engine.connect() as conn:
+            frame = pd.DataFrame(conn.execute(query.limit(limit) if limit else query).mappings().all(),
+                                 columns=[c.name for c in changes.c])
+        frame["time"] = utc_times(frame["time"])
+        frame["details"] = [json.loads(d) for d in frame["details"]]
+        return frame
+
+    def fail_image(self, event_id: int) -> bytes | None:
+        """The JPEG of a FAIL event's ROI, if it was kept (and not yet deleted by retention)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(fail_images.c.jpeg)
+                                .where(fail_images.c.event_id == event_id)).scalar()
+
+    def names(self) -> dict[str, list[str]]:
+        """The stations and tools that have events (for filter pickers), read from the rollup."""
+        with self.engine.connect() as conn:
+            return {kind: list(conn.execute(sa.select(event_counts.c[kind]).distinct()
+                                            .order_by(event_counts.c[kind])).scalars())
+                    for kind in ("station", "tool")}
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Drain and stop the recorders, stop listening, forget this store; True if all drained."""
+        with self._lock:
+            recorders, removers = list(self._recorders.values()), list(self._change_removers.values())
+        for remove in removers:
+            remove()
+        drained = all([r.close(timeout) for r in recorders])
+        with _STORES_LOCK:
+            if _STORES.get(self.url) is self:
+                del _STORES[self.url]
+        self.engine.dispose()
+        return drained
+
+
+def utc_times(seconds: pd.Series) -> pd.Series:
+    """Epoch seconds as UTC timestamps to the microsecond (what CSV and Parquet keep)."""
+    return pd.to_datetime((seconds.astype("float64") * 1e6).round().astype("int64"), unit="us",
+                          utc=True)
+
+
+def event_frame(rows: Iterable[Any], names: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(rows), columns=names)
+    frame["time"] = utc_times(frame["time"])
+    if "has_image" in frame:
+        frame["has_image"] = frame["has_image"].astype(bool)
+    return frame
+
+
+def _event_row(record: VerdictRecord, station: str) -> dict[str, Any]:
+    return {"time": record.time, "station": station, "camera": record.camera, "tool": record.tool,
+            "version": record.version, "verdict": record.verdict,
+            "defect_class": record.defect_class, "raw_score": record.raw_score,
+            "score": record.score, "threshold": record.threshold, "latency_ms": record.latency_ms,
+            "cause": record.cause, "trigger_id": record.trigger_id,
+            "quarter": int(record.time // QUARTER_S), "score_bin": score_bin(record.score)}
+
+
+def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:
+    """The image as a JPEG of at most ``max_kb`` KB: lower quality first, then smaller."""
+    if image is None or image.size == 0:
+        return None
+    for _ in range(8):
+        for quality in (90, 75, 60, 45):
+            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(encoded) <= max_kb * 1024:
+                return encoded.tobytes()
+        image = cv2.resize(image, None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    return None  # tiny limits: better no image than a useless one
+
+
+def _engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise InspectorError(f"history database URL '{url}' is not valid: give a SQLAlchemy URL "
+                             "such as sqlite:////path/history.sqlite or "
+                             "postgresql+psycopg://user:password@host/db") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000",
+                       "foreign_keys=ON"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:  # writers take the lock up front: no upgrade deadlock
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+# ------------------------------------------------------------------ the queued writer
+
+_CLOSE = object()
+
+
+class HistoryRecorder:
+    """A ``VerdictSink`` that never blocks: events go on a queue, a thread writes them in batches.
+
+    ``remember`` costs a few microseconds (a lock and a queue put). The queue is unbounded so no
+    event is ever dropped; while the database is unreachable the writer keeps the batch and
+    retries, and ``error`` says why (for the page). ``flush`` waits until everything queued so
+    far is committed; ``close`` drains the queue and stops the thread.
+    """
+
+    BATCH_ITEMS = 500  # queue items (one per remember call) per transaction
+    RETENTION_EVERY_S = 3600.0
+
+    def __init__(self, store: HistoryStore, station: str):
+        self.store, self.station = store, station
+        self.error: str | None = None  # the last write failure, None once writes succeed again
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._written = threading.Condition()
+        self._queued = self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"history-writer-{station}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Queue items not yet committed."""
+        return self._queued - self._done
+
+    def remember(self, records: list[VerdictRecord]) -> None:
+        if not records:
+            return
+        if not self.store.settings.keep_fail_images:  # do not hold frames nobody will store
+            records = [replace(r, frame=None) if r.frame is not None else r for r in records]
+        self._put(list(records))
+
+    def remember_change(self, change: ToolChange) -> None:
+        self._put(change)
+
+    def _put(self, item: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise InspectorError(f"the history recorder of station {self.station} is closed")
+            self._queued += 1
+            self._queue.put(item)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued before this call is committed; False on timeout."""
+        with self._lock:
+            target = self._queued
+        with self._written:
+            return self._written.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is queued, then stop; False if the queue could not be drained in time."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_CLOSE)
+        self._thread.join(timeout)
+        with self.store._lock:
+            if self.store._recorders.get(self.station) is self:
+                del self.store._recorders[self.station]
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_retention = 0.0
+        while True:
+            items = [self._queue.get()]
+            while len(items) < self.BATCH_ITEMS and items[-1] is not _CLOSE:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = [item for item in items if item is not _CLOSE]
+            if work:
+                self._write(work)
+            with self._written:
+                self._done += len(work)
+                self._written.notify_all()
+            if items[-1] is _CLOSE:
+                return
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + self.RETENTION_EVERY_S
+                self._apply_retention()
+
+    def _write(self, items: list[Any]) -> None:
+        records = [r for item in items if isinstance(item, list) for r in item]
+        tool_changes = [item for item in items if isinstance(item, ToolChange)]
+        pause = 0.5
+        while True:
+            try:
+                self.store.write(self.station, records, tool_changes)
+                self.error = None
+                return
+            except Exception as exc:  # noqa: BLE001 - keep the batch and retry: never drop events
+                self.error = f"history database unreachable, {self.pending} batch(es) waiting: {exc}"
+                LOG.warning("history write failed (retrying in %.1f s): %s", pause, exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
+    def _apply_retention(self) -> None:
+        try:
+            self.store.apply_retention()
+        except Exception:  # noqa: BLE001 - retention runs again in an hour
+            LOG.exception("FAIL image retention failed")
+
+
+# ------------------------------------------------------------------ one store per URL
+
+_STORES: dict[str, HistoryStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def open_history(settings: StationSettings | None = None, root: Path | None = None) -> HistoryStore:
+    """The station's history store, created and migrated on first use, then shared by every
+    thread of the process (the Streamlit server and the webcam threads). Cheap to call again:
+    it returns the same store, updated with the latest settings."""
+    settings = settings or load_settings(root)
+    url = settings.database_url(root)
+    with _STORES_LOCK:
+        store = _STORES.get(url)
+        if store is None:
+            try:
+                store = _STORES[url] = HistoryStore(url, settings)
+            except sa.exc.OperationalError as exc:
+                raise InspectorError(f"cannot open the history database {_safe(url)}: "
+                                     f"{str(exc.orig).strip()}; check the URL and that the server "
+                                     "is running") from exc
+        store.settings = settings
+        return store
+
+
+def _safe(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Write what is still queued when the process ends normally."""
+    for store in list(_STORES.values()):
+        store.close(timeout=10.0)

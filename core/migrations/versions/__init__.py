@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: ``0001`` the event and change tables, ``0002`` report rollups."""
