@@ -18,6 +18,7 @@ from core.datasets import load_folder, read_image
 from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.explanation import blend_heatmap
+from core.history_cli import add_parser as add_history_parser
 from core.inference import TrainedModel
 from core.metrics import pass_fail_metrics
 from core.preprocessing import crop_roi
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profiles", help="list the network profiles available offline")
     p.set_defaults(run=cmd_profiles)
+    add_history_parser(sub)
     return parser
 
 
