@@ -28,11 +28,14 @@ class LinkStatus:
     sent: int  # events delivered (MQTT: acknowledged by the broker; OPC UA: written to the nodes)
     dropped: int  # events dropped because the buffer was full (oldest first)
     last_error: str | None  # the latest problem, None when there was none
+    peers: int | None = None  # OPC UA: clients connected now (MQTT: None, the broker knows)
 
     def summary(self) -> str:
         """One line for the operator."""
         state = "connected" if self.connected else "NOT connected"
         line = f"{self.name} {self.target}: {state}, {self.sent} sent, {self.buffered} waiting"
+        if self.peers is not None:
+            line += f", {self.peers} client(s)"
         if self.dropped:
             line += f", {self.dropped} dropped"
         if self.last_error and not self.connected:

@@ -1,0 +1,258 @@
+"""The station's OPC UA server against a real asyncua client on loopback: the node tree, the
+trigger handshake driving a real live session, counters and their reset, a tool that never
+answers, clients that come and go, a port that is taken, and tools that change."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from asyncua.sync import Client
+
+from core.inference import Inspector
+from core.integrations.opcua import OpcUaLink
+from core.live import CHANGE, TRIGGER, Fanout, LiveSession, RecentVerdicts, VerdictRecord
+from core.station import OpcUaSettings
+from tests.conftest import load_sample
+from tests.servers import free_port, wait_until
+
+NAMESPACE = "urn:test-station"
+CLASSES = ("good", "crack", "porosity")
+
+
+def opcua_settings(port: int) -> OpcUaSettings:
+    return OpcUaSettings(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{port}/inspector/", namespace=NAMESPACE)
+
+
+class Plc:
+    """What a PLC does: read and write the station's nodes by their ids."""
+
+    def __init__(self, link: OpcUaLink):
+        self.client = Client(link.settings.endpoint, timeout=10)
+        self.client.connect()
+        self.ns = self.client.get_namespace_index(NAMESPACE)
+
+    def node(self, path: str):
+        return self.client.get_node(f"ns={self.ns};s=Station.{path}")
+
+    def read(self, path: str):
+        return self.node(path).read_value()
+
+    def write(self, path: str, value) -> None:
+        self.node(path).write_value(value)
+
+    def wait(self, path: str, value, timeout: float = 10) -> None:
+        wait_until(lambda: self.read(path) == value, timeout, f"{path} == {value!r}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def start_link():
+    links = []
+
+    def build(tools, on_trigger=None, port=None, **kwargs) -> OpcUaLink:
+        link = OpcUaLink(opcua_settings(port or free_port()), "cell-7", tools, on_trigger, **kwargs)
+        links.append(link)
+        assert link.start(), link.status().last_error
+        return link
+
+    yield build
+    for link in links:
+        link.stop()
+
+
+def event(tool: str, verdict: str, trigger_id: str | None, cause: str = TRIGGER,
+          defect: str = "porosity") -> VerdictRecord:
+    return VerdictRecord(time.time(), tool, verdict, defect if verdict == "FAIL" else None,
+                         0.9 if verdict == "FAIL" else 0.1, 0.5, "v3", cause, "0", trigger_id=trigger_id)
+
+
+def test_the_plc_handshake_drives_one_inspection_per_trigger(start_link, casting_tool):
+    photos = load_sample("casting", 1, seed=1)
+    sink, calls = RecentVerdicts(), []
+
+    def on_trigger(camera, trigger_id):
+        calls.append((camera, trigger_id))
+        live.request_trigger(trigger_id)
+
+    link = start_link({"casting": casting_tool.config.classes}, on_trigger)
+    live = LiveSession(Inspector.from_tools([casting_tool]), Fanout(sink, link))
+    live.continuous = False
+    frame = {"image": photos.images[0]}  # the good photo first, then the defect one
+    stop = threading.Event()
+
+    def camera():
+        while not stop.is_set():
+            live.process(frame["image"])
+            time.sleep(0.03)
+
+    feeder = threading.Thread(target=camera, daemon=True)
+    feeder.start()
+    plc = Plc(link)
+    try:
+        assert plc.read("Name") == "cell-7" and plc.read("Online") and plc.read("Ready")
+        assert plc.read("Tools.casting.Classes") == list(casting_tool.config.classes)
+        beat = plc.read("Heartbeat")
+        plc.wait("Heartbeat", beat + 1, timeout=5)
+        for cycle, (image, label) in enumerate(zip(photos.images, photos.labels), start=1):
+            frame["image"] = image
+            plc.write("Trigger", True)
+            plc.wait("TriggerAck", True)
+            wait_until(lambda: plc.read("ResultValid"), what="ResultValid")
+            # once ResultValid is set, the whole result is there
+            assert plc.read("InspectionID") == cycle and plc.read("TriggerID") == f"opcua-{cycle}"
+            assert plc.read("Ready")
+            plc.write("Trigger", False)
+            plc.wait("TriggerAck", False)
+            events = sink.recent()
+            assert [(e.cause, e.trigger_id) for e in events[cycle - 1:]] == [(TRIGGER, f"opcua-{cycle}")]
+            done = events[-1]
+            assert done.verdict == ("PASS" if label == 0 else "FAIL")  # photos it was trained on
+            assert plc.read("Pass") == (done.verdict == "PASS") == plc.read("Tools.casting.Pass")
+            assert plc.read("Verdict") == done.verdict == plc.read("Tools.casting.Verdict")
+            assert plc.read("Tools.casting.Score") == pytest.approx(done.score)
+            assert plc.read("Tools.casting.Threshold") == pytest.approx(done.threshold)
+            shown = done.defect_class if done.verdict == "FAIL" else "good"
+            assert plc.read("Tools.casting.ClassIndex") == casting_tool.config.classes.index(shown)
+            assert plc.read("Tools.casting.Version") == done.version
+        time.sleep(0.5)  # frames keep coming: no more verdicts without a trigger
+        assert len(sink.recent()) == 2 and calls == [(None, "opcua-1"), (None, "opcua-2")]
+        assert [plc.read(f"Counters.{n}") for n in ("Total", "Pass", "Fail")] == [2, 1, 1]
+        assert live.error is None and plc.read("Error") == ""
+    finally:
+        stop.set()
+        feeder.join()
+        plc.close()
+
+
+def test_counters_and_their_reset(start_link):
+    link = start_link({"weld": CLASSES})
+    plc = Plc(link)
+    try:
+        link.remember([event("weld", "PASS", "mqtt-1")])  # triggers from elsewhere count too
+        link.remember([event("weld", "FAIL", "key-T")])
+        link.remember([event("weld", "PASS", None)])
+        link.remember([event("weld", "FAIL", None, cause=CHANGE)])  # continuous: no part to count
+        wait_until(lambda: link.status().sent == 4, what="the events applied")
+        assert [plc.read(f"Counters.{n}") for n in ("Total", "Pass", "Fail")] == [3, 2, 1]
+        assert plc.read("InspectionID") == 3 and plc.read("TriggerID") == ""
+        assert plc.read("Tools.weld.Verdict") == "FAIL"  # the tool's nodes follow every event
+        assert plc.read("Tools.weld.ClassIndex") == 2 and plc.read("Tools.weld.DefectClass") == "porosity"
+
+        plc.write("ResetCounters", True)
+        plc.wait("Counters.Total", 0)
+        assert [plc.read(f"Counters.{n}") for n in ("Pass", "Fail")] == [0, 0]
+        plc.wait("ResetCounters", False)  # ready for the next reset
+        link.remember([event("weld", "PASS", "mqtt-2")])
+        plc.wait("Counters.Total", 1)
+        assert plc.read("Counters.Pass") == 1 and plc.read("InspectionID") == 4  # the id never resets
+    finally:
+        plc.close()
+
+
+def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_triggers(start_link):
+    calls = []
+    link = start_link({"weld": CLASSES, "label": ("good", "missing")},
+                      lambda camera, trigger_id: calls.append(trigger_id), result_timeout_s=1.0)
+    plc = Plc(link)
+    try:
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        assert calls == ["opcua-1"] and not plc.read("Ready") and not plc.read("ResultValid")
+        link.remember([event("weld", "PASS", "opcua-1")])  # 'label' never answers
+        plc.write("Trigger", False)
+        plc.write("Trigger", True)  # too early: the station is still busy
+        time.sleep(0.3)
+        assert calls == ["opcua-1"] and "not ready" in plc.read("Error")
+        plc.write("Trigger", False)
+
+        plc.wait("ResultValid", True, timeout=5)
+        assert plc.read("Pass") is False and plc.read("Verdict") == "FAIL"  # an incomplete part fails
+        assert "label" in plc.read("Error") and plc.read("Ready")
+        assert plc.read("Counters.Fail") == 1 and plc.read("Tools.weld.Pass") is True
+        link.remember([event("label", "PASS", "opcua-1")])  # too late: not a second part
+        time.sleep(0.3)
+        assert plc.read("Counters.Total") == 1 and plc.read("InspectionID") == 1
+
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        assert calls == ["opcua-1", "opcua-2"] and plc.read("Error") == ""
+        link.remember([event("weld", "PASS", "opcua-2"), event("label", "PASS", "opcua-2")])
+        plc.wait("ResultValid", True)
+        assert plc.read("Pass") is True and plc.read("InspectionID") == 2
+    finally:
+        plc.close()
+
+
+def test_clients_come_and_go_and_a_subscriber_sees_every_new_result(start_link):
+    link = start_link({"weld": CLASSES})
+    first = Plc(link)
+    wait_until(lambda: link.status().peers == 1, what="one client")
+    first.close()
+    wait_until(lambda: link.status().peers == 0, what="the client gone")
+    link.remember([event("weld", "FAIL", "a")])  # while nobody listens
+    wait_until(lambda: link.status().sent == 1, what="the event applied")
+
+    again = Plc(link)
+    try:
+        assert again.read("InspectionID") == 1 and again.read("Counters.Fail") == 1  # state kept
+        seen = []
+
+        class Handler:
+            def datachange_notification(self, node, value, data):
+                seen.append(value)
+
+        subscription = again.client.create_subscription(20, Handler())
+        subscription.subscribe_data_change(again.node("InspectionID"))
+        wait_until(lambda: seen == [1], what="the initial value")
+        for n in range(3):
+            link.remember([event("weld", "PASS", f"b{n}")])
+            wait_until(lambda n=n: seen[-1:] == [2 + n], what=f"InspectionID {2 + n}")
+        assert seen == [1, 2, 3, 4] and link.status().connected
+    finally:
+        again.close()
+
+
+def test_a_taken_port_is_retried_and_events_wait_for_the_server(start_link):
+    port = free_port()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    link = OpcUaLink(opcua_settings(port), "cell-7", {"weld": CLASSES}, retry_s=(0.5, 1.0))
+    try:
+        assert link.start(wait_s=20) is False
+        down = link.status()
+        assert not down.connected and "failed" in down.last_error
+        link.remember([event("weld", "PASS", "x1")])
+        link.remember([event("weld", "FAIL", "x2")])
+        assert link.status().buffered == 2
+        squatter.close()
+        wait_until(lambda: link.status().connected, timeout=30, what="the server starting")
+        wait_until(lambda: link.status().buffered == 0, what="the buffer applied")
+        plc = Plc(link)
+        assert plc.read("InspectionID") == 2 and plc.read("Counters.Fail") == 1
+        plc.close()
+    finally:
+        squatter.close()
+        link.stop()
+
+
+def test_tools_can_change_while_serving(start_link):
+    link = start_link({"weld": CLASSES})
+    plc = Plc(link)
+    try:
+        link.update_tools({"label": ("good", "missing")})
+        wait_until(lambda: plc.read("Tools.label.Classes") == ["good", "missing"], what="the new tool")
+        tools = plc.client.get_node(f"ns={plc.ns};s=Station.Tools").get_children()
+        assert [t.read_browse_name().Name for t in tools] == ["label"]
+        link.remember([event("label", "FAIL", "z", defect="missing")])
+        plc.wait("Tools.label.ClassIndex", 1)
+        link.update_tools({})
+        plc.wait("Ready", False)  # nothing to inspect with
+    finally:
+        plc.close()
