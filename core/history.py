@@ -231,7 +231,8 @@ class HistoryStore:
         keep_images = self.settings.keep_fail_images
         for record in records:
             row = _event_row(record, station)
-            jpeg = _jpeg(record.roi_image(), self.settings.fail_image_max_kb) if keep_images else None
+            wanted = keep_images and record.verdict == "FAIL"
+            jpeg = _jpeg(record.roi_image(), self.settings.fail_image_max_kb) if wanted else None
             if jpeg is None:
                 rows.append(row)
             else:
@@ -560,7 +561,7 @@ def open_history(settings: StationSettings | None = None, root: Path | None = No
                 store = _STORES[url] = HistoryStore(url, settings)
             except sa.exc.OperationalError as exc:
                 raise InspectorError(f"cannot open the history database {_safe(url)}: "
-                                     f"{str(exc.orig).strip()}; check the URL and that the server "
+                                     f"{' '.join(str(exc.orig).split())}; check the URL and that the server "
                                      "is running") from exc
         store.settings = settings
         return store

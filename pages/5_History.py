@@ -1,35 +1,166 @@
-"""History: a placeholder until verdict storage arrives with the history feature."""
+"""History: what the line did, for the manager (counts, yield, defects, scores, events, changes)."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import date, timedelta
 from pathlib import Path
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 import pages as ui
-from core import live
+from core.errors import InspectorError
+from core.history import EventFilter, open_history
+from core.reports import (
+    DEFAULT_SHIFTS,
+    PERIODS,
+    day_range,
+    defect_pareto,
+    events_csv,
+    first_pass_yield,
+    local_zone,
+    score_distribution,
+    yield_over_time,
+)
 
 ui.page_setup("History", ":material/history:")
-st.info("Stored inspection history (search, export, statistics) arrives with the history "
-        "feature. Until then, this page shows the verdicts kept in memory since the station "
-        "started: every verdict change in continuous mode and every triggered verdict.")
+try:
+    store = open_history()
+    names = store.names()
+except InspectorError as exc:
+    st.error(str(exc))
+    st.stop()
 
-records = live.recent()
-if not records:
-    st.caption("No verdict yet in this session of the station.")
-else:
-    fails = sum(r.verdict == "FAIL" for r in records)
-    st.markdown(f"**{len(records)}** verdict(s) in memory: **{len(records) - fails} PASS**, "
-                f"**{fails} FAIL**")
-    st.dataframe(pd.DataFrame([{
-        "Time": datetime.fromtimestamp(r.time).strftime("%Y-%m-%d %H:%M:%S"), "Tool": r.tool,
-        "Verdict": r.verdict, "Event": r.cause, "Defect": r.defect_class or "",
-        "Score": round(r.score, 3),
-        "Threshold": round(r.threshold, 3), "Version": r.version,
-    } for r in reversed(records)]), hide_index=True, width="stretch")
+zone = local_zone()
+today = date.today()
+with st.sidebar:
+    picked = st.date_input("Dates", (today - timedelta(days=6), today), key="history_dates")
+    first, last = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (today, today)
+    stations = st.multiselect("Stations", names["station"], placeholder="All stations",
+                              key="history_stations")
+    tools = st.multiselect("Tools", names["tool"], placeholder="All tools", key="history_tools")
+    by = st.radio("Per", PERIODS, index=2 if last > first else 0, horizontal=True, key="history_by")
+    shifts = st.text_input("Shift starts", ",".join(DEFAULT_SHIFTS), key="history_shifts",
+                           help="Local times HH:MM, comma separated; a shift ends where the next starts")
+
+since, until = day_range(first, last, zone)
+where = EventFilter(since=since, until=until, tools=tuple(tools), stations=tuple(stations))
+try:
+    over_time = yield_over_time(store, where, by=by, shifts=shifts.split(","), zone=zone)
+except InspectorError as exc:
+    st.error(str(exc))
+    st.stop()
+
+parts, failed = int(over_time["parts"].sum()), int(over_time["failed"].sum())
+fpy = first_pass_yield(store, where)
+cols = st.columns(4)
+cols[0].metric("Parts inspected", f"{parts:,}")
+cols[1].metric("PASS", f"{parts - failed:,}")
+cols[2].metric("FAIL", f"{failed:,}")
+cols[3].metric("Yield", ui.fmt_pct((parts - failed) / parts if parts else None))
+if not parts:
+    st.info("No part inspected in this range: widen the dates or clear the filters. Parts are "
+            "triggered verdicts and verdict changes recorded by the Live inspection page or the "
+            "headless station.")
+
+overview, defects, scores, recent, audit = st.tabs(
+    ["Yield over time", "Defects", "Scores", "Events", "Tool changes"])
+with overview:
+    if parts:
+        left, right = st.columns(2)
+        counts = over_time.melt(id_vars=["period", "tool"], value_vars=["passed", "failed"],
+                                var_name="verdict", value_name="parts")
+        counts["verdict"] = counts["verdict"].map({"passed": "PASS", "failed": "FAIL"})
+        verdict_colors = alt.Scale(domain=["PASS", "FAIL"], range=["#1f9d3a", "#d62828"])
+        left.altair_chart(alt.Chart(counts).mark_bar().encode(
+            x=alt.X("period:T", title=None), y=alt.Y("sum(parts):Q", title="parts"),
+            color=alt.Color("verdict:N", scale=verdict_colors), tooltip=["period:T", "tool", "verdict",
+                                                                        "parts"],
+        ).properties(title=f"PASS / FAIL per {by}", height=260), width="stretch")
+        right.altair_chart(alt.Chart(over_time).mark_line(point=True).encode(
+            x=alt.X("period:T", title=None), y=alt.Y("yield:Q", axis=alt.Axis(format="%")),
+            color="tool:N", tooltip=["period:T", "tool", "parts", "failed",
+                                     alt.Tooltip("yield:Q", format=".1%")],
+        ).properties(title=f"Yield per tool per {by}", height=260), width="stretch")
+    if not fpy.empty:
+        st.markdown("**First-pass yield per station** (parts on which every tool passed)")
+        st.dataframe(fpy.assign(fpy=fpy["fpy"].map(ui.fmt_pct)).rename(columns={
+            "station": "Station", "parts": "Parts", "passed": "Passed first time",
+            "fpy": "First-pass yield"}), hide_index=True)
+
+with defects:
+    pareto = defect_pareto(store, where)
+    if pareto.empty:
+        st.caption("No FAIL in this range.")
+    else:
+        pareto["defect"] = pareto["tool"] + ": " + pareto["defect_class"]
+        bars = alt.Chart(pareto).mark_bar(color="#d62828").encode(
+            x=alt.X("defect:N", sort=None, title=None), y=alt.Y("fails:Q", title="FAIL parts"))
+        line = alt.Chart(pareto).mark_line(point=True, color="#333").encode(
+            x=alt.X("defect:N", sort=None), y=alt.Y("cumulative:Q", axis=alt.Axis(format="%"),
+                                                    title="cumulative share"))
+        st.altair_chart(alt.layer(bars, line).resolve_scale(y="independent").properties(height=280),
+                        width="stretch")
+        st.dataframe(pareto[["tool", "defect_class", "fails", "share"]].assign(
+            share=pareto["share"].map(ui.fmt_pct)), hide_index=True)
+
+with scores:
+    histogram = score_distribution(store, where)
+    if histogram.empty:
+        st.caption("No part inspected in this range.")
+    else:
+        st.altair_chart(alt.Chart(histogram).mark_bar(opacity=0.8).encode(
+            x=alt.X("bin_low:Q", bin=alt.Bin(step=0.05), title="smoothed defect score"),
+            y=alt.Y("sum(count):Q", title="parts"),
+            color=alt.Color("verdict:N", scale=alt.Scale(domain=["PASS", "FAIL"],
+                                                         range=["#1f9d3a", "#d62828"])),
+        ).properties(height=280), width="stretch")
+        st.caption("Parts far from their tool's threshold were clear-cut; a pile-up near it means "
+                   "the tool hesitates (more photos of such parts, or a threshold review).")
+
+with recent:
+    latest = store.events(where, limit=200)
+    st.download_button("Download events (CSV)", data=lambda: events_csv(store, where),
+                       file_name=f"inspection-history-{first}-{last}.csv", mime="text/csv",
+                       icon=":material/download:", on_click="ignore")
+    if latest.empty:
+        st.caption("No event in this range.")
+    else:
+        shown = pd.DataFrame({
+            "Time": latest["time"].dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "Station": latest["station"], "Camera": latest["camera"], "Tool": latest["tool"],
+            "Verdict": latest["verdict"], "Defect": latest["defect_class"].fillna(""),
+            "Score": latest["score"].round(3), "Threshold": latest["threshold"].round(3),
+            "Event": latest["cause"], "Trigger": latest["trigger_id"].fillna(""),
+            "Version": latest["version"], "Image": latest["has_image"].map({True: "yes", False: ""}),
+        })
+        st.caption(f"Latest {len(shown)} event(s), newest first (heartbeats included).")
+        st.dataframe(shown, hide_index=True, height=300)
+        with_image = latest[latest["has_image"]]
+        if not with_image.empty:
+            labels = {int(r.id): f"{shown.loc[i, 'Time']} {r.tool} {r.defect_class or 'FAIL'}"
+                      for i, r in with_image.iterrows()}
+            chosen = st.selectbox("FAIL image", list(labels), format_func=labels.get,
+                                  key="history_image")
+            jpeg = store.fail_image(chosen)
+            if jpeg:
+                st.image(jpeg, width=320)
+            else:
+                st.caption("This image was deleted by the retention rule.")
+
+with audit:
+    changes = store.changes(where, limit=200)
+    if changes.empty:
+        st.caption("No tool change in this range.")
+    else:
+        st.dataframe(pd.DataFrame({
+            "Time": changes["time"].dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "Station": changes["station"], "Tool": changes["tool"], "Change": changes["action"],
+            "Details": changes["details"].map(lambda d: ", ".join(f"{k}: {v}" for k, v in d.items())),
+            "By": changes["actor"],
+        }), hide_index=True, height=300)

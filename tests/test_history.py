@@ -1,0 +1,342 @@
+"""The history store on real databases: SQLite files in temporary workspaces (a writer killed with
+SIGKILL included) and a real PostgreSQL server started for the module on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from core.datasets import read_image
+from core.errors import InspectorError
+from core.history import MIGRATIONS, EventFilter, HistoryStore, open_history
+from core.live import VerdictRecord
+from core.reports import first_pass_yield, yield_over_time
+from core.station import StationSettings
+from core.tools import ToolChange, ToolStore, acting_as
+from tests.conftest import sample_paths
+
+APP = Path(__file__).resolve().parents[1]
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+def record(when: float, tool: str = "weld", verdict: str = "PASS", cause: str = "trigger",
+           trigger_id: str | None = None, frame: np.ndarray | None = None) -> VerdictRecord:
+    score = 0.9 if verdict == "FAIL" else 0.1
+    return VerdictRecord(when, tool, verdict, "crack" if verdict == "FAIL" else None, score, 0.5,
+                         "v1", cause, "0", score + 0.01, 12.5, trigger_id,
+                         (10, 20, 110, 140) if frame is not None else None, frame)
+
+
+@pytest.fixture
+def store(workspace) -> HistoryStore:
+    opened = open_history(StationSettings(name="st1"), root=workspace)
+    yield opened
+    opened.close()
+
+
+def test_recorder_writes_events_and_they_read_back(store, workspace):
+    assert open_history(StationSettings(name="st1"), root=workspace) is store  # one per URL
+    assert store.recorder("st1") is store.recorder("st1")
+    assert store.url.startswith("sqlite:///") and str(workspace) in store.url
+    now = time.time()
+    store.recorder("st1").remember([record(now, "weld", "FAIL", trigger_id="P1"),
+                                    record(now, "label", "PASS", trigger_id="P1")])
+    store.recorder("st2").remember([record(now + 1, "weld", "PASS", cause="change")])
+    assert store.recorder("st1").flush(10) and store.recorder("st2").flush(10)
+
+    frame = store.events()
+    assert list(frame["station"]) == ["st2", "st1", "st1"]  # newest first
+    fail = frame[frame["verdict"] == "FAIL"].iloc[0]
+    assert (fail["tool"], fail["defect_class"], fail["trigger_id"], fail["cause"]) == (
+        "weld", "crack", "P1", "trigger")
+    assert fail["score"] == 0.9 and fail["raw_score"] == pytest.approx(0.91)
+    assert fail["latency_ms"] == 12.5 and fail["threshold"] == 0.5 and fail["camera"] == "0"
+    assert abs(fail["time"].timestamp() - now) < 1e-3
+    only = store.events(EventFilter(stations=("st1",), verdicts=("PASS",)))
+    assert list(only["tool"]) == ["label"]
+    assert store.events(EventFilter(since=now + 0.5)).shape[0] == 1
+    assert store.names() == {"station": ["st1", "st2"], "tool": ["label", "weld"]}
+    with sqlite_connection(store) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def sqlite_connection(store: HistoryStore):
+    import sqlite3
+
+    return sqlite3.connect(sa.make_url(store.url).database)
+
+
+def test_a_burst_from_several_threads_loses_nothing(store):
+    recorder = store.recorder("st1")
+    base = time.time()
+    per_thread, threads = 1250, 4
+    calls = []
+
+    def produce(k: int) -> None:
+        for i in range(per_thread):
+            started = time.perf_counter()
+            recorder.remember([record(base + k * per_thread + i, trigger_id=f"T{k}-{i}",
+                                      verdict="FAIL" if i % 50 == 0 else "PASS")])
+            calls.append(time.perf_counter() - started)
+
+    workers = [threading.Thread(target=produce, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert recorder.flush(60), recorder.error
+    frame = store.events(limit=None)
+    assert len(frame) == per_thread * threads
+    assert frame["trigger_id"].nunique() == per_thread * threads
+    counts = yield_over_time(store, by="day")
+    assert counts["parts"].sum() == per_thread * threads
+    assert counts["failed"].sum() == threads * per_thread // 50
+    assert max(calls) < 0.5  # remember never waits for the database (timing: see benchmarks)
+
+
+WRITER = """
+import sys, time
+from core.history import open_history
+from core.live import VerdictRecord
+from core.station import StationSettings
+
+store = open_history(StationSettings(name="doomed", history_url=sys.argv[1]))
+recorder = store.recorder("doomed")
+n = 0
+while True:
+    recorder.remember([VerdictRecord(time.time(), "weld", "PASS", None, 0.1, 0.5, "v1", "trigger",
+                                     trigger_id=f"P{n + i}") for i in range(40)])
+    assert recorder.flush(30), recorder.error
+    n += 40
+    print(n, flush=True)  # P0 .. P(n-1) are committed
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_every_committed_row(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url], cwd=APP, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(APP)})
+    committed = 0
+    try:
+        for line in writer.stdout:
+            committed = int(line)
+            if committed >= 2000:
+                break
+        assert committed >= 2000, "the writer stopped early"
+        time.sleep(0.05)  # let it get into the middle of the next batches
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    found = {row[0] for row in db.execute("SELECT trigger_id FROM verdict_events")}
+    assert {f"P{i}" for i in range(committed)} <= found
+    assert len(found) % 40 == 0  # whole batches only: a half-written transaction is absent
+    db.close()
+    reopened = open_history(StationSettings(history_url=url))  # recovers and keeps writing
+    try:
+        reopened.write("after", [record(time.time())])
+        assert len(reopened.events(limit=None)) == len(found) + 1
+    finally:
+        reopened.close()
+
+
+def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    t = 1_700_000_000.0  # rows as the first release wrote them
+    rows = [(t, "old", "0", "weld", "v1", "PASS", None, 0.1, 0.1, 0.5, 9.0, "trigger", "A"),
+            (t, "old", "0", "label", "v1", "FAIL", "torn", 0.8, 0.8, 0.5, 9.0, "trigger", "A"),
+            (t + 60, "old", "0", "weld", "v1", "PASS", None, 0.2, 0.2, 0.5, 9.0, "trigger", "B"),
+            (t + 120, "old", "0", "weld", "v1", "PASS", None, 0.2, 0.2, 0.5, 9.0, "heartbeat", None)]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO verdict_events (time, station, camera, tool, version, verdict, defect_class,"
+            " raw_score, score, threshold, latency_ms, cause, trigger_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.exec_driver_sql("INSERT INTO tool_changes (time, station, tool, action, details, actor) "
+                             "VALUES (?, 'old', 'weld', 'threshold', '{\"threshold\": 0.5}', 'ann')",
+                             (t - 10,))
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    engine.dispose()
+
+    store = open_history(StationSettings(history_url=url))
+    try:
+        assert store.revision() == "0002"
+        frame = store.events(newest_first=False)
+        assert list(frame["trigger_id"].fillna("-")) == ["A", "A", "B", "-"]
+        assert list(frame["defect_class"].fillna("-")) == ["-", "torn", "-", "-"]
+        assert store.changes().iloc[0]["actor"] == "ann"
+        # the reports see the old rows: the migration counted them into the rollups
+        fpy = first_pass_yield(store)
+        assert (fpy.iloc[0]["parts"], fpy.iloc[0]["passed"]) == (2, 1)  # part A failed, B passed
+        by_tool = yield_over_time(store, by="day").groupby("tool")["parts"].sum().to_dict()
+        assert by_tool == {"label": 1, "weld": 2}  # the heartbeat is not a part
+    finally:
+        store.close()
+
+
+def test_tool_changes_are_recorded_once_with_their_actor(store, workspace):
+    remove = store.listen_to_tool_changes("st1")
+    assert store.listen_to_tool_changes("st1") is remove  # a second call adds no second listener
+    tool = ToolStore(workspace).create("weld")
+    with acting_as("alice"):
+        tool.update(threshold=0.7)
+    remove()
+    tool.update(threshold=0.8)  # no longer listened to
+    store.record_change(ToolChange("weld", "note", {"why": "test"}, "bob", time.time()), "st9")
+    assert store.recorder("st1").flush(10)
+    changes = store.changes()
+    assert list(changes["action"]) == ["note", "threshold", "created"]
+    threshold = changes.iloc[1]
+    assert (threshold["actor"], threshold["station"], threshold["details"]["new"]) == (
+        "alice", "st1", 0.7)
+    assert list(store.changes(EventFilter(stations=("st9",)))["actor"]) == ["bob"]
+
+
+def test_retention_deletes_old_fail_images_only(workspace):
+    photo = read_image(sample_paths("casting", 1, seed=3)["defect"][0])
+    settings = StationSettings(name="st1", keep_fail_images=True, fail_image_days=30,
+                               fail_image_max_kb=6)
+    store = open_history(settings, root=workspace)
+    try:
+        now = time.time()
+        store.write("st1", [record(now - 40 * 86400, verdict="FAIL", frame=photo),
+                            record(now - 86400, verdict="FAIL", frame=photo),
+                            record(now - 86400, verdict="PASS", frame=photo)])
+        frame = store.events(newest_first=False)
+        assert list(frame["has_image"]) == list(frame["verdict"] == "FAIL")  # FAIL events only
+        fails = frame[frame["verdict"] == "FAIL"]
+        old_id, new_id = (int(i) for i in fails["id"])  # oldest first
+        jpeg = store.fail_image(new_id)
+        assert len(jpeg) <= 6 * 1024
+        roi = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert roi is not None and roi.shape[1] / roi.shape[0] == pytest.approx(100 / 120, rel=0.05)
+
+        assert store.apply_retention(now) == 1
+        assert store.fail_image(old_id) is None and store.fail_image(new_id) == jpeg
+        assert len(store.events()) == 3  # every event stays
+    finally:
+        store.close()
+
+
+def test_images_are_not_kept_unless_asked(store):
+    photo = read_image(sample_paths("casting", 1, seed=3)["defect"][0])
+    store.recorder("st1").remember([record(time.time(), verdict="FAIL", frame=photo)])
+    assert store.recorder("st1").flush(10)
+    assert not store.events()["has_image"].any()
+
+
+def test_an_unreachable_database_is_one_clear_line():
+    port = free_port()
+    with pytest.raises(InspectorError, match="cannot open the history database") as info:
+        open_history(StationSettings(history_url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/x"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(InspectorError, match="not valid"):
+        open_history(StationSettings(history_url="not a url"))
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(*args: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server on a free loopback port, with an empty database."""
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL server binaries are missing (/usr/lib/postgresql/*/bin): run "
+                    "./scripts/setup.sh --test")
+    root = Path(tempfile.mkdtemp(prefix="inspector-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", free_port()
+    subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                                "postgres", "--no-sync"), check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                str(root / "log"), "-w", "start"), check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                    "-U", "postgres", "history"), check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/history"
+    finally:
+        subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+STATION = """
+import sys, time
+from core.history import open_history
+from core.live import VerdictRecord
+from core.station import StationSettings
+
+url, station, parts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+recorder = open_history(StationSettings(name=station, history_url=url)).recorder(station)
+base = time.time()
+for i in range(parts):  # two tools per part; every 10th part fails on 'label'
+    when = base + i * 0.001
+    recorder.remember([
+        VerdictRecord(when, "weld", "PASS", None, 0.1, 0.5, "v1", "trigger", trigger_id=f"{station}-{i}"),
+        VerdictRecord(when, "label", "FAIL" if i % 10 == 0 else "PASS", "torn" if i % 10 == 0 else None,
+                      0.9 if i % 10 == 0 else 0.2, 0.5, "v1", "trigger", trigger_id=f"{station}-{i}")])
+assert recorder.close(60), recorder.error
+print("done", flush=True)
+"""
+
+
+def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
+    parts = 1500
+    stations = [subprocess.Popen([sys.executable, "-c", STATION, postgres_url, name, str(parts)],
+                                 cwd=APP, env={**os.environ, "PYTHONPATH": str(APP)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for name in ("line1-st1", "line1-st2")]  # both migrate an empty database at once
+    for process in stations:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0 and "done" in out, err[-2000:]
+
+    store = open_history(StationSettings(history_url=postgres_url))
+    try:
+        assert store.dialect == "postgresql" and store.revision() == "0002"
+        frame = store.events(limit=None)
+        assert frame.groupby("station").size().to_dict() == {"line1-st1": 2 * parts,
+                                                             "line1-st2": 2 * parts}
+        assert frame["trigger_id"].nunique() == 2 * parts
+        fpy = first_pass_yield(store).set_index("station")
+        expected_passed = parts - len(range(0, parts, 10))
+        assert fpy["parts"].to_dict() == {"line1-st1": parts, "line1-st2": parts}
+        assert fpy["passed"].to_dict() == {"line1-st1": expected_passed, "line1-st2": expected_passed}
+    finally:
+        store.close()
