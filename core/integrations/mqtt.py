@@ -186,16 +186,19 @@ class MqttLink:
     def remember(self, records: list[VerdictRecord]) -> None:
         """Queue the events for the broker; never blocks (the oldest are dropped when full)."""
         with self._cond:
-            for record in records:
-                self._seq += 1
-                topic = verdict_topic(self.topics["base"], record.camera, record.tool)
-                payload = json.dumps(verdict_payload(record, self.station, self._seq)).encode()
+            first = self._seq + 1
+            self._seq += len(records)
+        events = [(verdict_topic(self.topics["base"], record.camera, record.tool),
+                   json.dumps(verdict_payload(record, self.station, seq)).encode())
+                  for seq, record in enumerate(records, start=first)]
+        with self._cond:
+            for seq, event in enumerate(events, start=first):
                 if len(self._outbox) >= max(1, self.settings.buffer):
                     self._outbox.popitem(last=False)
                     self._dropped += 1
-                self._outbox[self._seq] = (topic, payload)
+                self._outbox[seq] = event
                 if self._connected:
-                    self._to_send.append(self._seq)
+                    self._to_send.append(seq)
             self._cond.notify_all()
 
     def _send_loop(self) -> None:
