@@ -103,13 +103,13 @@ def parse_shifts(starts: Sequence[str]) -> list[int]:
 def _local_periods(quarters: pd.Series, by: str, shifts: Sequence[str],
                    zone: tzinfo) -> pd.DataFrame:
     """Each 15-minute bucket's local period start (and shift name when ``by`` is 'shift')."""
+    starts = parse_shifts(shifts)  # checked whatever the period: a typo should not wait
     local = (pd.to_datetime(quarters.to_numpy(dtype="int64") * QUARTER_S, unit="s", utc=True)
              .tz_convert(zone).tz_localize(None))
     if by == "hour":
         return pd.DataFrame({"period": local.floor("h")})
     if by == "day":
         return pd.DataFrame({"period": local.normalize()})
-    starts = parse_shifts(shifts)
     names = [f"{_clock(s)}-{_clock(e)}" for s, e in zip(starts, starts[1:] + starts[:1])]
     minute = (local.hour * 60 + local.minute).to_numpy()
     index = np.searchsorted(starts, minute, side="right") - 1  # -1: the previous day's last shift
