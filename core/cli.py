@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -18,10 +19,14 @@ from core.datasets import load_folder, read_image
 from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.explanation import blend_heatmap
+from core.headless import parse_sources, run_station
 from core.history_cli import add_parser as add_history_parser
 from core.inference import TrainedModel
+from core.line import close_lines, station_line
+from core.live import camera_name
 from core.metrics import pass_fail_metrics
 from core.preprocessing import crop_roi
+from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
 from core.training import Progress, TrainingOptions, train_tool
 
@@ -142,6 +147,8 @@ def cmd_set(args: argparse.Namespace) -> None:
         changes["tta"] = TTASettings(args.tta == "on", tool.config.tta.variants)
     if args.profile:
         changes["profile"] = args.profile
+    if args.camera:
+        changes["camera"] = camera_name(args.camera)
     print(json.dumps(tool.update(**changes).to_json()))
 
 
@@ -175,6 +182,46 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_profiles(args: argparse.Namespace) -> None:
     for p in available_profiles().values():
         print(f"{p.name}\t{p.architecture}\t{p.input_size}px\t{p.description}")
+
+
+def cmd_station_show(args: argparse.Namespace) -> None:
+    print(json.dumps(load_settings().to_json(), indent=2))
+
+
+def cmd_station_set(args: argparse.Namespace) -> None:
+    data = load_settings().to_json()
+    for assignment in args.settings:
+        key, sep, text = assignment.partition("=")
+        if not sep:
+            raise InspectorError(f"'{assignment}' is not KEY=VALUE (e.g. mqtt.enabled=true)")
+        *sections, field = key.strip().split(".")
+        target = data
+        for section in sections:
+            if not isinstance(target.get(section), dict):
+                raise InspectorError(f"'{key}': there is no settings section '{section}'")
+            target = target[section]
+        try:
+            target[field] = json.loads(text)
+        except json.JSONDecodeError:
+            target[field] = text  # a plain word: a string setting
+    settings = StationSettings.from_json(data)
+    save_settings(settings)
+    print(json.dumps(settings.to_json(), indent=2))
+
+
+def cmd_station_run(args: argparse.Namespace) -> None:
+    sources = parse_sources(args.camera)
+    stop = threading.Event()
+    if args.duration:
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    line = station_line()
+    try:
+        frames = run_station(line, sources, continuous=not args.triggered, stop=stop)
+    finally:
+        close_lines()
+    print(json.dumps({"frames": frames}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", help="x,y,w,h in 0..1 of the frame")
     p.add_argument("--tta", choices=["on", "off"])
     p.add_argument("--profile")
+    p.add_argument("--camera", help="the camera the tool watches (a name such as 0, 1, top)")
     p.set_defaults(run=cmd_set)
 
     p = sub.add_parser("versions", help="list a tool's model versions")
@@ -249,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profiles", help="list the network profiles available offline")
     p.set_defaults(run=cmd_profiles)
+
+    station = sub.add_parser("station", help="the station: its settings, and running it headless")
+    station_sub = station.add_subparsers(dest="station_command", required=True)
+    p = station_sub.add_parser("show", help="print the station settings (station.json)")
+    p.set_defaults(run=cmd_station_show)
+    p = station_sub.add_parser("set", help="change station settings, e.g. mqtt.enabled=true")
+    p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    p.set_defaults(run=cmd_station_set)
+    p = station_sub.add_parser("run", help="inspect cameras without a browser: history, MQTT, OPC UA")
+    p.add_argument("--camera", action="append", required=True, metavar="[NAME=]SOURCE",
+                   help="a device index, video file or stream URL; repeat for several cameras")
+    p.add_argument("--triggered", action="store_true", help="one verdict per trigger from the line")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(run=cmd_station_run)
     add_history_parser(sub)
     return parser
 

@@ -1,0 +1,128 @@
+"""A station without a browser: each camera read with OpenCV into its live session, verdicts and
+triggers through the station's line (history, MQTT, OPC UA).
+
+A camera is a device index ("0"), a video file or a stream URL (rtsp://...). One that cannot be
+opened or stops sending frames is reopened with back-off and never stops the other cameras; a
+video file is played at its own frame rate, as a camera would deliver it, and loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import cv2
+
+from core.errors import InspectorError
+from core.inference import Inspector
+from core.line import Line
+from core.live import LiveSession, by_camera, camera_name
+from core.tools import ToolStore
+
+LOG = logging.getLogger("shopfloor_inspector.headless")
+
+
+def parse_sources(specs: list[str]) -> dict[str, str]:
+    """``["0=/dev/video0", "top=rtsp://..."]`` (or a bare source for camera "0") as
+    {camera: source}."""
+    sources: dict[str, str] = {}
+    for spec in specs:
+        camera, sep, source = spec.partition("=")
+        if not sep:
+            camera, source = "0", spec
+        camera = camera_name(camera)
+        if camera in sources:
+            raise InspectorError(f"camera '{camera}' is given twice")
+        sources[camera] = source
+    return sources
+
+
+class CameraReader(threading.Thread):
+    """Feeds one camera's frames to its live session until ``stop`` is set."""
+
+    RETRY_S = (0.5, 10.0)  # back-off between attempts to (re)open the camera
+
+    def __init__(self, source: str, session: LiveSession, stop: threading.Event):
+        super().__init__(name=f"camera-{session.camera}", daemon=True)
+        self.source, self.session, self.stop_event = source, session, stop
+        self.problem: str | None = None
+        self.frames = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        return cv2.VideoCapture(int(self.source) if self.source.isdigit() else self.source)
+
+    def run(self) -> None:
+        delay = self.RETRY_S[0]
+        while not self.stop_event.is_set():
+            capture = self._open()
+            if not capture.isOpened():
+                self._report(f"camera {self.session.camera} ({self.source}) cannot be opened: check "
+                             f"the cable or the address; retrying in {delay:.0f} s")
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.RETRY_S[1])
+                continue
+            delay = self.RETRY_S[0]
+            self._play(capture)
+            capture.release()
+
+    def _play(self, capture: cv2.VideoCapture) -> None:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        is_file = capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0
+        period = 1.0 / fps if is_file and fps > 0 else 0.0
+        due = time.monotonic()
+        while not self.stop_event.is_set():
+            ok, frame = capture.read()
+            if not ok:
+                if is_file and self.frames:
+                    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # a video file loops
+                    continue
+                self._report(f"camera {self.session.camera} ({self.source}) stopped sending "
+                             "frames: reopening it")
+                return
+            self.problem = None
+            self.frames += 1
+            self.session.process(frame)
+            if period:
+                due += period
+                self.stop_event.wait(max(0.0, due - time.monotonic()))
+
+    def _report(self, problem: str) -> None:
+        if problem != self.problem:
+            LOG.warning(problem)
+        self.problem = problem
+
+
+def run_station(line: Line, sources: dict[str, str], continuous: bool = True,
+                stop: threading.Event | None = None, store: ToolStore | None = None) -> dict[str, int]:
+    """Inspect every camera in ``sources`` with the trained, enabled tools bound to it until
+    ``stop`` is set; returns the number of frames judged per camera."""
+    stop = stop or threading.Event()
+    tools = [t for t in (store or ToolStore()).all() if t.config.active_version and t.config.enabled]
+    groups = by_camera(tools)
+    unknown = sorted(set(groups) - set(sources))
+    if unknown:
+        LOG.warning("no source given for camera(s) %s: their tools are not inspected", unknown)
+    readers = []
+    for camera, source in sources.items():
+        if camera not in groups:
+            raise InspectorError(f"no trained, enabled tool watches camera '{camera}': bind a "
+                                 "tool to it (inspector set --tool NAME --camera ...) or train one")
+        session = LiveSession(Inspector.from_tools(groups[camera]), line.sink, camera,
+                              heartbeat_s=line.settings.heartbeat_s)
+        session.continuous = continuous
+        line.attach(session)
+        readers.append(CameraReader(source, session, stop))
+    for reader in readers:
+        reader.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        LOG.info("station stopped by the operator")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=5)
+            line.detach(reader.session)
+    return {r.session.camera: r.frames for r in readers}

@@ -1,0 +1,140 @@
+"""The station on its line without a browser: a video file as the camera, verdicts into the
+history, triggers routed to the camera they name, a camera that cannot be opened, and the
+``inspector station`` commands."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import cv2
+import pandas as pd
+import pytest
+
+from core.cli import main
+from core.errors import InspectorError
+from core.headless import CameraReader, parse_sources, run_station
+from core.history import EventFilter
+from core.inference import Inspector
+from core.line import Line, close_lines, station_line
+from core.live import CHANGE, TRIGGER, LiveSession
+from core.station import load_settings
+from tests.conftest import load_sample
+
+FPS = 10
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> str:
+    """An MJPEG video of real casting parts the tool was trained on: 2 s good, then 2 s defective."""
+    sample = load_sample("casting", 12, seed=1)
+    good = [im for im, y in zip(sample.images, sample.labels) if y == 0][0]
+    defect = [im for im, y in zip(sample.images, sample.labels) if y == 1][0]
+    path = tmp_path_factory.mktemp("video") / "line.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, good.shape[1::-1])
+    for image in [good] * (2 * FPS) + [defect] * (2 * FPS):
+        writer.write(image)
+    writer.release()
+    return str(path)
+
+
+@pytest.fixture
+def line(casting_tool, workspace):
+    casting_tool.update(smoothing=1)
+    line = station_line(workspace)
+    yield line
+    close_lines()
+
+
+def test_sources_name_their_camera():
+    assert parse_sources(["/dev/video2"]) == {"0": "/dev/video2"}
+    assert parse_sources(["top=rtsp://cam/1", "1=2"]) == {"top": "rtsp://cam/1", "1": "2"}
+    with pytest.raises(InspectorError, match="given twice"):
+        parse_sources(["0=a", "0=b"])
+    with pytest.raises(InspectorError, match="not allowed"):
+        parse_sources(["../x=a"])
+
+
+def test_a_headless_station_records_each_part_change_in_the_history(line, video):
+    stop = threading.Event()
+    timer = threading.Timer(5.0, stop.set)  # the 4 s video plays once, then loops a little
+    timer.start()
+    frames = run_station(line, {"0": video}, stop=stop)
+    timer.join()
+    assert frames["0"] >= 3 * FPS
+    assert line.recorder.flush(10)
+    events = line.history.events(EventFilter(tools=("casting",)), newest_first=False)
+    assert list(events["verdict"][:3]) == ["PASS", "FAIL", "PASS"]  # good, defect, loop: good
+    assert set(events["cause"]) == {CHANGE}
+    assert set(events["station"]) == {line.settings.name} and set(events["camera"]) == {"0"}
+    fail = events[events["verdict"] == "FAIL"].iloc[0]
+    assert fail["score"] >= fail["threshold"] and fail["latency_ms"] > 0
+
+
+def test_a_trigger_from_the_line_judges_one_frame_of_the_camera_it_names(line, casting_tool):
+    sample = load_sample("casting", 12, seed=1)
+    defect = sample.images[sample.labels.index(1)]
+    session = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="0")
+    other = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="side")
+    session.continuous = other.continuous = False
+    line.attach(session)
+    line.attach(other)
+    assert line.trigger("0", "part-42") == 1 and line.trigger("nowhere", "x") == 0
+    for _ in range(5):
+        session.process(defect)
+        other.process(defect)
+    line.detach(other)
+    assert line.trigger(None, "part-43") == 1  # every camera: only the attached one is left
+    session.process(defect)
+    other.process(defect)
+    assert line.recorder.flush(10)
+    events = line.history.events(newest_first=False)
+    assert list(zip(events["trigger_id"], events["cause"], events["camera"], events["verdict"])) == [
+        ("part-42", TRIGGER, "0", "FAIL"), ("part-43", TRIGGER, "0", "FAIL")]
+
+
+def test_tool_changes_reach_the_history_with_who_made_them(line, casting_tool):
+    casting_tool.update(threshold=0.61)
+    assert line.recorder.flush(10)
+    changes = line.history.changes()
+    row = changes[changes["action"] == "threshold"].iloc[0]
+    assert row["tool"] == "casting" and row["details"]["new"] == 0.61 and row["actor"]
+
+
+def test_a_camera_that_cannot_be_opened_is_reported_and_retried(casting_tool):
+    session = LiveSession(Inspector.from_tools([casting_tool]), camera="0")
+    stop = threading.Event()
+    reader = CameraReader("/nonexistent/camera.avi", session, stop)
+    reader.RETRY_S = (0.1, 0.2)
+    reader.start()
+    time.sleep(0.8)
+    stop.set()
+    reader.join(5)
+    assert not reader.is_alive() and reader.frames == 0
+    assert "cannot be opened" in reader.problem and "retrying" in reader.problem
+
+
+def test_a_camera_without_a_tool_is_refused_with_what_to_do(line, video):
+    with pytest.raises(InspectorError, match="no trained, enabled tool watches camera 'side'"):
+        run_station(line, {"side": video})
+
+
+def test_station_commands_set_show_and_run(casting_tool, workspace, video, capsys):
+    assert main(["station", "set", "name=line-3", "heartbeat_s=5", "mqtt.host=plc.local"]) == 0
+    settings = load_settings()
+    assert (settings.name, settings.heartbeat_s, settings.mqtt.host) == ("line-3", 5, "plc.local")
+    assert main(["station", "set", "mqtt.colour=red"]) == 2
+    assert "unknown setting(s) ['colour'] in mqtt" in capsys.readouterr().err
+    assert load_settings() == settings  # a refused change changes nothing
+
+    assert main(["station", "run", "--camera", f"0={video}", "--duration", "3"]) == 0
+    frames = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["frames"]
+    assert frames["0"] > FPS
+    assert main(["history", "export", "--format", "csv", "--out", str(workspace / "h.csv")]) == 0
+    exported = pd.read_csv(workspace / "h.csv")
+    assert list(exported["verdict"][:2]) == ["PASS", "FAIL"]
+
+
+def test_a_line_without_integrations_has_no_link_status(line):
+    assert isinstance(line, Line) and line.status() == []
