@@ -74,13 +74,13 @@ with overview:
     if parts:
         left, right = st.columns(2)
         counts = over_time.melt(id_vars=["period", "tool"], value_vars=["passed", "failed"],
-                                var_name="verdict", value_name="parts")
+                                var_name="verdict", value_name="count")
         counts["verdict"] = counts["verdict"].map({"passed": "PASS", "failed": "FAIL"})
         verdict_colors = alt.Scale(domain=["PASS", "FAIL"], range=["#1f9d3a", "#d62828"])
         left.altair_chart(alt.Chart(counts).mark_bar().encode(
-            x=alt.X("period:T", title=None), y=alt.Y("sum(parts):Q", title="parts"),
-            color=alt.Color("verdict:N", scale=verdict_colors), tooltip=["period:T", "tool", "verdict",
-                                                                        "parts"],
+            x=alt.X("period:T", title=None), y=alt.Y("sum(count):Q", title="parts"),
+            color=alt.Color("verdict:N", scale=verdict_colors),
+            tooltip=["period:T", "tool", "verdict", "count"],
         ).properties(title=f"PASS / FAIL per {by}", height=260), width="stretch")
         right.altair_chart(alt.Chart(over_time).mark_line(point=True).encode(
             x=alt.X("period:T", title=None), y=alt.Y("yield:Q", axis=alt.Axis(format="%")),

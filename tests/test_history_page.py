@@ -1,0 +1,80 @@
+"""The History page driven headless with AppTest over a history store seeded in its workspace."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.datasets import read_image
+from core.history import open_history
+from core.live import VerdictRecord
+from core.station import StationSettings
+from core.tools import ToolChange
+from tests.conftest import sample_paths
+
+APP = Path(__file__).resolve().parents[1]
+if str(APP) not in sys.path:  # the pages' shared helpers are the package ``pages``
+    sys.path.insert(0, str(APP))
+
+
+@pytest.fixture
+def seeded(workspace):
+    """Today: 'weld' 6 parts (2 FAIL), 'label' 4 parts (1 FAIL) on station st1, 3 parts of 'weld'
+    on st2 (all PASS); ten days ago: 5 'weld' parts on st1 (out of the default range)."""
+    settings = StationSettings(name="st1", keep_fail_images=True)
+    store = open_history(settings, root=workspace)
+    photo = read_image(sample_paths("casting", 1, seed=5)["defect"][0])
+    noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
+
+    def part(when: float, tool: str, fail: bool) -> VerdictRecord:
+        return VerdictRecord(when, tool, "FAIL" if fail else "PASS", "crack" if fail else None,
+                             0.9 if fail else 0.1, 0.5, "v2", "trigger", "0", None, 10.0, None,
+                             (0, 0, 100, 100), photo if fail else None)
+
+    store.write("st1", [part(noon + i, "weld", i < 2) for i in range(6)]
+                + [part(noon + 10 + i, "label", i == 0) for i in range(4)]
+                + [part(noon - 10 * 86400 + i, "weld", False) for i in range(5)],
+                [ToolChange("weld", "threshold", {"old": 0.4, "new": 0.5}, "alice", noon - 60)])
+    store.write("st2", [part(noon + 20 + i, "weld", False) for i in range(3)])
+    yield store
+    store.close()
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_history_page_shows_counts_and_filters_change_them(seeded):
+    at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert metrics(at) == {"Parts inspected": "13", "PASS": "10", "FAIL": "3", "Yield": "76.9%"}
+    assert at.download_button[0].label == "Download events (CSV)"
+    events = at.dataframe[-2].value  # tabs render in order: FPY, Pareto, events, changes
+    assert len(events) == 13 and set(events["Station"]) == {"st1", "st2"}
+    assert events["Image"].tolist().count("yes") == 3
+    changes = at.dataframe[-1].value
+    assert changes.iloc[0]["By"] == "alice" and changes.iloc[0]["Change"] == "threshold"
+    fpy = at.dataframe[0].value.set_index("Station")
+    assert fpy.loc["st1", "Parts"] == 10 and fpy.loc["st2", "First-pass yield"] == "100.0%"
+
+    at.multiselect(key="history_tools").select("weld").run()
+    assert metrics(at)["Parts inspected"] == "9" and metrics(at)["FAIL"] == "2"
+    at.multiselect(key="history_stations").select("st2").run()
+    assert metrics(at) == {"Parts inspected": "3", "PASS": "3", "FAIL": "0", "Yield": "100.0%"}
+
+    at.multiselect(key="history_stations").unselect("st2").run()
+    at.date_input(key="history_dates").set_value((date.today() - timedelta(days=12),
+                                                  date.today())).run()
+    assert metrics(at)["Parts inspected"] == "14"  # + the 5 weld parts of ten days ago
+    assert not at.exception and not at.error
+
+
+def test_history_page_with_no_history_says_what_to_do(workspace):
+    at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert "No part inspected in this range" in at.info[0].value
+    assert metrics(at)["Parts inspected"] == "0"
