@@ -17,7 +17,6 @@ from core.history import HistoryStore, open_history
 from core.integrations import LinkStatus
 from core.live import RECENT, Fanout, LiveSession, VerdictSink
 from core.station import StationSettings, load_settings
-from core.tools import ToolStore
 from core.workspace import workspace_root
 
 LOG = logging.getLogger("shopfloor_inspector.line")
@@ -26,45 +25,55 @@ LOG = logging.getLogger("shopfloor_inspector.line")
 class Line:
     """A station's history and integrations, shared by all its live sessions."""
 
-    def __init__(self, settings: StationSettings, root: Path | None = None,
-                 store: ToolStore | None = None):
+    def __init__(self, settings: StationSettings, root: Path | None = None):
         self.settings = settings
         self.history: HistoryStore = open_history(settings, root)
         self.recorder = self.history.recorder(settings.name)
         self._stop_auditing = self.history.listen_to_tool_changes(settings.name)
-        self._sessions: list[LiveSession] = []
+        self._sessions: dict[str, LiveSession] = {}  # camera -> its live session
         self._lock = threading.Lock()
         self.links: list = []
         if settings.mqtt.enabled:
             from core.integrations.mqtt import MqttLink
 
-            self.links.append(MqttLink(settings.mqtt, settings.name, self.trigger))
+            mqtt = MqttLink(settings.mqtt, settings.name, self.trigger)
+            mqtt.start()  # connects (and reconnects) in the background
+            self.links.append(mqtt)
         if settings.opcua.enabled:
             from core.integrations.opcua import OpcUaLink
 
-            tools = (store or ToolStore(root)).all()
-            self.links.append(OpcUaLink(settings.opcua, settings.name,
-                                        {t.name: t.config.classes for t in tools}, self.trigger))
-        for link in self.links:
-            link.start()
+            # its tools are those of the attached sessions: a trigger waits for each of them
+            opcua = OpcUaLink(settings.opcua, settings.name, {}, self.trigger)
+            opcua.start(wait_s=0)  # serves a few seconds later; the page does not wait
+            self.links.append(opcua)
         self.sink: VerdictSink = Fanout(RECENT, self.recorder, *self.links)
 
     def attach(self, session: LiveSession) -> None:
-        """Route the line's triggers to this session from now on."""
+        """Make this the live session of its camera (it replaces the previous one, e.g. after a
+        new model version): the line's triggers go to it, OPC UA shows its tools."""
         with self._lock:
-            if session not in self._sessions:
-                self._sessions.append(session)
+            self._sessions[session.camera] = session
+        self._publish_tools()
 
     def detach(self, session: LiveSession) -> None:
         with self._lock:
-            if session in self._sessions:
-                self._sessions.remove(session)
+            if self._sessions.get(session.camera) is session:
+                del self._sessions[session.camera]
+        self._publish_tools()
+
+    def _publish_tools(self) -> None:
+        with self._lock:
+            tools = {r.tool.name: r.tool.config.classes
+                     for s in self._sessions.values() for r in s.inspector.runners}
+        for link in self.links:
+            if hasattr(link, "update_tools"):
+                link.update_tools(tools)
 
     def trigger(self, camera: str | None, trigger_id: str | None) -> int:
         """Ask the session of ``camera`` (every session if None) to judge its next frame;
         returns how many sessions were asked (0 = no camera of that name is running)."""
         with self._lock:
-            targets = [s for s in self._sessions if camera is None or s.camera == camera]
+            targets = [s for c, s in self._sessions.items() if camera is None or c == camera]
         for session in targets:
             session.request_trigger(trigger_id)
         if not targets:
@@ -73,6 +82,11 @@ class Line:
 
     def status(self) -> list[LinkStatus]:
         return [link.status() for link in self.links]
+
+    def problems(self) -> list[str]:
+        """What the operator should know about the history and the integrations now."""
+        found = [self.recorder.error] if self.recorder.error else []
+        return found + [s.summary() for s in self.status() if not s.connected or s.last_error]
 
     def close(self) -> None:
         """Stop the integrations and write every queued event."""

@@ -24,6 +24,7 @@ import pages as ui
 from core import live as live_core
 from core.errors import InspectorError
 from core.inference import Inspector
+from core.line import station_line
 from core.live import LiveSession
 from core.workspace import workspace_root
 
@@ -45,8 +46,11 @@ def live_session(home: str, camera: str, tools: tuple[tuple[str, str], ...]) -> 
     """One live session per workspace, camera and set of (tool, active version): a new version
     or a different choice of tools builds a new one; settings changes do not."""
     store = ui.store()
-    return LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]),
-                       camera=camera)
+    line = station_line()
+    session = LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]),
+                          line.sink, camera, heartbeat_s=line.settings.heartbeat_s)
+    line.attach(session)  # verdicts to the history and the line, the line's triggers to it
+    return session
 
 
 try:
@@ -59,6 +63,8 @@ except InspectorError as exc:
 
 # ------------------------------------------------------------------ settings (next frame)
 with st.sidebar:
+    for problem in station_line().problems():
+        st.warning(problem, icon=":material/lan:")
     mode = st.radio("Mode", ["Continuous", "Triggered"], key="live_mode", horizontal=True,
                     help="Triggered judges one frame per press of TRIGGER (or an external "
                          "trigger) and holds the verdict.")

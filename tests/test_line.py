@@ -138,3 +138,62 @@ def test_station_commands_set_show_and_run(casting_tool, workspace, video, capsy
 
 def test_a_line_without_integrations_has_no_link_status(line):
     assert isinstance(line, Line) and line.status() == []
+
+
+def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
+        casting_tool, workspace, tmp_path):
+    from asyncua.sync import Client
+
+    from core.station import MqttSettings, OpcUaSettings, StationSettings, save_settings
+    from tests.servers import Mosquitto, MqttSubscriber, free_port, wait_until
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    port = free_port()
+    save_settings(StationSettings(
+        name="cell-9", mqtt=MqttSettings(enabled=True, host=broker.host, port=broker.port),
+        opcua=OpcUaSettings(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{port}/inspector/",
+                            namespace="urn:cell-9")))
+    subscriber = MqttSubscriber(broker, "shopfloor-inspector/cell-9/#")
+    line = station_line(workspace)
+    session = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="0")
+    session.continuous = False
+    line.attach(session)
+    sample = load_sample("casting", 12, seed=1)
+    stop = threading.Event()
+
+    def camera() -> None:  # a part under the camera, 20 frames a second
+        while not stop.is_set():
+            session.process(sample.images[0])
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=camera)
+    feeder.start()
+    plc = None
+    try:
+        wait_until(lambda: all(s.connected for s in line.status()), 20, "MQTT and OPC UA up")
+        subscriber.client.publish("shopfloor-inspector/cell-9/cmd/trigger",
+                                  json.dumps({"camera": "0", "id": "mqtt-1"}), qos=1)
+        wait_until(lambda: subscriber.payloads("/casting/verdict"), 10, "the MQTT verdict")
+
+        plc = Client(f"opc.tcp://127.0.0.1:{port}/inspector/", timeout=10)
+        plc.connect()
+        ns = plc.get_namespace_index("urn:cell-9")
+        node = lambda path: plc.get_node(f"ns={ns};s=Station.{path}")  # noqa: E731
+        node("Trigger").write_value(True)
+        wait_until(lambda: node("ResultValid").read_value(), 10, "ResultValid")
+        node("Trigger").write_value(False)
+        time.sleep(1.0)  # frames keep coming: nothing more may be recorded
+    finally:
+        stop.set()
+        feeder.join()
+        if plc is not None:
+            plc.disconnect()
+        close_lines()  # drains the history writer
+        subscriber.close()
+        broker.stop()
+
+    events = line.history.events(newest_first=False)
+    assert len(events) == 2 and set(events["cause"]) == {TRIGGER}
+    assert events["trigger_id"].iloc[0] == "mqtt-1" and events["trigger_id"].iloc[1].startswith("opcua")
+    published = [json.loads(p) for p in subscriber.payloads("/casting/verdict")]
+    assert [p["trigger_id"] for p in published] == list(events["trigger_id"])

@@ -509,20 +509,6 @@ def test_roi_from_canvas_rectangle_scales_to_the_frame():
     assert ui.roi_from_canvas({"objects": []}, (640, 360), (1280, 720)) is None
 
 
-def test_history_placeholder_shows_verdicts_in_memory(trained_home):
-    from core.inference import Inspector
-    from core.live import LiveSession
-
-    live = LiveSession(Inspector.from_tools(ToolStore(trained_home).all()))
-    live.process(read_image(casting_files("defect", 1, skip=50)[0]))
-    at = page("pages/5_History.py").run()
-    no_errors(at)
-    assert "arrives with the history feature" in at.info[0].value
-    table = at.dataframe[0].value
-    assert table.iloc[0]["Tool"] == "casting" and table.iloc[0]["Verdict"] in ("PASS", "FAIL")
-    assert table.iloc[0]["Event"] == "change"
-
-
 def test_live_page_roi_drawing_persists_the_rectangle(trained_home, monkeypatch):
     frame = read_image(casting_files("good", 1)[0])  # 300 x 300
     at = page("pages/4_Live_inspection.py").run()
