@@ -20,7 +20,7 @@ batched, FULL's one fsync per batch costs little. A busy timeout lets several pr
 Streamlit server, the headless station, the CLI) share the file.
 
 Besides the events, the writer keeps three small rollups in the same transaction (counts per
-tool and 15 minutes, smoothed-score bins per tool and hour, parts per station and 15 minutes):
+tool and 15 minutes, smoothed-score bins per tool and UTC day, parts per station and 15 minutes):
 ``core.reports`` reads those, so a report over a year of history takes milliseconds.
 
 FAIL images (``keep_fail_images``) are stored as JPEG blobs in ``fail_images``, keyed by their
@@ -110,7 +110,7 @@ event_counts = sa.Table(
 score_counts = sa.Table(
     "score_counts", metadata,
     *[_col(k, sa.String(), primary_key=True) for k in ("station", "tool")],
-    _col("hour", sa.Integer(), primary_key=True),
+    _col("day", sa.Integer(), primary_key=True),  # UTC day: quarter // 96
     *[_col(k, sa.String(), primary_key=True) for k in ("cause", "verdict")],
     _col("score_bin", sa.Integer(), primary_key=True), _col("n", sa.BigInteger()),
 )
@@ -256,7 +256,7 @@ class HistoryStore:
             return
         counts = Counter((r["station"], r["tool"], r["quarter"], r["cause"], r["verdict"],
                           r["defect_class"] or "") for r in rows)
-        scores = Counter((r["station"], r["tool"], r["quarter"] // 4, r["cause"], r["verdict"],
+        scores = Counter((r["station"], r["tool"], r["quarter"] // 96, r["cause"], r["verdict"],
                           r["score_bin"]) for r in rows)
         part_failed: dict[tuple, bool] = {}  # (station, quarter, camera, time): any FAIL
         for r in rows:
@@ -371,8 +371,14 @@ def utc_times(seconds: pd.Series) -> pd.Series:
                           utc=True)
 
 
+def frame_of(rows: Iterable[Any], names: list[str]) -> pd.DataFrame:
+    """Result rows as a DataFrame, column by column (much faster than pandas reading Row objects)."""
+    columns = list(zip(*rows)) or [()] * len(names)
+    return pd.DataFrame(dict(zip(names, columns)), columns=names)
+
+
 def event_frame(rows: Iterable[Any], names: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=names)
+    frame = frame_of(rows, names)
     frame["time"] = utc_times(frame["time"])
     if "has_image" in frame:
         frame["has_image"] = frame["has_image"].astype(bool)

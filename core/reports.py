@@ -1,7 +1,7 @@
 """Manager reports over the inspection history, as pandas DataFrames.
 
 Every report is counted by the database from the rollups the history writer keeps (counts per
-tool and 15 minutes, score bins per tool and hour, parts per station and 15 minutes): whole
+tool and 15 minutes, score bins per tool and UTC day, parts per station and 15 minutes): whole
 buckets come from the rollup, the partial buckets at either end of the requested range from the
 events themselves (a few minutes of rows, found by the time index). So a report is exact to the
 second and takes milliseconds on a year of history, where a GROUP BY over millions of events
@@ -27,7 +27,6 @@ from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +42,7 @@ from core.history import (
     HistoryStore,
     event_counts,
     events,
+    frame_of,
     part_counts,
     score_counts,
 )
@@ -50,7 +50,7 @@ from core.history import (
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 PERIODS = ("hour", "shift", "day")
 EXPORT_FORMATS = ("csv", "parquet")
-HOUR_S = 3600
+DAY_S = 86400
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 EXPORT_SCHEMA = pa.schema([
     ("id", pa.int64()), ("time", pa.timestamp("us", tz="UTC")), ("station", pa.string()),
@@ -100,22 +100,60 @@ def parse_shifts(starts: Sequence[str]) -> list[int]:
     return minutes
 
 
-def _local_periods(quarters: pd.Series, by: str, shifts: Sequence[str],
-                   zone: tzinfo) -> pd.DataFrame:
-    """Each 15-minute bucket's local period start (and shift name when ``by`` is 'shift')."""
-    starts = parse_shifts(shifts)  # checked whatever the period: a typo should not wait
-    local = (pd.to_datetime(quarters.to_numpy(dtype="int64") * QUARTER_S, unit="s", utc=True)
-             .tz_convert(zone).tz_localize(None))
+def _offsets(store: HistoryStore, where: EventFilter, zone: tzinfo) -> list[tuple[int, int]]:
+    """The zone's UTC offset over the range, in quarter hours: [(first quarter, offset), ...],
+    one entry per stretch of constant offset (a year has three: winter, summer, winter)."""
+    since, until = where.since, where.until
+    if since is None or until is None:
+        with store.engine.connect() as conn:
+            first, last = conn.execute(sa.select(sa.func.min(events.c.time),
+                                                 sa.func.max(events.c.time))).one()
+        since = since if since is not None else (first if first is not None else 0.0)
+        until = until if until is not None else (last + 1 if last is not None else since + 1)
+
+    def offset(quarter: int) -> int:
+        when = datetime.fromtimestamp(quarter * QUARTER_S, zone)
+        return int(when.utcoffset().total_seconds()) // QUARTER_S
+
+    quarter, last = int(since // QUARTER_S), int(until // QUARTER_S) + 1
+    stretches = [(quarter, offset(quarter))]
+    while quarter < last:  # look every hour; pin a change down to its quarter hour
+        step = min(4, last - quarter)
+        if offset(quarter + step) != stretches[-1][1]:
+            while offset(quarter + 1) == stretches[-1][1]:
+                quarter += 1
+            stretches.append((quarter + 1, offset(quarter + 1)))
+            quarter += 1
+        else:
+            quarter += step
+    return stretches
+
+
+def _period_start(quarter: sa.ColumnElement, by: str, shifts: list[int],
+                  offsets: list[tuple[int, int]]) -> sa.ColumnElement:
+    """SQL: the local quarter hour (quarters since 1970-01-01 00:00 local) starting the period.
+
+    Constants are written into the SQL (they are our integers), so the expression in SELECT and
+    in GROUP BY is the same text: PostgreSQL refuses bound parameters there.
+    """
+    def n(value: int) -> sa.ColumnElement:
+        return sa.literal_column(str(int(value)), sa.Integer)
+
+    offset = n(offsets[0][1]) if len(offsets) == 1 else sa.case(
+        *[(quarter < n(start), n(previous)) for (_, previous), (start, _) in zip(offsets, offsets[1:])],
+        else_=n(offsets[-1][1]))
+    local = quarter + offset
     if by == "hour":
-        return pd.DataFrame({"period": local.floor("h")})
+        return (local // n(4)) * n(4)
+    day = (local // n(96)) * n(96)
     if by == "day":
-        return pd.DataFrame({"period": local.normalize()})
-    names = [f"{_clock(s)}-{_clock(e)}" for s, e in zip(starts, starts[1:] + starts[:1])]
-    minute = (local.hour * 60 + local.minute).to_numpy()
-    index = np.searchsorted(starts, minute, side="right") - 1  # -1: the previous day's last shift
-    day = local.normalize() - pd.to_timedelta((index < 0).astype(int), unit="D")
-    return pd.DataFrame({"period": day + pd.to_timedelta(np.asarray(starts)[index], unit="m"),
-                         "shift": np.asarray(names)[index]})
+        return day
+    starts = [m // 15 for m in shifts]  # quarter of the day each shift starts at
+    of_day = local % n(96)
+    return sa.case((of_day < n(starts[0]), day + n(starts[-1] - 96)),
+                   *[(of_day < n(following), day + n(start))
+                     for start, following in zip(starts, starts[1:])],
+                   else_=day + n(starts[-1]))
 
 
 def _clock(minutes: int) -> str:
@@ -151,7 +189,7 @@ def _tally(store: HistoryStore, where: EventFilter, width_s: int,
             queries.append(from_events([events.c.time >= end * width_s, events.c.time < until]))
     with store.engine.connect() as conn:
         results = [conn.execute(q) for q in queries]
-        frames = [pd.DataFrame(r.fetchall(), columns=list(r.keys())) for r in results]
+        frames = [frame_of(r.fetchall(), list(r.keys())) for r in results]
     frame = pd.concat(frames, ignore_index=True)
     counts = [c for c in frame.columns if c in ("n", "parts", "failed")]
     keys = [c for c in frame.columns if c not in counts]
@@ -163,23 +201,25 @@ def _bucket_range(column: sa.Column, first: int | None, end: int | None) -> list
     return ([column >= first] if first is not None else []) + ([column < end] if end is not None else [])
 
 
-def _counts(store: HistoryStore, where: EventFilter, *keys: str) -> pd.DataFrame:
-    """Event counts ``n`` per ``keys`` (columns of ``event_counts``), parts only by default."""
+def _column(name: str) -> Callable[[sa.Table], sa.ColumnElement]:
+    return lambda table: table.c[name]
+
+
+def _counts(store: HistoryStore, where: EventFilter,
+            keys: dict[str, Callable[[sa.Table], sa.ColumnElement]]) -> pd.DataFrame:
+    """Event counts ``n`` per key; each key is built from a table with the columns of
+    ``event_counts`` (the rollup, or the events themselves). Parts only unless filtered."""
     where = _parts_only(where)
-    raw = {"defect_class": sa.func.coalesce(events.c.defect_class, "")}
 
-    def from_rollup(first: int | None, end: int | None) -> sa.Select:
-        cols = [event_counts.c[k] for k in keys]
-        return (sa.select(*cols, sa.func.sum(event_counts.c.n).label("n"))
-                .where(*_bucket_range(event_counts.c.quarter, first, end),
-                       *where.clauses(event_counts)).group_by(*cols))
+    def select(table: sa.Table, count: sa.ColumnElement, conditions: list) -> sa.Select:
+        columns = [make(table).label(name) for name, make in keys.items()]
+        return (sa.select(*columns, count.label("n")).where(*conditions, *where.clauses(table))
+                .group_by(*columns))
 
-    def from_events(conditions: list) -> sa.Select:
-        cols = [raw.get(k, events.c[k]).label(k) for k in keys] if keys else []
-        return (sa.select(*cols, sa.func.count().label("n"))
-                .where(*conditions, *where.clauses(events)).group_by(*cols))
-
-    return _tally(store, where, QUARTER_S, from_rollup, from_events)
+    return _tally(store, where, QUARTER_S,
+                  lambda first, end: select(event_counts, sa.func.sum(event_counts.c.n),
+                                            _bucket_range(event_counts.c.quarter, first, end)),
+                  lambda conditions: select(events, sa.func.count(), conditions))
 
 
 # ------------------------------------------------------------------ reports
@@ -192,14 +232,22 @@ def yield_over_time(store: HistoryStore, where: EventFilter = EVERYTHING, by: st
     """
     if by not in PERIODS:
         raise InspectorError(f"unknown period '{by}': use one of {', '.join(PERIODS)}")
-    counts = _counts(store, where, "tool", "quarter", "verdict")
-    periods = _local_periods(counts["quarter"], by, shifts, zone or local_zone())
-    counts = pd.concat([periods, counts.reset_index(drop=True)], axis=1)
+    zone = zone or local_zone()
+    starts = parse_shifts(shifts)  # checked whatever the period: a typo should not wait
+    offsets = _offsets(store, where, zone)
+    counts = _counts(store, where, {
+        "start": lambda t: _period_start(t.c.quarter, by, starts, offsets),
+        "tool": _column("tool"), "verdict": _column("verdict")})
     counts["passed"] = counts["n"].where(counts["verdict"] == "PASS", 0)
     counts["failed"] = counts["n"].where(counts["verdict"] == "FAIL", 0)
-    keys = [*periods.columns, "tool"]
-    out = (counts.groupby(keys, as_index=False)[["n", "passed", "failed"]].sum()
-           .rename(columns={"n": "parts"}).sort_values(["period", "tool"], ignore_index=True))
+    out = (counts.groupby(["start", "tool"], as_index=False)[["n", "passed", "failed"]].sum()
+           .rename(columns={"n": "parts"}).sort_values(["start", "tool"], ignore_index=True))
+    out.insert(0, "period", pd.to_datetime(out.pop("start").astype("int64") * QUARTER_S, unit="s"))
+    if by == "shift":
+        names = {start: f"{_clock(start)}-{_clock(end)}"
+                 for start, end in zip(starts, starts[1:] + starts[:1])}
+        minutes = out["period"].dt.hour * 60 + out["period"].dt.minute
+        out.insert(1, "shift", minutes.map(lambda m: names[m]))
     out["yield"] = out["passed"] / out["parts"]
     return out
 
@@ -210,7 +258,10 @@ def defect_pareto(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.Da
     Columns: tool, defect_class ('(none)' when the tool gave none), fails, share, cumulative.
     """
     where = replace(where, verdicts=("FAIL",))
-    counts = _counts(store, where, "tool", "defect_class").rename(columns={"n": "fails"})
+    counts = _counts(store, where, {
+        "tool": _column("tool"),
+        "defect_class": lambda table: sa.func.coalesce(table.c.defect_class, ""),
+    }).rename(columns={"n": "fails"})
     counts["defect_class"] = counts["defect_class"].replace("", "(none)")
     counts = counts.sort_values(["fails", "tool", "defect_class"], ascending=[False, True, True],
                                 ignore_index=True)
@@ -230,7 +281,7 @@ def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> 
     def from_rollup(first: int | None, end: int | None) -> sa.Select:
         keys = [score_counts.c.tool, score_counts.c.verdict, score_counts.c.score_bin]
         return (sa.select(*keys, sa.func.sum(score_counts.c.n).label("n"))
-                .where(*_bucket_range(score_counts.c.hour, first, end), *where.clauses(score_counts))
+                .where(*_bucket_range(score_counts.c.day, first, end), *where.clauses(score_counts))
                 .group_by(*keys))
 
     def from_events(conditions: list) -> sa.Select:
@@ -238,7 +289,7 @@ def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> 
         return (sa.select(*keys, sa.func.count().label("n"))
                 .where(*conditions, *where.clauses(events)).group_by(*keys))
 
-    counts = _tally(store, where, HOUR_S, from_rollup, from_events)
+    counts = _tally(store, where, DAY_S, from_rollup, from_events)
     counts = counts.sort_values(["tool", "verdict", "score_bin"], ignore_index=True)
     return pd.DataFrame({"tool": counts["tool"], "verdict": counts["verdict"],
                          "bin_low": counts["score_bin"] / SCORE_BINS,

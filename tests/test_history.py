@@ -338,5 +338,8 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
         expected_passed = parts - len(range(0, parts, 10))
         assert fpy["parts"].to_dict() == {"line1-st1": parts, "line1-st2": parts}
         assert fpy["passed"].to_dict() == {"line1-st1": expected_passed, "line1-st2": expected_passed}
+        by_shift = yield_over_time(store, by="shift")  # the period SQL on PostgreSQL
+        assert by_shift["parts"].sum() == 4 * parts and by_shift["failed"].sum() == 2 * (
+            parts - expected_passed)
     finally:
         store.close()

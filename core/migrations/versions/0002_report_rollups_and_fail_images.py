@@ -1,4 +1,4 @@
-"""Report rollups (counts per 15 minutes, score bins per hour, parts per 15 minutes) and FAIL images.
+"""Report rollups (counts per 15 minutes, score bins per day, parts per 15 minutes) and FAIL images.
 
 Reports read these small tables instead of grouping millions of events (a year of one busy
 station: 5 million rows, 5-15 s per GROUP BY on SQLite). Existing events get their bucket columns
@@ -49,7 +49,7 @@ def upgrade() -> None:
                  key("quarter", sa.Integer()), key("cause", sa.String()), key("verdict", sa.String()),
                  key("defect_class", sa.String()))
     _count_table("score_counts", key("station", sa.String()), key("tool", sa.String()),
-                 key("hour", sa.Integer()), key("cause", sa.String()), key("verdict", sa.String()),
+                 key("day", sa.Integer()), key("cause", sa.String()), key("verdict", sa.String()),
                  key("score_bin", sa.Integer()))
     _count_table("part_counts", key("station", sa.String()), key("quarter", sa.Integer()),
                  counts=("parts", "failed"))
@@ -57,9 +57,9 @@ def upgrade() -> None:
                "SELECT station, tool, quarter, cause, verdict, COALESCE(defect_class, ''), COUNT(*) "
                "FROM verdict_events "
                "GROUP BY station, tool, quarter, cause, verdict, COALESCE(defect_class, '')")
-    op.execute("INSERT INTO score_counts (station, tool, hour, cause, verdict, score_bin, n) "
-               "SELECT station, tool, quarter / 4, cause, verdict, score_bin, COUNT(*) "
-               "FROM verdict_events GROUP BY station, tool, quarter / 4, cause, verdict, score_bin")
+    op.execute("INSERT INTO score_counts (station, tool, day, cause, verdict, score_bin, n) "
+               "SELECT station, tool, quarter / 96, cause, verdict, score_bin, COUNT(*) "
+               "FROM verdict_events GROUP BY station, tool, quarter / 96, cause, verdict, score_bin")
     op.execute("INSERT INTO part_counts (station, quarter, parts, failed) "
                "SELECT station, quarter, COUNT(*), SUM(failed) FROM ("
                "SELECT station, quarter, MAX(CASE WHEN verdict = 'FAIL' THEN 1 ELSE 0 END) AS failed "
