@@ -171,7 +171,7 @@ class HistoryStore:
         self.engine = _engine(url)
         self._recorders: dict[str, HistoryRecorder] = {}
         self._change_removers: dict[str, Callable[[], None]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._migrate()
 
     @property
@@ -206,19 +206,18 @@ class HistoryStore:
         """Record every tool change of this process from now on (once, however often called);
         returns the function that stops it. Changes go through the station's recorder, so a
         database outage delays them instead of refusing the engineer's change."""
-        with self._lock:
+        with self._lock:  # re-entrant: recorder() takes it too
             remover = self._change_removers.get(station)
-        if remover is not None:
+            if remover is None:
+                stop_listening = tools.add_change_listener(self.recorder(station).remember_change)
+
+                def remover() -> None:
+                    stop_listening()
+                    with self._lock:
+                        self._change_removers.pop(station, None)
+
+                self._change_removers[station] = remover
             return remover
-        stop_listening = tools.add_change_listener(self.recorder(station).remember_change)
-
-        def remove() -> None:
-            stop_listening()
-            with self._lock:
-                self._change_removers.pop(station, None)
-
-        with self._lock:
-            return self._change_removers.setdefault(station, remove)
 
     def record_change(self, change: ToolChange, station: str) -> None:
         """Write one tool change now (synchronous)."""
