@@ -59,7 +59,8 @@ except InspectorError as exc:
 parts, failed = int(over_time["parts"].sum()), int(over_time["failed"].sum())
 fpy = first_pass_yield(store, where)
 cols = st.columns(4)
-cols[0].metric("Parts inspected", f"{parts:,}")
+cols[0].metric("Tool verdicts", f"{parts:,}", help="One per tool per part judged "
+               "(trigger or verdict change); heartbeats are not counted")
 cols[1].metric("PASS", f"{parts - failed:,}")
 cols[2].metric("FAIL", f"{failed:,}")
 cols[3].metric("Yield", ui.fmt_pct((parts - failed) / parts if parts else None))
@@ -78,7 +79,7 @@ with overview:
         counts["verdict"] = counts["verdict"].map({"passed": "PASS", "failed": "FAIL"})
         verdict_colors = alt.Scale(domain=["PASS", "FAIL"], range=["#1f9d3a", "#d62828"])
         left.altair_chart(alt.Chart(counts).mark_bar().encode(
-            x=alt.X("period:T", title=None), y=alt.Y("sum(count):Q", title="parts"),
+            x=alt.X("period:T", title=None), y=alt.Y("sum(count):Q", title="tool verdicts"),
             color=alt.Color("verdict:N", scale=verdict_colors),
             tooltip=["period:T", "tool", "verdict", "count"],
         ).properties(title=f"PASS / FAIL per {by}", height=260), width="stretch")
@@ -116,7 +117,7 @@ with scores:
     else:
         st.altair_chart(alt.Chart(histogram).mark_bar(opacity=0.8).encode(
             x=alt.X("bin_low:Q", bin=alt.Bin(step=0.05), title="smoothed defect score"),
-            y=alt.Y("sum(count):Q", title="parts"),
+            y=alt.Y("sum(count):Q", title="tool verdicts"),
             color=alt.Color("verdict:N", scale=alt.Scale(domain=["PASS", "FAIL"],
                                                          range=["#1f9d3a", "#d62828"])),
         ).properties(height=280), width="stretch")

@@ -51,7 +51,7 @@ def metrics(at: AppTest) -> dict[str, str]:
 def test_history_page_shows_counts_and_filters_change_them(seeded):
     at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
     assert not at.exception and not at.error, [e.value for e in at.exception]
-    assert metrics(at) == {"Parts inspected": "13", "PASS": "10", "FAIL": "3", "Yield": "76.9%"}
+    assert metrics(at) == {"Tool verdicts": "13", "PASS": "10", "FAIL": "3", "Yield": "76.9%"}
     assert at.download_button[0].label == "Download events (CSV)"
     events = at.dataframe[-2].value  # tabs render in order: FPY, Pareto, events, changes
     assert len(events) == 13 and set(events["Station"]) == {"st1", "st2"}
@@ -62,14 +62,14 @@ def test_history_page_shows_counts_and_filters_change_them(seeded):
     assert fpy.loc["st1", "Parts"] == 10 and fpy.loc["st2", "First-pass yield"] == "100.0%"
 
     at.multiselect(key="history_tools").select("weld").run()
-    assert metrics(at)["Parts inspected"] == "9" and metrics(at)["FAIL"] == "2"
+    assert metrics(at)["Tool verdicts"] == "9" and metrics(at)["FAIL"] == "2"
     at.multiselect(key="history_stations").select("st2").run()
-    assert metrics(at) == {"Parts inspected": "3", "PASS": "3", "FAIL": "0", "Yield": "100.0%"}
+    assert metrics(at) == {"Tool verdicts": "3", "PASS": "3", "FAIL": "0", "Yield": "100.0%"}
 
     at.multiselect(key="history_stations").unselect("st2").run()
     at.date_input(key="history_dates").set_value((date.today() - timedelta(days=12),
                                                   date.today())).run()
-    assert metrics(at)["Parts inspected"] == "14"  # + the 5 weld parts of ten days ago
+    assert metrics(at)["Tool verdicts"] == "14"  # + the 5 weld parts of ten days ago
     assert not at.exception and not at.error
 
 
@@ -77,4 +77,4 @@ def test_history_page_with_no_history_says_what_to_do(workspace):
     at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
     assert not at.exception and not at.error
     assert "No part inspected in this range" in at.info[0].value
-    assert metrics(at)["Parts inspected"] == "0"
+    assert metrics(at)["Tool verdicts"] == "0"
