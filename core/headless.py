@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import cv2
 
@@ -43,9 +44,11 @@ class CameraReader(threading.Thread):
 
     RETRY_S = (0.5, 10.0)  # back-off between attempts to (re)open the camera
 
-    def __init__(self, source: str, session: LiveSession, stop: threading.Event):
+    def __init__(self, source: str, session: LiveSession, stop: threading.Event,
+                 on_problem: Callable[[str, str | None], None] | None = None):
         super().__init__(name=f"camera-{session.camera}", daemon=True)
         self.source, self.session, self.stop_event = source, session, stop
+        self.on_problem = on_problem  # (camera, problem or None once solved)
         self.problem: str | None = None
         self.frames = 0
 
@@ -80,16 +83,19 @@ class CameraReader(threading.Thread):
                 self._report(f"camera {self.session.camera} ({self.source}) stopped sending "
                              "frames: reopening it")
                 return
-            self.problem = None
+            if self.problem:
+                self._report(None)
             self.frames += 1
             self.session.process(frame)
             if period:
                 due += period
                 self.stop_event.wait(max(0.0, due - time.monotonic()))
 
-    def _report(self, problem: str) -> None:
+    def _report(self, problem: str | None) -> None:
         if problem != self.problem:
-            LOG.warning(problem)
+            LOG.warning(problem or f"camera {self.session.camera} sends frames again")
+            if self.on_problem:
+                self.on_problem(self.session.camera, problem)
         self.problem = problem
 
 
@@ -112,7 +118,7 @@ def run_station(line: Line, sources: dict[str, str], continuous: bool = True,
                               heartbeat_s=line.settings.heartbeat_s)
         session.continuous = continuous
         line.attach(session)
-        readers.append(CameraReader(source, session, stop))
+        readers.append(CameraReader(source, session, stop, line.camera_problem))
     for reader in readers:
         reader.start()
     try:

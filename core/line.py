@@ -31,6 +31,7 @@ class Line:
         self.recorder = self.history.recorder(settings.name)
         self._stop_auditing = self.history.listen_to_tool_changes(settings.name)
         self._sessions: dict[str, LiveSession] = {}  # camera -> its live session
+        self._camera_problems: dict[str, str] = {}
         self._lock = threading.Lock()
         self.links: list = []
         if settings.mqtt.enabled:
@@ -79,6 +80,18 @@ class Line:
         if not targets:
             LOG.warning("trigger %s for camera %s: no such camera is running", trigger_id, camera)
         return len(targets)
+
+    def camera_problem(self, camera: str, problem: str | None) -> None:
+        """A camera's problem (None: solved), shown to the line: OPC UA ``Error``, not ``Ready``."""
+        with self._lock:
+            if problem:
+                self._camera_problems[camera] = problem
+            else:
+                self._camera_problems.pop(camera, None)
+            summary = "; ".join(self._camera_problems[c] for c in sorted(self._camera_problems))
+        for link in self.links:
+            if hasattr(link, "report_problem"):
+                link.report_problem(summary or None)
 
     def status(self) -> list[LinkStatus]:
         return [link.status() for link in self.links]

@@ -58,11 +58,19 @@ def test_sources_name_their_camera():
 
 def test_a_headless_station_records_each_part_change_in_the_history(line, video):
     stop = threading.Event()
-    timer = threading.Timer(5.0, stop.set)  # the 4 s video plays once, then loops a little
-    timer.start()
+
+    def watch() -> None:  # until the 4 s video has looped (PASS, FAIL, PASS), 60 s at most
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not (line.recorder.flush(10) and len(
+                line.history.events(EventFilter(tools=("casting",)))) >= 3):
+            time.sleep(0.2)
+        stop.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     frames = run_station(line, {"0": video}, stop=stop)
-    timer.join()
-    assert frames["0"] >= 3 * FPS
+    watcher.join()
+    assert frames["0"] >= 4 * FPS
     assert line.recorder.flush(10)
     events = line.history.events(EventFilter(tools=("casting",)), newest_first=False)
     assert list(events["verdict"][:3]) == ["PASS", "FAIL", "PASS"]  # good, defect, loop: good
