@@ -105,9 +105,9 @@ def _offsets(store: HistoryStore, where: EventFilter, zone: tzinfo) -> list[tupl
     one entry per stretch of constant offset (a year has three: winter, summer, winter)."""
     since, until = where.since, where.until
     if since is None or until is None:
-        with store.engine.connect() as conn:
-            first, last = conn.execute(sa.select(sa.func.min(events.c.time),
-                                                 sa.func.max(events.c.time))).one()
+        with store.engine.connect() as conn:  # one query each: SQLite then reads the index ends
+            first = conn.execute(sa.select(sa.func.min(events.c.time))).scalar()
+            last = conn.execute(sa.select(sa.func.max(events.c.time))).scalar()
         since = since if since is not None else (first if first is not None else 0.0)
         until = until if until is not None else (last + 1 if last is not None else since + 1)
 
@@ -206,20 +206,26 @@ def _column(name: str) -> Callable[[sa.Table], sa.ColumnElement]:
 
 
 def _counts(store: HistoryStore, where: EventFilter,
-            keys: dict[str, Callable[[sa.Table], sa.ColumnElement]]) -> pd.DataFrame:
-    """Event counts ``n`` per key; each key is built from a table with the columns of
-    ``event_counts`` (the rollup, or the events themselves). Parts only unless filtered."""
+            keys: dict[str, Callable[[sa.Table], sa.ColumnElement]],
+            with_failed: bool = False) -> pd.DataFrame:
+    """Event counts ``n`` (and FAIL counts ``failed``) per key; each key is built from a table
+    with the columns of ``event_counts`` (the rollup, or the events). Parts only unless filtered."""
     where = _parts_only(where)
 
-    def select(table: sa.Table, count: sa.ColumnElement, conditions: list) -> sa.Select:
+    def select(table: sa.Table, conditions: list) -> sa.Select:
         columns = [make(table).label(name) for name, make in keys.items()]
-        return (sa.select(*columns, count.label("n")).where(*conditions, *where.clauses(table))
+        each = table.c.n if table is event_counts else sa.literal_column("1")
+        counts = [sa.func.sum(each).label("n")]
+        if with_failed:
+            counts.append(sa.func.sum(sa.case((table.c.verdict == "FAIL", each), else_=0))
+                          .label("failed"))
+        return (sa.select(*columns, *counts).where(*conditions, *where.clauses(table))
                 .group_by(*columns))
 
     return _tally(store, where, QUARTER_S,
-                  lambda first, end: select(event_counts, sa.func.sum(event_counts.c.n),
+                  lambda first, end: select(event_counts,
                                             _bucket_range(event_counts.c.quarter, first, end)),
-                  lambda conditions: select(events, sa.func.count(), conditions))
+                  lambda conditions: select(events, conditions))
 
 
 # ------------------------------------------------------------------ reports
@@ -236,12 +242,11 @@ def yield_over_time(store: HistoryStore, where: EventFilter = EVERYTHING, by: st
     starts = parse_shifts(shifts)  # checked whatever the period: a typo should not wait
     offsets = _offsets(store, where, zone)
     counts = _counts(store, where, {
-        "start": lambda t: _period_start(t.c.quarter, by, starts, offsets),
-        "tool": _column("tool"), "verdict": _column("verdict")})
-    counts["passed"] = counts["n"].where(counts["verdict"] == "PASS", 0)
-    counts["failed"] = counts["n"].where(counts["verdict"] == "FAIL", 0)
-    out = (counts.groupby(["start", "tool"], as_index=False)[["n", "passed", "failed"]].sum()
-           .rename(columns={"n": "parts"}).sort_values(["start", "tool"], ignore_index=True))
+        "start": lambda t: _period_start(t.c.quarter, by, starts, offsets), "tool": _column("tool"),
+    }, with_failed=True)
+    out = (counts.rename(columns={"n": "parts"}).sort_values(["start", "tool"], ignore_index=True)
+           .reindex(columns=["start", "tool", "parts", "failed"]))
+    out.insert(3, "passed", out["parts"] - out["failed"])
     out.insert(0, "period", pd.to_datetime(out.pop("start").astype("int64") * QUARTER_S, unit="s"))
     if by == "shift":
         names = {start: f"{_clock(start)}-{_clock(end)}"
