@@ -58,6 +58,11 @@ def add_change_listener(listener: ChangeListener) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
+def set_actor(actor: str | None) -> None:
+    """Attribute the tool changes this thread (context) makes from now on to ``actor``."""
+    _actor.set(actor or None)
+
+
 @contextlib.contextmanager
 def acting_as(actor: str) -> Iterator[None]:
     """Attribute the tool changes made inside the block to ``actor`` (an operator, 'cli'...)."""

@@ -7,15 +7,19 @@ the verdict banner, reading the ROI canvas and formatting. Every rule lives in `
 
 from __future__ import annotations
 
+import getpass
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from core.datasets import ToolDataset
-from core.tools import ROI, Tool, ToolStore
+from core.errors import InspectorError
+from core.line import station_line
+from core.tools import ROI, Tool, ToolStore, set_actor
 
 CURRENT_TOOL = "current_tool"
+_ACTOR = "_actor"
 RTC_CONFIGURATION = {"iceServers": []}  # local station: no STUN/TURN, nothing leaves the LAN
 TRIGGER_KEY = "T"  # the keyboard key (or a foot pedal programmed to send it) of TRIGGER
 CAMERA_TRANSLATIONS = {  # what the stream widget says when the browser gets no camera
@@ -45,6 +49,16 @@ def page_setup(title: str, icon: str = ":material/visibility:") -> None:
     st.markdown(_CSS, unsafe_allow_html=True)
     st.title(title)
     show_flash()
+    # who changes tools from this browser, for the audit trail in the history
+    user = st.sidebar.text_input("Your name", st.session_state.get(_ACTOR, ""),  # across pages
+                                 placeholder=getpass.getuser(),
+                                 help="Recorded with every change you make to a tool.")
+    st.session_state[_ACTOR] = user
+    set_actor(user.strip() or None)
+    try:
+        station_line()  # started once per process: records tool changes, serves the line
+    except InspectorError as exc:
+        st.error(str(exc))
 
 
 def flash(message: str) -> None:

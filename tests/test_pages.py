@@ -18,6 +18,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.datasets import image_files, read_image
+from core.history import open_history
+from core.station import load_settings
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
 
@@ -149,6 +151,7 @@ def test_home_creates_a_tool_and_refuses_a_duplicate(home):
 def test_home_rename_duplicate_and_delete_with_confirmation(home):
     ToolStore(home).create("alpha")
     at = page("Home.py").run()
+    at.sidebar.text_input[0].input("anna").run()  # who, for the audit trail
     at.text_input(key="manage_new_name").input("beta")
     at.button(key="duplicate").click().run()
     no_errors(at)
@@ -167,6 +170,12 @@ def test_home_rename_duplicate_and_delete_with_confirmation(home):
     at.button(key="delete_confirm").click().run()
     no_errors(at)
     assert ToolStore(home).names() == ["gamma"]
+
+    history = open_history(root=home)
+    assert history.recorder(load_settings(home).name).flush(10)
+    audit = history.changes()
+    assert list(zip(audit["action"], audit["tool"], audit["actor"]))[::-1] == [
+        ("duplicated", "beta", "anna"), ("renamed", "gamma", "anna"), ("deleted", "beta", "anna")]
 
 
 def test_home_shows_validation_and_round_trips_a_tool_file(trained_home):
