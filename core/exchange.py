@@ -198,7 +198,7 @@ class _FullModel(nn.Module):
         self.good = head.good_index
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mid, last = self.backbone(image)
+        mid, last, _ = self.backbone(image)
         pooled = torch.cat([last.mean((2, 3)), mid.mean((2, 3)), mid.amax((2, 3))], dim=1)
         probabilities = torch.softmax(self.linear((pooled - self.mean) / self.std), dim=1)
         return probabilities, 1.0 - probabilities[:, self.good]

@@ -21,29 +21,35 @@ from core.workspace import atomic_write_bytes, workspace_root
 
 _lock = threading.Lock()
 _extractors: dict[str, FeatureExtractor] = {}
+_OUTPUTS = ["mid", "last", "fine"]  # part of the cached graph's name: a change re-exports it
 
 
 def export_backbone_onnx(backbone: Backbone, path: Path) -> None:
-    """Write the backbone as an ONNX graph with a dynamic batch size (for TTA batches)."""
+    """Write the backbone as an ONNX graph with a dynamic batch size (for TTA batches).
+
+    The fine (stride-8) map is one more output of the same pass: it costs nothing to the
+    classifier, which does not fetch it.
+    """
     size = backbone.profile.input_size
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(backbone, torch.zeros(1, 3, size, size), buffer, input_names=["image"],
-                          output_names=["mid", "last"], opset_version=17, dynamo=False,
-                          dynamic_axes={"image": {0: "n"}, "mid": {0: "n"}, "last": {0: "n"}})
+                          output_names=_OUTPUTS, opset_version=17, dynamo=False,
+                          dynamic_axes={"image": {0: "n"}, **{name: {0: "n"} for name in _OUTPUTS}})
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _weights_tag(profile: Profile) -> str:
     """Names the cached graph after the exact weights file, so a replaced file is re-exported."""
     stat = Path(profile.weights_file).stat()
-    key = f"{profile.weights_file}:{stat.st_size}:{stat.st_mtime_ns}:{profile.input_size}"
+    key = f"{profile.weights_file}:{stat.st_size}:{stat.st_mtime_ns}:{profile.input_size}:{_OUTPUTS}"
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 class FeatureExtractor:
-    """Maps a normalised batch (N, 3, S, S) to the backbone's (mid, last) feature maps."""
+    """Maps a normalised batch (N, 3, S, S) to the backbone's (mid, last) feature maps, or with
+    ``maps`` to (mid, last, fine) for anomaly tools."""
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -52,6 +58,7 @@ class FeatureExtractor:
             self._backbone = create_backbone(profile).to(self.device)
             self._session = None
             self.channels = self._backbone.channels
+            self.fine_channels = self._backbone.fine_channels
         else:
             import onnxruntime as ort
 
@@ -63,16 +70,25 @@ class FeatureExtractor:
             options.log_severity_level = 3
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])
-            mid, last = self._session.get_outputs()
+            mid, last, fine = self._session.get_outputs()
             self.channels = (int(mid.shape[1]), int(last.shape[1]))
+            self.fine_channels = int(fine.shape[1])
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mid, last = self._run(batch, _OUTPUTS[:2])
+        return mid, last
+
+    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mid, last, fine) maps of one pass: what a frame with classifier and anomaly tools needs."""
+        mid, last, fine = self._run(batch, _OUTPUTS)
+        return mid, last, fine
+
+    def _run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         if self._session is not None:
-            mid, last = self._session.run(None, {"image": batch})
-            return mid, last
+            return self._session.run(outputs, {"image": batch})
         with torch.no_grad():
-            mid, last = self._backbone(torch.from_numpy(batch).to(self.device))
-        return mid.float().cpu().numpy(), last.float().cpu().numpy()
+            maps = dict(zip(_OUTPUTS, self._backbone(torch.from_numpy(batch).to(self.device))))
+        return [maps[name].float().cpu().numpy() for name in outputs]
 
 
 def get_extractor(profile: str | Profile) -> FeatureExtractor:
