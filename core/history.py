@@ -187,6 +187,11 @@ class HistoryStore:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
+    @property
+    def location(self) -> str:
+        """The database URL without its password, to show."""
+        return _safe(self.url)
+
     def revision(self) -> str | None:
         """The schema's Alembic revision (``head`` after ``open_history``)."""
         with self.engine.connect() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +19,13 @@ from core.errors import InspectorError
 from core.workspace import atomic_write_json, workspace_root
 
 SETTINGS_FILE = "station.json"
+_STATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HISTORY_URL_ENV = "INSPECTOR_HISTORY_URL"
+
+
+def default_station_name() -> str:
+    """The computer's name, made a valid station name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-._")[:64] or "station"
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class OpcUaSettings:
 
 @dataclass(frozen=True)
 class StationSettings:
-    name: str = field(default_factory=socket.gethostname)
+    name: str = field(default_factory=default_station_name)
     history_url: str | None = None  # any SQLAlchemy URL; None = SQLite in the workspace
     heartbeat_s: float = 60.0  # continuous mode: one event per tool at least this often
     keep_fail_images: bool = False  # store the ROI image of every FAIL with its event
@@ -54,6 +61,23 @@ class StationSettings:
     fail_image_days: int = 30  # FAIL images older than this are deleted (rows are kept)
     mqtt: MqttSettings = MqttSettings()
     opcua: OpcUaSettings = OpcUaSettings()
+
+    def __post_init__(self) -> None:
+        if not _STATION_NAME.match(self.name):
+            raise InspectorError(f"station name '{self.name}' is not allowed: use 1-64 letters, "
+                                 "digits, '_', '-' or '.' (e.g. line-3-weld)")
+        if self.history_url is not None and "://" not in self.history_url:
+            raise InspectorError(f"history database '{self.history_url}' is not a database URL: "
+                                 "e.g. postgresql+psycopg://user:password@host/database, or "
+                                 "nothing for SQLite in the workspace")
+        if not self.heartbeat_s > 0 or self.fail_image_max_kb < 1 or self.fail_image_days < 1:
+            raise InspectorError("heartbeat, FAIL image size cap and retention must be positive")
+        if not 0 < self.mqtt.port < 65536 or any(c in self.mqtt.topic_root for c in "#+"):
+            raise InspectorError("MQTT: the port must be 1-65535 and the topic root may not "
+                                 "contain '#' or '+'")
+        if not self.opcua.endpoint.startswith("opc.tcp://"):
+            raise InspectorError(f"OPC UA endpoint '{self.opcua.endpoint}' must start with "
+                                 "opc.tcp:// (e.g. opc.tcp://0.0.0.0:4840/shopfloor-inspector/)")
 
     def database_url(self, root: Path | None = None) -> str:
         """The history database: the environment override, the setting, or the workspace's SQLite."""

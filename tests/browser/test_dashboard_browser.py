@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 PAGES = {  # url path -> (the page's title, a text the page shows for the trained tool)
     "": ("Shopfloor Inspector", "Next steps"), "Capture": ("Capture", "Save into class"),
     "Labeling": ("Labeling", "Move selected to"), "Training": ("Training", "Model versions"),
-    "History": ("History", "Tool verdicts")}
+    "History": ("History", "Tool verdicts"), "Station": ("Station", "Station name")}
 VERDICTS = {"PASS", "FAIL"}
 
 

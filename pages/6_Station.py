@@ -1,0 +1,91 @@
+"""Station: its name, where its history goes and its line integrations (MQTT, OPC UA).
+
+The settings are saved in ``station.json`` in the workspace (``inspector station show|set`` from a
+shell); the line integrations start with the app, so a change applies at the next start.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st
+
+import pages as ui
+from core.errors import InspectorError
+from core.line import station_line
+from core.station import HISTORY_URL_ENV, load_settings, save_settings
+
+ui.page_setup("Station", ":material/settings:")
+try:
+    current = load_settings()
+except InspectorError as exc:
+    st.error(str(exc))
+    st.stop()
+
+line = station_line()
+st.subheader("Now", anchor=False)
+st.markdown(f"Station **{line.settings.name}** · history in `{line.history.location}`")
+for status in line.status():
+    (st.success if status.connected else st.warning)(status.summary())
+for problem in line.problems():
+    st.warning(problem)
+if not line.status():
+    st.caption("No line integration is running.")
+
+with st.form("station_settings"):
+    st.subheader("Settings", anchor=False)
+    left, right = st.columns(2)
+    name = left.text_input("Station name", current.name, key="station_name",
+                           help="Recorded with every verdict and used in MQTT topics; unique in "
+                                "the plant.")
+    heartbeat = right.number_input("Heartbeat (s)", 1.0, 3600.0, float(current.heartbeat_s),
+                                   help="Continuous mode: one event per tool at least this often "
+                                        "while its verdict holds.")
+    history_url = st.text_input(
+        "History database", current.history_url or "", key="station_history",
+        placeholder="SQLite in the workspace",
+        help="Empty: SQLite in the workspace. A plant server: postgresql+psycopg://user:password@"
+             f"host/database. The environment variable {HISTORY_URL_ENV} overrides it.")
+    keep_images = st.toggle("Keep the image of every FAIL", current.keep_fail_images)
+    left, right = st.columns(2)
+    image_kb = left.number_input("FAIL image size cap (kB)", 10, 5000, current.fail_image_max_kb)
+    image_days = right.number_input("Keep FAIL images for (days)", 1, 3650, current.fail_image_days)
+
+    st.markdown("**MQTT** (verdicts out, triggers in; see docs/INTEGRATIONS.md)")
+    mqtt_on = st.toggle("MQTT", current.mqtt.enabled, key="station_mqtt")
+    left, mid, right = st.columns([3, 1, 2])
+    mqtt_host = left.text_input("Broker host", current.mqtt.host, key="station_mqtt_host")
+    mqtt_port = mid.number_input("Port", 1, 65535, current.mqtt.port)
+    topic_root = right.text_input("Topic root", current.mqtt.topic_root)
+    left, right = st.columns(2)
+    mqtt_user = left.text_input("User name", current.mqtt.username or "")
+    mqtt_password = right.text_input("Password", current.mqtt.password or "", type="password")
+
+    st.markdown("**OPC UA server** (for PLCs and SCADA)")
+    opcua_on = st.toggle("OPC UA", current.opcua.enabled)
+    left, right = st.columns(2)
+    endpoint = left.text_input("Endpoint", current.opcua.endpoint)
+    namespace = right.text_input("Namespace URI", current.opcua.namespace)
+    saved = st.form_submit_button("Save", type="primary", key="station_save")
+
+if saved:
+    try:
+        save_settings(replace(
+            current, name=name.strip(), heartbeat_s=float(heartbeat),
+            history_url=history_url.strip() or None, keep_fail_images=keep_images,
+            fail_image_max_kb=int(image_kb), fail_image_days=int(image_days),
+            mqtt=replace(current.mqtt, enabled=mqtt_on, host=mqtt_host.strip(), port=int(mqtt_port),
+                         topic_root=topic_root.strip(), username=mqtt_user.strip() or None,
+                         password=mqtt_password or None),
+            opcua=replace(current.opcua, enabled=opcua_on, endpoint=endpoint.strip(),
+                          namespace=namespace.strip())))
+    except InspectorError as exc:
+        st.error(str(exc))
+    else:
+        st.success("Saved. Restart the station app to apply them (the live inspection, the "
+                   "history and the integrations start with it).")
