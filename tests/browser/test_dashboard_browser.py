@@ -1,7 +1,8 @@
 """The dashboard in a real browser: every page renders, and live inspection of a fake webcam
 (a video of real casting photos: good parts, then defective ones) shows PASS, then FAIL, with a
 verdict legible at 1280x720; triggered mode answers the keyboard; an unplugged camera shows what
-to do and the page recovers when it streams again; the threshold changes the verdict live."""
+to do and the page recovers when it streams again; two cameras each judge their own tools; the
+threshold changes the verdict live; the History page then counts the verdicts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from core.tools import ToolStore
 from tests.browser.helpers import (
     ARTIFACTS,
     open_page,
@@ -131,6 +133,28 @@ def test_unplugged_camera_shows_what_to_do_and_recovers(page, server):
     start_camera(page)  # the cable is back: START again
     wait_verdict(page, VERDICTS, 60)
     assert page.get_by_text("stopped sending frames").count() == 0
+
+
+def test_two_cameras_each_judge_their_own_tools(page, server, station):
+    store = ToolStore(station["home"])
+    store.duplicate("casting", "casting side").update(camera="1")
+    try:
+        open_page(page, server["url"], "Live_inspection", "Live inspection", "Camera 1")
+        assert page.get_by_role("heading", name="Camera 0").count() == 1
+        start_camera(page, 0)
+        start_camera(page, 1)
+        banners = page.locator("div.verdict")
+        page.wait_for_function(  # both cameras show a verdict of their own
+            "() => [...document.querySelectorAll('div.verdict')].filter("
+            "d => /^(PASS|FAIL)$/.test(d.innerText.trim())).length === 2", timeout=60_000)
+        details = page.locator("div.verdict-detail")
+        assert banners.count() == 2 and details.count() == 2
+        page.screenshot(path=str(ARTIFACTS / "live-two-cameras.png"))
+        tools = [page.get_by_text(re.compile(rf"^{name} (PASS|FAIL)")).count()
+                 for name in ("casting", "casting side")]
+        assert tools == [1, 1], tools  # each tool on the stream of its own camera
+    finally:
+        store.delete("casting side")
 
 
 def test_threshold_slider_changes_the_verdict_without_restarting(page, server):
