@@ -62,7 +62,9 @@ with camera_tab:
         ctx = webrtc_streamer(key="capture", mode=WebRtcMode.SENDRECV,
                               rtc_configuration=ui.RTC_CONFIGURATION,
                               video_frame_callback=on_frame,
-                              media_stream_constraints={"video": True, "audio": False})
+                              media_stream_constraints={"video": True, "audio": False},
+                              translations=ui.CAMERA_TRANSLATIONS)
+        ui.camera_help(ctx)
     with right:
         burst_n = st.number_input("Burst: frames", 2, 200, 10, key="burst_n")
         burst_dt = st.number_input("Burst: seconds between frames", 0.1, 10.0, 0.5, step=0.1,

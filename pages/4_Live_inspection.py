@@ -153,6 +153,7 @@ for camera, live in sessions.items():
                               media_stream_constraints={"video": True, "audio": False},
                               translations=ui.CAMERA_TRANSLATIONS)
         streaming[camera] = bool(ctx.state.playing)
+        ui.camera_help(ctx)
     with verdict_col:
         if trigger_slot is None:
             trigger_slot = st.container()

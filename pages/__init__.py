@@ -31,6 +31,20 @@ CAMERA_TRANSLATIONS = {  # what the stream widget says when the browser gets no 
                                "station at http://localhost:8501 (or over HTTPS)",
 }
 
+# The stream widget shows a refused or missing camera as the browser's raw error after START
+# (its translations cover only the device picker): say what each one means and what to do.
+CAMERA_HELP = ("No picture after START? **NotAllowedError**: the browser refused the camera: "
+               "allow camera access for this page (camera icon in the address bar), then START. "
+               "**NotFoundError** or **NotReadableError**: no camera found or it is busy: plug "
+               "the USB camera in, close other programs using it, then START.")
+
+
+def camera_help(ctx: Any) -> None:
+    """Under a stream that is not playing: what the browser's camera errors mean."""
+    if not ctx.state.playing:
+        st.caption(CAMERA_HELP)
+
+
 _CSS = """
 <style>
 .verdict {border-radius: 14px; padding: 0.3em 0.4em; text-align: center; font-weight: 800;

@@ -149,8 +149,9 @@ def streamlit_server(home: Path, log: Path, timeout_s: float = 60) -> Iterator[s
 
 
 @contextmanager
-def chromium(video: Path) -> Iterator[object]:
-    """Debian's Chromium, headless, whose webcam plays ``video`` (a .y4m) in a loop."""
+def chromium(video: Path, allow_camera: bool = True) -> Iterator[object]:
+    """Debian's Chromium, headless, whose webcam plays ``video`` (a .y4m) in a loop; with
+    ``allow_camera=False`` it refuses pages the camera, as a user answering 'Block' would."""
     if not CHROMIUM.is_file():
         raise BrowserError("Debian chromium is required for the browser tests: "
                            "apt-get update && apt-get install -y chromium")
@@ -158,9 +159,9 @@ def chromium(video: Path) -> Iterator[object]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--headless", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}",
-            "--disable-background-networking", "--disable-component-update"])
+            "--no-sandbox", "--headless", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}", "--disable-background-networking",
+            "--disable-component-update", *(["--use-fake-ui-for-media-stream"] if allow_camera else [])])
         try:
             yield browser
         finally:

@@ -14,12 +14,15 @@ import pytest
 from core.tools import ToolStore
 from tests.browser.helpers import (
     ARTIFACTS,
+    chromium,
+    new_page,
     open_page,
     press_stream_button,
     read_verdict,
     start_camera,
     unplug_camera,
     wait_verdict,
+    webrtc_frame,
 )
 
 pytestmark = pytest.mark.slow
@@ -133,6 +136,19 @@ def test_unplugged_camera_shows_what_to_do_and_recovers(page, server):
     start_camera(page)  # the cable is back: START again
     wait_verdict(page, VERDICTS, 60)
     assert page.get_by_text("stopped sending frames").count() == 0
+
+
+def test_a_refused_camera_says_how_to_allow_it(server, station):
+    with chromium(station["video"], allow_camera=False) as refusing:
+        page = new_page(refusing)
+        open_live(page, server)
+        press_stream_button(page, "start")
+        webrtc_frame(page).get_by_text("NotAllowedError").wait_for(timeout=30_000)
+        help_text = page.get_by_text("No picture after START?").first.inner_text()
+        assert "NotAllowedError" in help_text and "allow camera access" in help_text
+        page.screenshot(path=str(ARTIFACTS / "live-camera-refused.png"))
+        assert read_verdict(page) == "START CAMERA"  # no verdict without frames
+        page.context.close()
 
 
 def test_two_cameras_each_judge_their_own_tools(page, server, station):
