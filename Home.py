@@ -65,17 +65,22 @@ create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / ca
 with create_tab:
     with st.form("create_tool", clear_on_submit=False):
         name = st.text_input("Tool name", key="new_name", placeholder="e.g. impeller top")
+        kind = st.radio("Kind", ["classifier", "anomaly"], key="new_kind", horizontal=True,
+                        format_func=lambda k: {"classifier": "Classifier: learns good and defect photos",
+                                               "anomaly": "Anomaly: learns good photos only"}[k],
+                        help="An anomaly tool needs only good photos and flags whatever looks "
+                             "unusual; defect photos, if any, help it suggest a threshold.")
         classes = st.text_input("Classes (comma separated, must include 'good')",
                                 value="good, defect", key="new_classes")
         profiles = available_profiles()
         profile = st.selectbox("Network profile", list(profiles), key="new_profile",
                                format_func=lambda p: f"{p}: {profiles[p].description}")
-        flips = st.checkbox("Parts look the same mirrored (allow flips when training)",
-                            key="new_flips")
+        flips = st.checkbox("Parts look the same mirrored (allow flips when training; anomaly "
+                            "tools also allow quarter turns)", key="new_flips")
         if st.form_submit_button("Create tool", type="primary"):
             try:
                 wanted = tuple(c.strip() for c in classes.split(",") if c.strip())
-                tool = store.create(name.strip(), classes=wanted, profile=profile,
+                tool = store.create(name.strip(), kind=kind, classes=wanted, profile=profile,
                                     allow_flips=flips)
                 st.session_state[ui.CURRENT_TOOL] = tool.name
                 ui.flash(f"Created tool '{tool.name}'. Next: capture photos on the Capture page.")

@@ -51,7 +51,7 @@ def _print_progress(progress: Progress) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     store = ToolStore()
     folder = Path(args.data)
-    classes = _classes_in(folder)
+    classes = ("good",) if args.kind == "anomaly" else _classes_in(folder)  # anomaly: DIR/good only
     settings = {"kind": args.kind, "classes": classes}
     if args.profile:
         settings["profile"] = args.profile
@@ -63,9 +63,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     meta = train_tool(tool, data, TrainingOptions(seed=args.seed, activate=not args.no_activate),
                       on_progress=_print_progress)
     v = meta["validation"]
+    figures = (f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}"
+               if v["balanced_accuracy"] is not None else
+               f"{v['confusion']['false_fail']} of {v['n']} good photos above the threshold held out")
     print(f"trained {tool.name} {meta['id']} on {meta['images']} in {meta['training_seconds']} s: "
-          f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}, "
-          f"suggested threshold {meta['suggested_threshold']:.3f}"
+          f"{figures}, suggested threshold {meta['suggested_threshold']:.3f}"
           + ("" if args.no_activate else " (active)"))
 
 
@@ -77,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     data = load_folder(folder, names)
     if not data.images:
         raise InspectorError(f"no readable images under {folder}")
-    scores = model.head.defect_scores(model.probabilities(data.images))
+    scores = model.defect_scores(data.images)
     is_defect = np.array([names[y] != "good" for y in data.labels])
     result = pass_fail_metrics(is_defect, scores, tool.config.threshold)
     result.update(tool=tool.name, version=model.version, skipped=[str(p) for p in data.skipped])
@@ -98,17 +100,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if image is None:
             raise InspectorError(f"'{name}' is not a readable image")
         roi = crop_roi(image, tool.config.roi) if args.full_frame else image
-        probabilities, heat = model.explain([roi])[0]
-        score = float(1.0 - probabilities[model.head.good_index])
-        failed = score >= tool.config.threshold
-        defect = model.head.classes[int(model.head.top_defect(probabilities[None])[0])]
-        row = {"image": name, "verdict": "FAIL" if failed else "PASS", "score": score,
-               "class": defect if failed else "good", "threshold": tool.config.threshold,
-               "probabilities": dict(zip(model.head.classes, map(float, probabilities)))}
+        explained = model.explain([roi])[0]
+        failed = explained.score >= tool.config.threshold
+        row = {"image": name, "verdict": "FAIL" if failed else "PASS", "score": explained.score,
+               "class": explained.defect_class if failed else "good", "threshold": tool.config.threshold}
+        if explained.probabilities is not None:
+            row["probabilities"] = dict(zip(model.head.classes, map(float, explained.probabilities)))
         if args.heatmap:
             out = Path(args.heatmap) / f"{Path(name).stem}-heatmap.png"
             out.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out), blend_heatmap(roi, heat))
+            cv2.imwrite(str(out), blend_heatmap(roi, explained.heat))
             row["heatmap"] = str(out)
         rows.append(row)
     if args.json:
@@ -156,7 +157,8 @@ def cmd_versions(args: argparse.Namespace) -> None:
     for meta in ToolStore().get(args.tool).versions():
         v = meta["validation"]
         print(f"{'*' if meta['active'] else ' '} {meta['id']}\t{meta['profile']}\t"
-              f"images={sum(meta['images'].values())}\tbalanced_accuracy={v['balanced_accuracy']:.3f}")
+              f"images={sum(meta['images'].values())}\tbalanced_accuracy="
+              + ("-" if v["balanced_accuracy"] is None else f"{v['balanced_accuracy']:.3f}"))
 
 
 def cmd_activate(args: argparse.Namespace) -> None:
@@ -230,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a tool from DIR/<class>/ images and activate it")
     p.add_argument("--tool", required=True)
-    p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. good")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. good "
+                   "(an anomaly tool uses only DIR/good)")
     p.add_argument("--profile")
-    p.add_argument("--kind", default="classifier")
+    p.add_argument("--kind", default="classifier", choices=["classifier", "anomaly"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-flips", action="store_true", help="parts look the same mirrored")
     p.add_argument("--no-activate", action="store_true", help="keep the current version live")
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify image files")
     p.add_argument("--tool", required=True)
     p.add_argument("images", nargs="+")
-    p.add_argument("--heatmap", metavar="OUT_DIR", help="write Grad-CAM overlays there")
+    p.add_argument("--heatmap", metavar="OUT_DIR", help="write Grad-CAM / anomaly map overlays there")
     p.add_argument("--full-frame", action="store_true", help="crop the tool's ROI first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_predict)

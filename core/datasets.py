@@ -75,9 +75,20 @@ def load_folder(root: Path, classes: tuple[str, ...] | list[str]) -> LoadedImage
 
 def check_trainable(counts: dict[str, int], minimum: int = MIN_IMAGES_PER_CLASS,
                     kind: str = "classifier") -> None:
-    """Refuse to train on too few images, with what to capture next."""
-    needed = ["good"] if kind == "anomaly" else list(counts)
-    if kind == "classifier" and sum(1 for n in counts.values() if n > 0) < 2:
+    """Refuse to train on too few images, with what to capture next.
+
+    A classifier needs ``minimum`` photos of every class; an anomaly tool learns from good photos
+    only, so it needs ``minimum`` good ones and any number of defect photos (even none).
+    """
+    if kind == "anomaly":
+        good = counts.get("good", 0)
+        if good < minimum:
+            raise InspectorError(f"an anomaly tool learns from good photos only: capture "
+                                 f"{minimum - good} more 'good' photo(s) (have {good}, need {minimum}); "
+                                 "defect photos are optional")
+        return
+    needed = list(counts)
+    if sum(1 for n in counts.values() if n > 0) < 2:
         raise InspectorError("training needs images of at least two classes (good and a defect); "
                              f"have {counts}")
     short = {c: counts.get(c, 0) for c in needed if counts.get(c, 0) < minimum}

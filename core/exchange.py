@@ -1,7 +1,8 @@
 """Moving tools between stations: one-file export/import, and ONNX export for embedded targets.
 
 A tool file is a zip holding ``manifest.json`` (format, tool configuration, model metadata and a
-SHA-256 of every other member), ``model/`` (safetensors weights and metadata) and, optionally,
+SHA-256 of every other member), ``model/`` (metadata and the safetensors weights of its kind: a
+classifier head or an anomaly memory) and, optionally,
 ``images/<class>/``. Import trusts nothing in it: members are whitelisted by path and type, sizes
 are capped, checksums verified, JSON and weights parsed without any code execution, and the tool
 is assembled in a hidden folder that is renamed into place only once all of it is valid.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.anomaly import MEMORY_FILE, AnomalyModel
 from core.backbones import create_backbone, get_profile
 from core.datasets import IMAGE_SUFFIXES, decode_image, image_files
 from core.errors import InspectorError
@@ -38,7 +40,8 @@ MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 200
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_MODEL_FILES = {f"model/{WEIGHTS_FILE}", "model/meta.json"}
+_WEIGHTS_OF_KIND = {"classifier": WEIGHTS_FILE, "anomaly": MEMORY_FILE}
+_MODEL_FILES = {"model/meta.json", *(f"model/{name}" for name in _WEIGHTS_OF_KIND.values())}
 
 
 def _sha256(data: bytes) -> str:
@@ -50,7 +53,8 @@ def export_tool(tool: Tool, destination: Path, include_images: bool = False) -> 
     members: dict[str, bytes] = {}
     if tool.config.active_version:
         folder = tool.version_dir()
-        members[f"model/{WEIGHTS_FILE}"] = (folder / WEIGHTS_FILE).read_bytes()
+        weights = _WEIGHTS_OF_KIND[tool.version_meta().get("kind", "classifier")]
+        members[f"model/{weights}"] = (folder / weights).read_bytes()
         members["model/meta.json"] = (folder / "meta.json").read_bytes()
     if include_images:
         for name in tool.config.classes:
@@ -144,9 +148,14 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
     if store.exists(config.name) and not replace_existing:
         raise InspectorError(f"a tool named '{config.name}' already exists: import it under "
                              "another name or replace it")
-    has_model = _MODEL_FILES <= set(members)
+    model_files = _MODEL_FILES & set(members)
+    has_model = bool(model_files)
     if has_model:
-        get_profile(json.loads(members["model/meta.json"])["profile"])
+        meta = _model_meta(members, config)
+        if model_files != {"model/meta.json", f"model/{_WEIGHTS_OF_KIND[meta['kind']]}"}:
+            raise InspectorError(f"refused: a {meta['kind']} model must hold exactly meta.json and "
+                                 f"{_WEIGHTS_OF_KIND[meta['kind']]} (found {sorted(model_files)})")
+        get_profile(meta["profile"])
     for member, data in members.items():
         if member.startswith("images/") and decode_image(data) is None:
             raise InspectorError(f"refused: '{member}' is not a readable image")
@@ -157,15 +166,15 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
     try:
         version = None
         if has_model:
-            meta = json.loads(members["model/meta.json"])
             version = str(meta["id"])
             folder = staging / "versions" / version
             if not _VERSION_ID.fullmatch(version):
                 raise InspectorError(f"refused: model version id '{version}' is not a safe name")
-            for member in _MODEL_FILES:
+            for member in model_files:
                 atomic_write_bytes(folder / PurePosixPath(member).name, members[member])
-            head = ClassifierHead.load(folder)
-            if tuple(head.classes) != config.classes:
+            if meta["kind"] == "anomaly":
+                AnomalyModel.load(folder)
+            elif tuple(ClassifierHead.load(folder).classes) != config.classes:
                 raise InspectorError("refused: the model's classes differ from the tool's")
         for member, data in members.items():
             if member.startswith("images/"):
@@ -182,6 +191,21 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
         raise
     announce(config.name, "imported", source=Path(source).name, version=version)
     return store.get(config.name)
+
+
+def _model_meta(members: dict[str, bytes], config: ToolConfig) -> dict:
+    """The packed model's metadata, checked against the tool it comes with."""
+    try:
+        meta = json.loads(members["model/meta.json"])
+    except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InspectorError(f"refused: the model's meta.json is missing or not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or not {"id", "profile"} <= set(meta):
+        raise InspectorError("refused: the model's meta.json lacks its id or profile")
+    meta.setdefault("kind", "classifier")
+    if meta["kind"] != config.kind:
+        raise InspectorError(f"refused: the model is a {meta['kind']} model but the tool is a "
+                             f"{config.kind} tool")
+    return meta
 
 
 class _FullModel(nn.Module):
@@ -214,6 +238,9 @@ def export_onnx(tool: Tool, destination: Path, check_images: list[np.ndarray] | 
     import onnxruntime as ort
 
     model = TrainedModel(tool)
+    if model.head is None:
+        raise InspectorError(f"'{tool.name}' is an anomaly tool: ONNX export covers classifier tools; "
+                             "move it to another station with 'inspector export --out FILE' instead")
     full = _FullModel(tool, model.head).eval()
     size = model.profile.input_size
     buffer = io.BytesIO()

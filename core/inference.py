@@ -1,4 +1,8 @@
-"""Live inspection: crop each tool's ROI from a BGR frame, classify, threshold, smooth, explain.
+"""Live inspection: crop each tool's ROI from a BGR frame, score, threshold, smooth, explain.
+
+A tool is a classifier (defect score 1 - P(good), Grad-CAM heatmap) or an anomaly tool (score of
+how unusual the ROI is, anomaly map as heatmap); both read the same backbone pass, so the ROIs of
+tools sharing a network profile run in one batch whatever their kind.
 
 ``Inspector.inspect(frame)`` is what the webcam callback calls on its own thread. Settings
 (threshold, smoothing window, TTA, ROI) may be changed from another thread at any moment through
@@ -12,10 +16,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from core.anomaly import AnomalyModel
 from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
@@ -23,6 +28,8 @@ from core.model import ClassifierHead, pool_features
 from core.preprocessing import crop_roi, to_tensor, tta_variants
 from core.runtime import get_extractor
 from core.tools import Tool, ToolConfig
+
+ANOMALY = "anomaly"  # the defect class an anomaly tool reports: it knows only 'unusual'
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class ToolResult:
     smoothed: float  # moving average of the last ``smoothing`` scores
     threshold: float
     box: tuple[int, int, int, int]  # ROI in frame pixels (x0, y0, x1, y1)
-    heatmap: np.ndarray | None  # Grad-CAM evidence over the ROI, 1.0 = a typical defect
+    heatmap: np.ndarray | None  # Grad-CAM or anomaly map over the ROI, 1.0 = a typical defect
     latency_ms: float
     version: str
 
@@ -49,36 +56,93 @@ class ToolResult:
         return f"{self.tool}: {self.verdict}{cls} {self.smoothed:.2f}"
 
 
+class Explanation(NamedTuple):
+    """One image under a model: its defect score, likeliest defect, heatmap and class probabilities
+    (None for an anomaly tool, which knows only 'unusual')."""
+
+    score: float
+    defect_class: str
+    heat: np.ndarray
+    probabilities: np.ndarray | None
+
+
 class TrainedModel:
-    """A tool's model version ready to run: backbone extractor plus classifier head."""
+    """A tool's model version ready to run: the backbone extractor plus a classifier head or an
+    anomaly memory, whichever kind the version is."""
 
     def __init__(self, tool: Tool, version: str | None = None):
         self.version = version or tool.config.active_version
         if not self.version:
             raise InspectorError(f"tool '{tool.name}' has no trained model yet: train it first")
         meta = tool.version_meta(self.version)
+        self.kind = meta.get("kind", "classifier")
         self.profile = get_profile(meta["profile"])
-        self.head = ClassifierHead.load(tool.version_dir(self.version))
+        folder = tool.version_dir(self.version)
+        self.head = ClassifierHead.load(folder) if self.kind == "classifier" else None
+        self.anomaly = AnomalyModel.load(folder) if self.kind == "anomaly" else None
         self.extractor = get_extractor(self.profile)
 
+    def _batch(self, images: list[np.ndarray]) -> np.ndarray:
+        return to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
+
     def features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        batch = to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
-        return self.extractor(batch)
+        return self.extractor(self._batch(images))
+
+    def maps(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mid, last, fine) maps: everything either kind of model needs, from one pass."""
+        return self.extractor.maps(self._batch(images))
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
+        if self.head is None:
+            raise InspectorError("an anomaly tool has no class probabilities; use its defect scores")
         out = []
         for start in range(0, len(images), batch):
             mid, last = self.features(images[start:start + batch])
             out.append(self.head.probabilities(pool_features(mid, last)))
         return np.concatenate(out) if out else np.zeros((0, len(self.head.classes)), np.float32)
 
-    def explain(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(probabilities, Grad-CAM map) of each image, the map for its most likely defect."""
-        mid, last = self.features(images)
+    def defect_scores(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
+        """0..1 defect score of each ROI image (what the threshold is compared with), either kind."""
+        if self.head is not None:
+            return self.head.defect_scores(self.probabilities(images, batch))
+        out = [self.judge_all(*self.maps(images[start:start + batch]))
+               for start in range(0, len(images), batch)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def judge_all(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """Defect scores of a batch of maps."""
+        if self.head is not None:
+            return self.head.defect_scores(self.head.probabilities(pool_features(mid, last)))
+        return self.anomaly.score(mid, fine)[0]
+
+    def judge(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray, heatmap: bool
+              ) -> tuple[float, str, np.ndarray | None]:
+        """One ROI's maps (its TTA variants as rows): the mean defect score, the likeliest defect
+        and (optionally) the heatmap of the ROI itself (row 0)."""
+        if self.head is not None:
+            probabilities = self.head.probabilities(pool_features(mid, last))
+            mean = probabilities.mean(axis=0, keepdims=True)
+            heat = None
+            if heatmap:
+                target = int(self.head.top_defect(probabilities[:1])[0])
+                heat = self.head.gradcam(mid[0], last[0], target)
+            return (float(self.head.defect_scores(mean)[0]),
+                    self.head.classes[int(self.head.top_defect(mean)[0])], heat)
+        scores, maps = self.anomaly.score(mid, fine)
+        return float(scores.mean()), ANOMALY, self.anomaly.heat(maps[0]) if heatmap else None
+
+    def explain(self, images: list[np.ndarray]) -> list[Explanation]:
+        """Score, likeliest defect and heatmap (Grad-CAM or anomaly map) of each image."""
+        mid, last, fine = self.maps(images)
+        if self.head is None:
+            scores, maps = self.anomaly.score(mid, fine)
+            return [Explanation(float(s), ANOMALY, self.anomaly.heat(m), None) for s, m in zip(scores, maps)]
         probabilities = self.head.probabilities(pool_features(mid, last))
         targets = self.head.top_defect(probabilities)
-        return [(probabilities[i], self.head.gradcam(mid[i], last[i], int(targets[i])))
+        scores = self.head.defect_scores(probabilities)
+        return [Explanation(float(scores[i]), self.head.classes[int(targets[i])],
+                            self.head.gradcam(mid[i], last[i], int(targets[i])), probabilities[i])
                 for i in range(len(images))]
 
 
@@ -128,14 +192,11 @@ class ToolRunner:
         return config, model, images
 
     def _decide(self, config: ToolConfig, model: TrainedModel, frame_shape: tuple[int, ...],
-                probabilities: np.ndarray, heat: np.ndarray | None, latency_ms: float) -> ToolResult:
-        mean_probabilities = probabilities.mean(axis=0, keepdims=True)
-        score = float(model.head.defect_scores(mean_probabilities)[0])
+                score: float, defect: str, heat: np.ndarray | None, latency_ms: float) -> ToolResult:
         with self._lock:
             self._scores.append(score)
             smoothed = float(np.mean(self._scores))
         failed = smoothed >= config.threshold
-        defect = model.head.classes[int(model.head.top_defect(mean_probabilities)[0])]
         result = ToolResult(config.name, "FAIL" if failed else "PASS", defect if failed else None,
                             score, smoothed, config.threshold,
                             config.roi.to_pixels(frame_shape[1], frame_shape[0]), heat,
@@ -162,21 +223,16 @@ class Inspector:
         groups: dict[str, list[int]] = {}
         for index, (_, model, _) in enumerate(prepared):
             groups.setdefault(model.profile.name, []).append(index)
-        outputs: list[tuple[np.ndarray, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
+        outputs: list[tuple[float, str, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
         for indices in groups.values():
             images = [im for i in indices for im in prepared[i][2]]
-            mid, last = prepared[indices[0]][1].features(images)
+            mid, last, fine = prepared[indices[0]][1].maps(images)
             offset = 0
             for i in indices:
                 _, model, own = prepared[i]
                 rows = slice(offset, offset + len(own))
                 offset += len(own)
-                probabilities = model.head.probabilities(pool_features(mid[rows], last[rows]))
-                heat = None
-                if heatmaps:
-                    target = int(model.head.top_defect(probabilities[:1])[0])
-                    heat = model.head.gradcam(mid[rows.start], last[rows.start], target)
-                outputs[i] = (probabilities, heat)
+                outputs[i] = model.judge(mid[rows], last[rows], fine[rows], heatmaps)
         latency = (time.perf_counter() - start) * 1000
         return [runner._decide(config, model, frame.shape, *outputs[i], latency)
                 for i, (runner, (config, model, _)) in enumerate(zip(self.runners, prepared))]

@@ -28,8 +28,8 @@ class ReviewedPhoto(NamedTuple):
 
 
 def defect_scores(tool: Tool, paths: list[Path], version: str | None = None) -> np.ndarray:
-    """Defect score (1 - P(good)) of stored photos under a model version (default: the active
-    one); NaN for a file that does not decode."""
+    """Defect score (1 - P(good), or an anomaly tool's 0..1 score) of stored photos under a model
+    version (default: the active one); NaN for a file that does not decode."""
     model = TrainedModel(tool, version)
     images, keep = [], []
     for i, path in enumerate(paths):
@@ -39,7 +39,7 @@ def defect_scores(tool: Tool, paths: list[Path], version: str | None = None) -> 
             keep.append(i)
     scores = np.full(len(paths), np.nan, np.float32)
     if images:
-        scores[keep] = model.head.defect_scores(model.probabilities(images))
+        scores[keep] = model.defect_scores(images)
     return scores
 
 

@@ -16,19 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
+import cv2
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
 from core.backbones import get_profile
 from core.datasets import LoadedImages, ToolDataset, check_trainable
-from core.errors import InspectorError, TrainingCancelled
+from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
 from core.model import ClassifierHead, pool_features
 from core.preprocessing import augment, to_tensor
 from core.runtime import get_extractor
-from core.tools import Tool, announce
+from core.tools import Tool, ToolConfig, announce
 from core.workspace import atomic_write_json, fsync_dir
 
 BATCH = 16
@@ -161,47 +164,33 @@ def _new_version_id(tool: Tool) -> str:
 def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOptions = TrainingOptions(),
                on_progress: ProgressCallback | None = None,
                cancel: threading.Event | None = None) -> dict:
-    """Train a new model version of a classifier tool, validate it, save it atomically.
+    """Train a new model version of a tool (classifier or anomaly), validate it, save it atomically.
 
     ``data`` defaults to the tool's own dataset. The previous active version stays live if this
     run fails or is cancelled. Returns the new version's metadata.
     """
     config = tool.config
-    if config.kind != "classifier":
-        raise InspectorError(f"tool kind '{config.kind}' cannot be trained by this station yet")
     report = _Reporter(on_progress, cancel)
     data = data if data is not None else ToolDataset(tool.images_dir, config.classes).load()
     counts = {c: int(sum(1 for y in data.labels if y == i)) for i, c in enumerate(config.classes)}
-    check_trainable(counts, options.min_per_class)
+    check_trainable(counts, options.min_per_class, kind=config.kind)
     started = time.perf_counter()
-    labels = np.asarray(data.labels)
-    last_channels = get_extractor(config.profile).channels[1]
-    features, groups = extract_view_features(data.images, config.profile, options.views_per_image,
-                                             options.seed, config.allow_flips, report)
-    oof, folds = cross_validate(features, groups, labels, config.classes, last_channels, options.folds,
-                         options.seed, report)
-    head = fit_head(features, labels[groups], config.classes, last_channels, options.seed)
-    head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile)
+    train = _train_anomaly if config.kind == "anomaly" else _train_classifier
+    model, scores, threshold, validation, details = train(config, data, options, report)
     report("saving", 0, 1)
-
-    is_defect = labels != head.good_index
-    scores = head.defect_scores(oof)
-    threshold = suggest_threshold(is_defect, scores)
-    validation = pass_fail_metrics(is_defect, scores, threshold)
-    validation["method"] = f"{folds}-fold cross-validation"
-    validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
+    is_defect = np.asarray(data.labels) != config.classes.index("good")
     wrong = [(str(p), float(s)) for p, s, d in zip(data.paths, scores, is_defect)
              if (s >= threshold) != d]
     meta = {
         "id": _new_version_id(tool), "kind": config.kind, "profile": config.profile,
         "classes": list(config.classes), "created": datetime.now(timezone.utc).isoformat(),
         "images": counts, "views_per_image": options.views_per_image, "seed": options.seed,
-        "suggested_threshold": threshold, "validation": validation,
+        **details, "suggested_threshold": threshold, "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
         "skipped": [str(p) for p in data.skipped],
         "training_seconds": round(time.perf_counter() - started, 2),
     }
-    save_version(tool, head, meta)
+    save_version(tool, model, meta)
     announce(tool.name, "trained", version=meta["id"], profile=config.profile,
              balanced_accuracy=validation.get("balanced_accuracy"))
     report("saving", 1, 1)
@@ -210,12 +199,108 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     return meta
 
 
-def save_version(tool: Tool, head: ClassifierHead, meta: dict) -> Path:
-    """Write a version into a hidden folder, then rename it into place in one atomic step."""
+def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
+                      report: Callable[[str, int, int], None]
+                      ) -> tuple[ClassifierHead, np.ndarray, float, dict, dict]:
+    """Head, out-of-fold defect scores, suggested threshold, validation figures, extra metadata."""
+    labels = np.asarray(data.labels)
+    last_channels = get_extractor(config.profile).channels[1]
+    features, groups = extract_view_features(data.images, config.profile, options.views_per_image,
+                                             options.seed, config.allow_flips, report)
+    oof, folds = cross_validate(features, groups, labels, config.classes, last_channels, options.folds,
+                                options.seed, report)
+    head = fit_head(features, labels[groups], config.classes, last_channels, options.seed)
+    head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile)
+    is_defect = labels != head.good_index
+    scores = head.defect_scores(oof)
+    threshold = suggest_threshold(is_defect, scores)
+    validation = pass_fail_metrics(is_defect, scores, threshold)
+    validation["method"] = f"{folds}-fold cross-validation"
+    validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
+    return head, scores, threshold, validation, {}
+
+
+def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
+    """View 0 is the photo; the others are re-takes, also quarter-turned when the part allows flips
+    (a part that looks the same mirrored is taken to look the same in any orientation)."""
+    if view == 0:
+        return image
+    if allow_flips and view % 4:
+        image = cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
+                                   cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
+    return augment(image, rng, allow_flips)
+
+
+def anomaly_maps_of(images: list[np.ndarray], profile_name: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(mid, fine) feature maps of photos as the live engine computes them, in batches."""
+    profile = get_profile(profile_name)
+    extractor = get_extractor(profile)
+    mids, fines = [], []
+    for start in range(0, len(images), BATCH):
+        mid, _, fine = extractor.maps(to_tensor(images[start:start + BATCH], profile.input_size,
+                                                profile.mean, profile.std))
+        mids.append(mid)
+        fines.append(fine)
+    return np.concatenate(mids), np.concatenate(fines)
+
+
+def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
+                   report: Callable[[str, int, int], None]
+                   ) -> tuple[AnomalyModel, np.ndarray, float, dict, dict]:
+    """A memory of good patches; good photos scored held-out, defect photos (if any) by the model.
+
+    With defect photos the threshold is the best balanced accuracy; with good photos only it is
+    0.5, which the score's calibration puts at a high quantile of held-out good scores.
+    """
+    settings = AnomalySettings()
+    profile = get_profile(config.profile)
+    extractor = get_extractor(profile)
+    labels = np.asarray(data.labels)
+    good_rows = np.flatnonzero(labels == config.classes.index("good"))
+    rng = np.random.default_rng(options.seed)
+    jobs = [(i, v) for i in good_rows for v in range(options.views_per_image)]
+    features = []
+    for start in range(0, len(jobs), BATCH):
+        chunk = jobs[start:start + BATCH]
+        pictures = [_anomaly_view(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
+        mid, _, fine = extractor.maps(to_tensor(pictures, profile.input_size, profile.mean, profile.std))
+        features.append(patch_features(mid, fine, settings.neighbourhood))
+        report("extracting features", start + len(chunk), len(jobs))
+    sources = np.array([i for i, _ in jobs])
+    originals = np.flatnonzero(np.array([v for _, v in jobs]) == 0)
+    model, held_out = fit_memory(np.concatenate(features), sources, originals, settings,
+                                 options.seed, report)
+    scores = np.zeros(len(labels), np.float32)
+    scores[good_rows] = model.unit_scores(held_out)
+    defect_rows = np.flatnonzero(labels != config.classes.index("good"))
+    for start in range(0, len(defect_rows), BATCH):
+        rows = defect_rows[start:start + BATCH]
+        mid, fine = anomaly_maps_of([data.images[i] for i in rows], config.profile)
+        scores[rows] = model.score(mid, fine)[0]
+        report("scoring defect photos", start + len(rows), len(defect_rows))
+    is_defect = labels != config.classes.index("good")
+    threshold = suggest_threshold(is_defect, scores) if is_defect.any() else 0.5
+    validation = pass_fail_metrics(is_defect, scores, threshold)
+    validation["method"] = ("leave-one-out on good photos"
+                            + (", defect photos scored by the model" if is_defect.any() else ""))
+    validation["good_raw_scores"] = {"median": model.floor, "quantile": model.centre,
+                                     "quantile_level": settings.good_quantile}
+    return model, scores, threshold, validation, {"anomaly": settings.to_json(),
+                                                  "memory_patches": int(len(model.memory))}
+
+
+class SavableModel(Protocol):
+    def save(self, folder: Path) -> None: ...
+
+
+def save_version(tool: Tool, model: SavableModel, meta: dict) -> Path:
+    """Write a version (a classifier head or an anomaly memory, and its metadata) into a hidden
+    folder, then rename it into place in one atomic step."""
     final = tool.versions_dir / meta["id"]
     staging = tool.versions_dir / f".staging-{meta['id']}"
     staging.mkdir(parents=True, exist_ok=False)
-    head.save(staging)
+    model.save(staging)
     atomic_write_json(staging / "meta.json", meta)
     for file in staging.iterdir():
         with open(file, "rb") as f:

@@ -31,10 +31,18 @@ classes = list(tool.config.classes)
 def show_counts() -> None:
     counts = ds.counts()
     cols = st.columns(len(counts))
+    anomaly = tool.config.kind == "anomaly"
     for col, (name, n) in zip(cols, counts.items()):
+        if anomaly and name != "good":
+            col.metric(name, n, delta="optional", delta_color="off", delta_arrow="off")
+            continue
         missing = max(0, MIN_IMAGES_PER_CLASS - n)
         col.metric(name, n, delta=f"{missing} more needed" if missing else "enough to train",
                    delta_color="inverse" if missing else "normal", delta_arrow="off")
+    if anomaly:
+        st.caption("Anomaly tool: good photos are enough to train (20-30 of varied good parts). "
+                   "A few defect photos are optional: they help suggest a threshold and estimate "
+                   "accuracy.")
 
 
 show_counts()

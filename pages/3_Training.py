@@ -128,6 +128,12 @@ m4.metric("False FAIL (good parts)", v["confusion"]["false_fail"])
 m5.metric("Missed defects", v["confusion"]["missed_defect"])
 st.caption(f"{v.get('method', 'validation')} on {v.get('n')} photos, profile {meta['profile']}, "
            f"{meta.get('training_seconds', 0):.0f} s of training.")
+if meta.get("kind") == "anomaly":
+    st.caption(f"Anomaly tool: a memory of {meta.get('memory_patches', '?')} good patches. Score 0.5 "
+               f"is as unusual as the most unusual good photos held out in validation; "
+               + ("balanced accuracy and ROC AUC need defect photos in the dataset."
+                  if v.get("balanced_accuracy") is None else
+                  "the suggested threshold is the best balance on the defect photos."))
 
 left, right = st.columns(2)
 with left:
@@ -147,7 +153,7 @@ if meta.get("skipped"):
                + ", ".join(Path(p).name for p in meta["skipped"][:10]))
 
 
-@st.cache_data(max_entries=4, show_spinner="Computing Grad-CAM heatmaps...")
+@st.cache_data(max_entries=4, show_spinner="Computing heatmaps...")
 def misclassified_views(tool_name: str, version: str, items: tuple[tuple[str, float], ...]
                         ) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
     from core.inference import TrainedModel
@@ -158,8 +164,8 @@ def misclassified_views(tool_name: str, version: str, items: tuple[tuple[str, fl
     if not found:
         return []
     explained = model.explain([im for _, _, im in found])
-    return [(p, s, ui.to_rgb(im), ui.to_rgb(blend_heatmap(im, heat)))
-            for (p, s, im), (_, heat) in zip(found, explained)]
+    return [(p, s, ui.to_rgb(im), ui.to_rgb(blend_heatmap(im, e.heat)))
+            for (p, s, im), e in zip(found, explained)]
 
 
 wrong = meta.get("misclassified", [])

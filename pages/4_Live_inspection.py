@@ -68,7 +68,8 @@ with st.sidebar:
     mode = st.radio("Mode", ["Continuous", "Triggered"], key="live_mode", horizontal=True,
                     help="Triggered judges one frame per press of TRIGGER (or an external "
                          "trigger) and holds the verdict.")
-    heatmaps = st.toggle("Show Grad-CAM heatmaps", key="live_heatmaps")
+    heatmaps = st.toggle("Show Grad-CAM heatmaps", key="live_heatmaps",
+                         help="Anomaly tools show their anomaly map: where the part looks unusual.")
     for live in sessions.values():
         live.continuous, live.heatmaps = mode == "Continuous", heatmaps
     runners = {name: r for live in sessions.values() for name, r in live.runners.items()}

@@ -1,0 +1,203 @@
+"""Anomaly tools: trained on good photos only, they score how unusual a part looks and show where.
+
+Defects are rare and varied, good parts plentiful, so this model learns only what good looks like
+(the PatchCore family, sized for a 2-core CPU). Every location of the backbone's fine (stride-8)
+and mid-level (stride-16) maps, each averaged over its 3x3 neighbourhood and the mid map upsampled
+to the fine grid, is a patch feature. A memory keeps good patches from every training photo and a
+few re-takes of it, thinned by a greedy k-centre coreset so that memory and search stay small
+while still covering every kind of good patch. A patch's anomaly is its distance to the nearest
+remembered patch; the anomaly map is those distances, lightly smoothed; the image's raw score is
+the map's peak.
+
+Raw distances mean nothing to an operator, so training scores every good photo against the
+memory without any patch of its own (leave-one-out) and keeps the statistics of those held-out
+scores. The 0..1 score is a logistic curve of the raw score centred on a high quantile of them:
+0.5 means "as unusual as the most unusual good parts", the meaning the threshold slider has for a
+classifier, and the heatmap reads 1.0 at that same level.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+from torch.nn import functional as F
+
+from core.errors import InspectorError
+
+MEMORY_FILE = "memory.safetensors"
+METHOD = "patch-memory"
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """The method's parameters, written into each version's meta.json."""
+
+    memory_size: int = 6144  # patches kept by the coreset
+    neighbourhood: int = 3  # local averaging window of each map, in map cells
+    blur_sigma: float = 1.0  # smoothing of the anomaly map, in fine-map cells
+    good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
+    projection: int = 32  # dimensions of the random projection the coreset is chosen in
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": METHOD, **asdict(self)}
+
+
+def patch_features(mid: np.ndarray, fine: np.ndarray, neighbourhood: int = 3) -> np.ndarray:
+    """(N, C, h, w) mid and (N, c, H, W) fine maps -> (N, H, W, C + c) local patch features."""
+    maps = []
+    size = fine.shape[-2:]
+    for m in (torch.from_numpy(np.ascontiguousarray(fine)), torch.from_numpy(np.ascontiguousarray(mid))):
+        if neighbourhood > 1:
+            m = F.avg_pool2d(m, neighbourhood, 1, neighbourhood // 2, count_include_pad=False)
+        if m.shape[-2:] != size:
+            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        maps.append(m)
+    return torch.cat(maps, 1).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
+                   report: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Indices of ``size`` rows chosen so that every row is near a chosen one (k-centre greedy).
+
+    Distances are taken in a random projection (Johnson-Lindenstrauss), which keeps the choice
+    nearly the same at a fraction of the cost.
+    """
+    if size >= len(features):
+        return np.arange(len(features))
+    rng = np.random.default_rng(seed)
+    x = features
+    if projection and x.shape[1] > projection:
+        x = x @ (rng.standard_normal((x.shape[1], projection)) / projection ** 0.5).astype(np.float32)
+    x = np.ascontiguousarray(x, np.float32)
+    squared = (x * x).sum(1)
+    chosen = [int(rng.integers(len(x)))]
+    nearest = squared - 2 * (x @ x[chosen[0]]) + squared[chosen[0]]
+    for step in range(1, size):
+        i = int(nearest.argmax())
+        chosen.append(i)
+        candidate = x @ x[i]  # in place from here on: this loop is most of a training run
+        candidate *= -2
+        candidate += squared
+        candidate += squared[i]
+        np.minimum(nearest, candidate, out=nearest)
+        if report is not None and step % 512 == 0:
+            report(step, size)
+    return np.asarray(chosen)
+
+
+def nearest_distances(queries: np.ndarray, memory: np.ndarray, memory_squared: np.ndarray,
+                      excluded: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distance of each query row to its nearest memory row (rows ``excluded`` skipped)."""
+    products = torch.from_numpy(queries) @ torch.from_numpy(memory).T
+    squared = (torch.from_numpy(queries) ** 2).sum(1, keepdim=True) - 2 * products
+    squared += torch.from_numpy(memory_squared)
+    if excluded is not None:
+        squared[:, torch.from_numpy(excluded)] = float("inf")
+    return squared.min(1).values.clamp_(min=0).sqrt_().numpy()
+
+
+@dataclass
+class AnomalyModel:
+    """A memory of good patches and the statistics that turn distances into a 0..1 score."""
+
+    memory: np.ndarray  # (M, C) float32
+    centre: float  # raw score mapped to 0.5 (a high quantile of held-out good scores)
+    spread: float  # raw-score units per logistic unit
+    floor: float  # raw level shown as no heat (the median held-out good score)
+    settings: AnomalySettings
+
+    def __post_init__(self) -> None:
+        self.memory = np.ascontiguousarray(self.memory, np.float32)
+        self._memory_squared = (self.memory ** 2).sum(1)
+
+    def anomaly_maps(self, mid: np.ndarray, fine: np.ndarray,
+                     excluded: np.ndarray | None = None) -> np.ndarray:
+        """(N, H, W) smoothed raw anomaly maps on the fine grid."""
+        features = patch_features(mid, fine, self.settings.neighbourhood)
+        n, h, w, c = features.shape
+        distances = nearest_distances(features.reshape(-1, c), self.memory, self._memory_squared,
+                                      excluded).reshape(n, h, w)
+        if self.settings.blur_sigma > 0:
+            distances = np.stack([cv2.GaussianBlur(d, (0, 0), self.settings.blur_sigma)
+                                  for d in distances])
+        return distances
+
+    def unit_scores(self, raw: np.ndarray) -> np.ndarray:
+        """Raw peak distances -> 0..1 anomaly scores (0.5 at ``centre``)."""
+        z = np.clip((np.asarray(raw, np.float64) - self.centre) / self.spread, -50, 50)
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def heat(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """An anomaly map in heatmap units: 0 at a typical good peak, 1.0 at the score's 0.5."""
+        return np.maximum(anomaly_map - self.floor, 0) / max(self.centre - self.floor, 1e-6)
+
+    def score(self, mid: np.ndarray, fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """0..1 scores and raw anomaly maps of a batch."""
+        maps = self.anomaly_maps(mid, fine)
+        return self.unit_scores(maps.reshape(len(maps), -1).max(1)), maps
+
+    def save(self, folder: Path) -> None:
+        save_file({"memory": self.memory}, str(folder / MEMORY_FILE),
+                  metadata={"centre": repr(self.centre), "spread": repr(self.spread),
+                            "floor": repr(self.floor), "settings": json.dumps(self.settings.to_json())})
+
+    @classmethod
+    def load(cls, folder: Path) -> AnomalyModel:
+        path = folder / MEMORY_FILE
+        try:
+            with safe_open(str(path), "numpy") as f:
+                meta: dict[str, Any] = f.metadata() or {}
+            settings = json.loads(meta["settings"])
+            if settings.pop("method", None) != METHOD:
+                raise ValueError("unknown anomaly method")
+            model = cls(load_file(str(path))["memory"], float(meta["centre"]), float(meta["spread"]),
+                        float(meta["floor"]), AnomalySettings(**settings))
+        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
+                                 "activate another version or retrain") from exc
+        if model.memory.ndim != 2 or not len(model.memory) or not model.spread > 0:
+            raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
+        return model
+
+
+def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
+               settings: AnomalySettings, seed: int,
+               report: Callable[[str, int, int], None]) -> tuple[AnomalyModel, np.ndarray]:
+    """Build the memory from the patch features of every view and calibrate it on held-out photos.
+
+    ``features`` is (V, H, W, C) for V views, ``sources[v]`` the photo a view shows and
+    ``originals`` the view index of each photo itself. Returns the model and each photo's held-out
+    raw score (scored against the memory without any patch from that photo's views).
+    """
+    v, h, w, c = features.shape
+    patches = features.reshape(-1, c)
+    patch_source = np.repeat(sources, h * w)
+    chosen = greedy_coreset(patches, settings.memory_size, settings.projection, seed,
+                            lambda done, total: report("building the memory", done, total))
+    report("building the memory", 1, 1)
+    memory_source = patch_source[chosen]
+    model = AnomalyModel(patches[chosen], 0.0, 1.0, 0.0, settings)
+    held_out = np.zeros(len(originals), np.float32)
+    for i, view in enumerate(originals):
+        distances = nearest_distances(features[view].reshape(-1, c), model.memory, model._memory_squared,
+                                      np.flatnonzero(memory_source == sources[view]))
+        held_out[i] = _smoothed_peak(distances.reshape(h, w), settings.blur_sigma)
+        report("validating on held-out good photos", i + 1, len(originals))
+    median = float(np.median(held_out))
+    centre = float(np.quantile(held_out, settings.good_quantile))
+    model.centre, model.floor = centre, median
+    model.spread = max((centre - median) / 3.0, 1e-3 * max(centre, 1e-6))
+    return model, held_out
+
+
+def _smoothed_peak(distances: np.ndarray, sigma: float) -> float:
+    return float((cv2.GaussianBlur(distances, (0, 0), sigma) if sigma > 0 else distances).max())
