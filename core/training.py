@@ -5,6 +5,9 @@ within a minute", while a frozen backbone needs one forward pass per view and th
 milliseconds. That speed buys a real validation estimate: every image is scored by a head that
 never saw any view of it (stratified k-fold), which gives the confusion matrix and the suggested
 threshold an engineer sees before activating the model.
+
+Anomaly tools (``core.anomaly``) take the same views of their good photos only, keep their patch
+features in a memory and validate each good photo against the memory without its own patches.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class TrainingOptions:
     folds: int = 5
     activate: bool = True
     min_per_class: int = 5
+    anomaly: AnomalySettings = AnomalySettings()  # used by anomaly tools only
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     With defect photos the threshold is the best balanced accuracy; with good photos only it is
     0.5, which the score's calibration puts at a high quantile of held-out good scores.
     """
-    settings = AnomalySettings()
+    settings = options.anomaly
     profile = get_profile(config.profile)
     extractor = get_extractor(profile)
     labels = np.asarray(data.labels)
