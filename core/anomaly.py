@@ -26,10 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from torch.nn import functional as F
 
 from core.errors import InspectorError
 
@@ -41,7 +39,7 @@ METHOD = "patch-memory"
 class AnomalySettings:
     """The method's parameters, written into each version's meta.json."""
 
-    memory_size: int = 6144  # patches kept by the coreset
+    memory_size: int = 4096  # patches kept by the coreset
     neighbourhood: int = 3  # local averaging window of each map, in map cells
     blur_sigma: float = 1.0  # smoothing of the anomaly map, in fine-map cells
     good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
@@ -52,16 +50,22 @@ class AnomalySettings:
 
 
 def patch_features(mid: np.ndarray, fine: np.ndarray, neighbourhood: int = 3) -> np.ndarray:
-    """(N, C, h, w) mid and (N, c, H, W) fine maps -> (N, H, W, C + c) local patch features."""
-    maps = []
-    size = fine.shape[-2:]
-    for m in (torch.from_numpy(np.ascontiguousarray(fine)), torch.from_numpy(np.ascontiguousarray(mid))):
+    """(N, C, h, w) mid and (N, c, H, W) fine maps -> (N, H, W, c + C) local patch features.
+
+    OpenCV rather than torch: on a busy 2-core CPU torch's threads spend longer waiting for each
+    other than computing such small maps.
+    """
+    window = (neighbourhood, neighbourhood)
+    out = np.empty((fine.shape[0], fine.shape[2], fine.shape[3], fine.shape[1] + mid.shape[1]), np.float32)
+    for i in range(len(fine)):
+        f = np.ascontiguousarray(fine[i].transpose(1, 2, 0))
+        m = np.ascontiguousarray(mid[i].transpose(1, 2, 0))
         if neighbourhood > 1:
-            m = F.avg_pool2d(m, neighbourhood, 1, neighbourhood // 2, count_include_pad=False)
-        if m.shape[-2:] != size:
-            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-        maps.append(m)
-    return torch.cat(maps, 1).permute(0, 2, 3, 1).contiguous().numpy()
+            f = cv2.blur(f, window, borderType=cv2.BORDER_REFLECT)
+            m = cv2.blur(m, window, borderType=cv2.BORDER_REFLECT)
+        out[i, :, :, :f.shape[2]] = f
+        out[i, :, :, f.shape[2]:] = cv2.resize(m, (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
@@ -96,13 +100,19 @@ def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
 
 def nearest_distances(queries: np.ndarray, memory: np.ndarray, memory_squared: np.ndarray,
                       excluded: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest memory row (rows ``excluded`` skipped)."""
-    products = torch.from_numpy(queries) @ torch.from_numpy(memory).T
-    squared = (torch.from_numpy(queries) ** 2).sum(1, keepdim=True) - 2 * products
-    squared += torch.from_numpy(memory_squared)
-    if excluded is not None:
-        squared[:, torch.from_numpy(excluded)] = float("inf")
-    return squared.min(1).values.clamp_(min=0).sqrt_().numpy()
+    """Euclidean distance of each query row to its nearest memory row (rows ``excluded`` skipped).
+
+    |q - m|^2 = |q|^2 + (|m|^2 - 2 q.m): the bracket is a matrix product and two in-place passes,
+    and |q|^2 is added to the row minima only.
+    """
+    queries = np.ascontiguousarray(queries, np.float32)
+    partial = queries @ memory.T
+    partial *= -2
+    partial += memory_squared
+    if excluded is not None and len(excluded):
+        partial[:, excluded] = np.inf
+    squared = partial.min(1) + (queries * queries).sum(1)
+    return np.sqrt(np.maximum(squared, 0))
 
 
 @dataclass
