@@ -39,7 +39,8 @@ def masks_of(dataset: str, files: list[Path], is_defect: np.ndarray) -> list[np.
         return None
     masks = []
     for path, defect in zip(files, is_defect):
-        mask = cv2.imread(str(root / path.parent.name / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(root / path.parent.name / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) \
+            if defect else None
         if defect and mask is None:
             return None
         masks.append(mask > 127 if defect else None)
