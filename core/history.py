@@ -414,12 +414,12 @@ def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:
 def _engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise InspectorError(f"history database URL '{url}' is not valid: give a SQLAlchemy URL "
-                             "such as sqlite:////path/history.sqlite or "
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(parsed, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise InspectorError(f"history database URL '{url}' is not valid ({exc}): give a "
+                             "SQLAlchemy URL such as sqlite:////path/history.sqlite or "
                              "postgresql+psycopg://user:password@host/db") from exc
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})

@@ -256,8 +256,10 @@ def test_an_unreachable_database_is_one_clear_line():
     with pytest.raises(InspectorError, match="cannot open the history database") as info:
         open_history(StationSettings(history_url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/x"))
     assert "\n" not in str(info.value)
+    with pytest.raises(InspectorError, match="not a database URL"):
+        StationSettings(history_url="not a url")
     with pytest.raises(InspectorError, match="not valid"):
-        open_history(StationSettings(history_url="not a url"))
+        open_history(StationSettings(history_url="nosuchdatabase://x"))
 
 
 # ------------------------------------------------------------------ PostgreSQL
