@@ -148,20 +148,25 @@ def streamlit_server(home: Path, log: Path, timeout_s: float = 60) -> Iterator[s
             proc.kill()
 
 
-@contextmanager
-def chromium(video: Path, allow_camera: bool = True) -> Iterator[object]:
+def launch_chromium(browser_type, video: Path, allow_camera: bool = True):
     """Debian's Chromium, headless, whose webcam plays ``video`` (a .y4m) in a loop; with
     ``allow_camera=False`` it refuses pages the camera, as a user answering 'Block' would."""
+    return browser_type.launch(executable_path=str(CHROMIUM), headless=True, args=[
+        "--no-sandbox", "--headless", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}", "--disable-background-networking",
+        "--disable-component-update", *(["--use-fake-ui-for-media-stream"] if allow_camera else [])])
+
+
+@contextmanager
+def chromium(video: Path) -> Iterator[object]:
+    """A Chromium that allows the camera (``launch_chromium``), closed at the end."""
     if not CHROMIUM.is_file():
         raise BrowserError("Debian chromium is required for the browser tests: "
                            "apt-get update && apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--headless", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}", "--disable-background-networking",
-            "--disable-component-update", *(["--use-fake-ui-for-media-stream"] if allow_camera else [])])
+        browser = launch_chromium(p.chromium, video)
         try:
             yield browser
         finally:

@@ -14,7 +14,7 @@ import pytest
 from core.tools import ToolStore
 from tests.browser.helpers import (
     ARTIFACTS,
-    chromium,
+    launch_chromium,
     new_page,
     open_page,
     press_stream_button,
@@ -138,8 +138,9 @@ def test_unplugged_camera_shows_what_to_do_and_recovers(page, server):
     assert page.get_by_text("stopped sending frames").count() == 0
 
 
-def test_a_refused_camera_says_how_to_allow_it(server, station):
-    with chromium(station["video"], allow_camera=False) as refusing:
+def test_a_refused_camera_says_how_to_allow_it(browser, server, station):
+    refusing = launch_chromium(browser.browser_type, station["video"], allow_camera=False)
+    try:
         page = new_page(refusing)
         open_live(page, server)
         press_stream_button(page, "start")
@@ -148,7 +149,8 @@ def test_a_refused_camera_says_how_to_allow_it(server, station):
         assert "NotAllowedError" in help_text and "allow camera access" in help_text
         page.screenshot(path=str(ARTIFACTS / "live-camera-refused.png"))
         assert read_verdict(page) == "START CAMERA"  # no verdict without frames
-        page.context.close()
+    finally:
+        refusing.close()
 
 
 def test_two_cameras_each_judge_their_own_tools(page, server, station):
