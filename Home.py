@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -19,6 +18,8 @@ from core.backbones import available_profiles
 from core.errors import InspectorError
 from core.exchange import export_tool, import_tool
 from core.guidance import active_balanced_accuracy, next_steps
+from core.line import station_line
+from core.reports import local_zone
 
 ui.page_setup("Shopfloor Inspector", ":material/factory:")
 store = ui.store()
@@ -32,10 +33,14 @@ st.subheader("Tools")
 if not tools:
     st.info("No tool yet. Create one below, then capture photos on the Capture page.")
 else:
+    try:
+        history, zone = station_line().history, local_zone()
+    except InspectorError:  # page_setup has said why
+        history = None
     rows = []
     for tool in tools:
         c = tool.config
-        last = live.last(tool.name)
+        last = history.last_event(tool.name) if history else None
         counts = ui.dataset(tool).counts()
         rows.append({
             "Tool": tool.name, "Kind": c.kind, "Camera": c.camera,
@@ -43,7 +48,7 @@ else:
             "Active version": c.active_version or "none",
             "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
             "Threshold": round(c.threshold, 3),
-            "Last verdict": (f"{last.verdict} ({datetime.fromtimestamp(last.time):%H:%M:%S})"
+            "Last verdict": (f"{last['verdict']} ({last['time'].tz_convert(zone):%m-%d %H:%M:%S})"
                              if last else "-"),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -331,6 +331,11 @@ class HistoryStore:
             for chunk in result.partitions():
                 yield event_frame(chunk, names)
 
+    def last_event(self, tool: str) -> dict[str, Any] | None:
+        """A tool's latest event on any station (survives restarts, unlike the live buffer)."""
+        latest = self.events(EventFilter(tools=(tool,)), limit=1)
+        return None if latest.empty else latest.iloc[0].to_dict()
+
     def changes(self, where: EventFilter = EVERYTHING, limit: int | None = 1000) -> pd.DataFrame:
         """Filtered tool changes, newest first, ``details`` parsed from JSON."""
         query = (sa.select(changes).where(*where.time_clauses(changes), *where.clauses(changes))

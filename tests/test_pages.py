@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.datasets import image_files, read_image
 from core.history import open_history
+from core.live import VerdictRecord
 from core.station import load_settings
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
@@ -183,7 +184,12 @@ def test_home_shows_validation_and_round_trips_a_tool_file(trained_home):
     no_errors(at)
     row = at.dataframe[0].value.iloc[0]
     assert row["Tool"] == "casting" and row["Active version"].startswith("v001")
-    assert row["Validation bal. acc."].endswith("%")
+    assert row["Validation bal. acc."].endswith("%") and row["Last verdict"] == "-"
+
+    history = open_history(root=trained_home)  # a verdict from an earlier run of the station
+    history.write("line-1", [VerdictRecord(1.7e9, "casting", "FAIL", "defect", 0.9, 0.5, "v001")])
+    row = page("Home.py").run().dataframe[0].value.iloc[0]
+    assert row["Last verdict"].startswith("FAIL (") and ":" in row["Last verdict"]
 
     at.selectbox(key="export_tool").select("casting")
     at.button(key="export_prepare").click().run()
