@@ -7,7 +7,7 @@ to the fine grid, is a patch feature. A memory keeps good patches from every tra
 few re-takes of it, thinned by a greedy k-centre coreset so that memory and search stay small
 while still covering every kind of good patch. A patch's anomaly is its distance to the nearest
 remembered patch; the anomaly map is those distances, lightly smoothed; the image's raw score is
-the map's peak.
+the mean of the map's few highest cells (steadier than the single peak, measured better).
 
 Raw distances mean nothing to an operator, so training scores every good photo against the
 memory without any patch of its own (leave-one-out) and keeps the statistics of those held-out
@@ -44,6 +44,7 @@ class AnomalySettings:
     blur_sigma: float = 1.0  # smoothing of the anomaly map, in fine-map cells
     good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
+    top_patches: int = 50  # the image's raw score is the mean of its map's highest cells
 
     def to_json(self) -> dict[str, Any]:
         return {"method": METHOD, **asdict(self)}
@@ -153,7 +154,7 @@ class AnomalyModel:
     def score(self, mid: np.ndarray, fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """0..1 scores and raw anomaly maps of a batch."""
         maps = self.anomaly_maps(mid, fine)
-        return self.unit_scores(maps.reshape(len(maps), -1).max(1)), maps
+        return self.unit_scores(peak_scores(maps, self.settings.top_patches)), maps
 
     def save(self, folder: Path) -> None:
         save_file({"memory": self.memory}, str(folder / MEMORY_FILE),
@@ -200,7 +201,10 @@ def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
     for i, view in enumerate(originals):
         distances = nearest_distances(features[view].reshape(-1, c), model.memory, model._memory_squared,
                                       np.flatnonzero(memory_source == sources[view]))
-        held_out[i] = _smoothed_peak(distances.reshape(h, w), settings.blur_sigma)
+        smoothed = distances.reshape(1, h, w)
+        if settings.blur_sigma > 0:
+            smoothed = cv2.GaussianBlur(smoothed[0], (0, 0), settings.blur_sigma)[None]
+        held_out[i] = peak_scores(smoothed, settings.top_patches)[0]
         report("validating on held-out good photos", i + 1, len(originals))
     median = float(np.median(held_out))
     centre = float(np.quantile(held_out, settings.good_quantile))
@@ -209,5 +213,8 @@ def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
     return model, held_out
 
 
-def _smoothed_peak(distances: np.ndarray, sigma: float) -> float:
-    return float((cv2.GaussianBlur(distances, (0, 0), sigma) if sigma > 0 else distances).max())
+def peak_scores(maps: np.ndarray, top: int) -> np.ndarray:
+    """(N, H, W) anomaly maps -> each map's mean of its ``top`` highest cells."""
+    flat = maps.reshape(len(maps), -1)
+    top = min(max(top, 1), flat.shape[1])
+    return np.partition(flat, flat.shape[1] - top, axis=1)[:, -top:].mean(1)

@@ -224,15 +224,21 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     return head, scores, threshold, validation, {}
 
 
+ORIENTATIONS = 8  # quarter turns x mirror
+
+
 def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
-    """View 0 is the photo; the others are re-takes, also quarter-turned when the part allows flips
-    (a part that looks the same mirrored is taken to look the same in any orientation)."""
+    """View 0 is the photo. A part that looks the same mirrored is taken to look the same in any
+    orientation, so its other views are its 7 other quarter turns and mirrors (exact copies of good
+    texture, which measured better than random re-takes); other parts get random re-takes."""
     if view == 0:
         return image
-    if allow_flips and view % 4:
-        image = cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
-                                   cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
-    return augment(image, rng, allow_flips)
+    if not allow_flips:
+        return augment(image, rng, allow_flips)
+    if view >= 4:
+        image = cv2.flip(image, 1)
+    return image if view % 4 == 0 else cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
+                                                          cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
 
 
 def anomaly_maps_of(images: list[np.ndarray], profile_name: str
@@ -263,7 +269,8 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
     rng = np.random.default_rng(options.seed)
-    jobs = [(i, v) for i in good_rows for v in range(options.views_per_image)]
+    views = ORIENTATIONS if config.allow_flips else options.views_per_image
+    jobs = [(i, v) for i in good_rows for v in range(views)]
     features = []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
