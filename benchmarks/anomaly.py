@@ -165,7 +165,8 @@ def run_timing(frames: int) -> list[str]:
         f"| live frame 640x480 with anomaly map, p95 (ms) | {np.percentile(latencies, 95):.1f} | <= 50 |",
         f"| model version on disk (MB) | {size_mb:.1f} | <= 50 |",
         "",
-        f"Training: 4 views per photo, coreset memory, leave-one-out calibration, save. Latency: "
+        "Training (casting, `allow_flips`): 8 orientations per photo, coreset memory, leave-one-out "
+        "calibration, save. Latency: "
         f"{frames} frames after 20 warm-up frames, `Inspector.inspect` (ROI crop, backbone, patch "
         "search, smoothing) plus drawing the map.",
     ]
