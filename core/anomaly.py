@@ -26,10 +26,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from core.errors import InspectorError
+from core.model import read_model_file
 
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
@@ -165,12 +165,11 @@ class AnomalyModel:
     def load(cls, folder: Path) -> AnomalyModel:
         path = folder / MEMORY_FILE
         try:
-            with safe_open(str(path), "numpy") as f:
-                meta: dict[str, Any] = f.metadata() or {}
+            tensors, meta = read_model_file(path)
             settings = json.loads(meta["settings"])
             if settings.pop("method", None) != METHOD:
                 raise ValueError("unknown anomaly method")
-            model = cls(load_file(str(path))["memory"], float(meta["centre"]), float(meta["spread"]),
+            model = cls(tensors["memory"], float(meta["centre"]), float(meta["spread"]),
                         float(meta["floor"]), AnomalySettings(**settings))
         except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "

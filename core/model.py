@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -22,6 +21,13 @@ from safetensors.numpy import load_file, save_file
 from core.errors import InspectorError
 
 WEIGHTS_FILE = "head.safetensors"
+
+
+def read_model_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors model file's arrays and metadata (never unpickles anything)."""
+    with safe_open(str(path), "numpy") as f:
+        meta: dict[str, str] = f.metadata() or {}
+    return load_file(str(path)), meta
 
 
 def pool_features(mid: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -95,9 +101,7 @@ class ClassifierHead:
     def load(cls, folder: Path) -> ClassifierHead:
         path = folder / WEIGHTS_FILE
         try:
-            with safe_open(str(path), "numpy") as f:
-                meta: dict[str, Any] = f.metadata() or {}
-            tensors = load_file(str(path))
+            tensors, meta = read_model_file(path)
             head = cls(tuple(json.loads(meta["classes"])), tensors["mean"], tensors["std"],
                        tensors["weight"], tensors["bias"], int(meta["last_channels"]),
                        float(meta["cam_scale"]))
