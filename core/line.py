@@ -1,7 +1,7 @@
 """The station on its line: where verdict events go and where triggers come from.
 
 One ``Line`` per station process (the Streamlit server or ``inspector station run``) gives every
-live session the same sink, ``Fanout(RECENT, history recorder, MQTT, OPC UA)``, records every
+live session the same sink, ``Fanout(history recorder, MQTT, OPC UA)``, records every
 change made to a tool in the history, and routes a trigger from the line (an MQTT command, the
 OPC UA ``Trigger`` node) to the live session of the camera it names, or to all of them.
 Integrations are started only when ``station.json`` enables them.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.history import HistoryStore, open_history
 from core.integrations import LinkStatus
-from core.live import RECENT, Fanout, LiveSession, VerdictSink
+from core.live import Fanout, LiveSession, VerdictSink
 from core.station import StationSettings, load_settings
 from core.workspace import workspace_root
 
@@ -47,7 +47,7 @@ class Line:
             opcua = OpcUaLink(settings.opcua, settings.name, {}, self.trigger)
             opcua.start(wait_s=0)  # serves a few seconds later; the page does not wait
             self.links.append(opcua)
-        self.sink: VerdictSink = Fanout(RECENT, self.recorder, *self.links)
+        self.sink: VerdictSink = Fanout(self.recorder, *self.links)
 
     def attach(self, session: LiveSession) -> None:
         """Make this the live session of its camera (it replaces the previous one, e.g. after a

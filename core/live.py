@@ -7,8 +7,8 @@ session counts as a change) plus a heartbeat when a verdict has held for ``heart
 triggered mode one per trigger, whatever the verdict, carrying the trigger's id. ``LiveSession``
 hands its events to a sink with a ``remember(records)`` method, called on the video thread, so
 a sink must never block (the history store and the line integrations queue them). ``Fanout``
-hands them to several sinks; the default sink is ``RECENT``, an in-memory buffer of the latest
-events.
+hands them to several sinks (``core.line`` gives every session the station's); ``RecentVerdicts``
+keeps the latest ones in memory.
 
 A station may have several cameras: each tool names the camera it watches (``ToolConfig.camera``)
 and ``by_camera`` groups the running tools so that each camera gets its own session.
@@ -174,11 +174,6 @@ class Fanout:
                 LOG.exception("a verdict sink failed")
 
 
-RECENT = RecentVerdicts()  # the station's buffer: one server process is one station
-remember = RECENT.remember
-recent = RECENT.recent
-last = RECENT.last
-
 
 # ------------------------------------------------------------------ the session
 
@@ -210,11 +205,11 @@ class LiveSession:
     STALE_AFTER_S = 3.0  # continuous results older than this are not shown as current
     NO_FRAMES_AFTER_S = 3.0  # a started camera silent for longer than this has a problem
 
-    def __init__(self, inspector: Inspector, sink: VerdictSink | None = None,
-                 camera: str = DEFAULT_CAMERA, heartbeat_s: float | None = 60.0):
+    def __init__(self, inspector: Inspector, sink: VerdictSink, camera: str = DEFAULT_CAMERA,
+                 heartbeat_s: float | None = 60.0):
         self.inspector = inspector
         self.camera = camera
-        self.sink = sink if sink is not None else RECENT
+        self.sink = sink
         self.heartbeat_s = heartbeat_s
         self.frames = FrameHolder()
         self.continuous = True

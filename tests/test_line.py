@@ -18,7 +18,7 @@ from core.headless import CameraReader, parse_sources, run_station
 from core.history import EventFilter
 from core.inference import Inspector
 from core.line import Line, close_lines, station_line
-from core.live import CHANGE, TRIGGER, LiveSession
+from core.live import CHANGE, TRIGGER, LiveSession, RecentVerdicts
 from core.station import load_settings
 from tests.conftest import load_sample
 
@@ -111,7 +111,7 @@ def test_tool_changes_reach_the_history_with_who_made_them(line, casting_tool):
 
 
 def test_a_camera_that_cannot_be_opened_is_reported_and_retried(casting_tool):
-    session = LiveSession(Inspector.from_tools([casting_tool]), camera="0")
+    session = LiveSession(Inspector.from_tools([casting_tool]), RecentVerdicts(), camera="0")
     stop = threading.Event()
     reader = CameraReader("/nonexistent/camera.avi", session, stop)
     reader.RETRY_S = (0.1, 0.2)
