@@ -301,15 +301,11 @@ class ToolStore:
         return self.get(name) if self.exists(name) else self.create(name, **settings)
 
     def all(self) -> list[Tool]:
-        """Every tool that opens: one damaged tool file must not take the station down
-        (``broken`` says which ones do not open and why)."""
+        """Every tool that opens: one damaged tool file must not take the station down."""
         return self.scan()[0]
 
-    def broken(self) -> dict[str, str]:
-        """The tools whose file does not open, each with what to do about it."""
-        return self.scan()[1]
-
     def scan(self) -> tuple[list[Tool], dict[str, str]]:
+        """The tools that open, and those that do not, each with what to do about it."""
         tools, broken = [], {}
         for name in self.names():
             try:

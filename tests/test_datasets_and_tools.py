@@ -140,8 +140,9 @@ def test_a_corrupt_tool_file_gives_a_clear_message(workspace):
         ToolStore().get("broken")
     ToolStore().create("weld")
     assert [t.name for t in ToolStore().all()] == ["weld"]  # the others still open
-    assert list(ToolStore().broken()) == ["broken"]
-    assert "restore it or re-import" in ToolStore().broken()["broken"]
+    broken = ToolStore().scan()[1]
+    assert list(broken) == ["broken"]
+    assert "restore it or re-import" in broken["broken"]
 
 
 def test_stored_snapshot_is_lossless(workspace):
