@@ -25,7 +25,7 @@ from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
 from core.model import ClassifierHead, pool_features
-from core.preprocessing import crop_roi, to_tensor, tta_variants
+from core.preprocessing import crop_roi, tta_variants
 from core.runtime import get_extractor
 from core.tools import Tool, ToolConfig
 
@@ -82,15 +82,12 @@ class TrainedModel:
         self.anomaly = AnomalyModel.load(folder) if self.kind == "anomaly" else None
         self.extractor = get_extractor(self.profile)
 
-    def _batch(self, images: list[np.ndarray]) -> np.ndarray:
-        return to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
-
     def features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return self.extractor(self._batch(images))
+        return self.extractor(self.extractor.tensor(images))
 
     def maps(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mid, last, fine) maps: everything either kind of model needs, from one pass."""
-        return self.extractor.maps(self._batch(images))
+        return self.extractor.maps(self.extractor.tensor(images))
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""

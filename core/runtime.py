@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.backbones import Backbone, Profile, create_backbone, get_profile
+from core.preprocessing import to_tensor
 from core.workspace import atomic_write_bytes, workspace_root
 
 _lock = threading.Lock()
@@ -73,6 +74,10 @@ class FeatureExtractor:
             mid, last, fine = self._session.get_outputs()
             self.channels = (int(mid.shape[1]), int(last.shape[1]))
             self.fine_channels = int(fine.shape[1])
+
+    def tensor(self, images: list[np.ndarray]) -> np.ndarray:
+        """BGR images as this profile's normalised input batch."""
+        return to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mid, last = self._run(batch, _OUTPUTS[:2])

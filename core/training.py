@@ -27,12 +27,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
-from core.backbones import get_profile
 from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
 from core.model import ClassifierHead, pool_features
-from core.preprocessing import augment, to_tensor
+from core.preprocessing import augment
 from core.runtime import get_extractor
 from core.tools import Tool, ToolConfig, announce
 from core.workspace import atomic_write_json, fsync_dir
@@ -88,15 +87,14 @@ def extract_view_features(images: list[np.ndarray], profile_name: str, views: in
 
     Returns features (N * views, D) ordered image by image, and each row's image index.
     """
-    profile = get_profile(profile_name)
-    extractor = get_extractor(profile)
+    extractor = get_extractor(profile_name)
     rng = np.random.default_rng(seed)
     jobs = [(i, v) for i in range(len(images)) for v in range(views)]
     features = []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
         pictures = [images[i] if v == 0 else augment(images[i], rng, allow_flips) for i, v in chunk]
-        mid, last = extractor(to_tensor(pictures, profile.input_size, profile.mean, profile.std))
+        mid, last = extractor(extractor.tensor(pictures))
         features.append(pool_features(mid, last))
         report("extracting features", start + len(chunk), len(jobs))
     groups = np.array([i for i, _ in jobs])
@@ -151,9 +149,8 @@ def _calibrate_cam_scale(head: ClassifierHead, images: list[np.ndarray], labels:
     defect_rows = [i for i, y in enumerate(labels) if y != head.good_index][:24]
     if not defect_rows:
         return 1.0
-    profile = get_profile(profile_name)
-    mid, last = get_extractor(profile)(to_tensor([images[i] for i in defect_rows],
-                                                 profile.input_size, profile.mean, profile.std))
+    extractor = get_extractor(profile_name)
+    mid, last = extractor(extractor.tensor([images[i] for i in defect_rows]))
     features = pool_features(mid, last)
     targets = head.top_defect(head.probabilities(features))
     peaks = [head.gradcam(mid[j], last[j], int(targets[j])).max() for j in range(len(defect_rows))]
@@ -244,12 +241,10 @@ def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_
 def anomaly_maps_of(images: list[np.ndarray], profile_name: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(mid, fine) feature maps of photos as the live engine computes them, in batches."""
-    profile = get_profile(profile_name)
-    extractor = get_extractor(profile)
+    extractor = get_extractor(profile_name)
     mids, fines = [], []
     for start in range(0, len(images), BATCH):
-        mid, _, fine = extractor.maps(to_tensor(images[start:start + BATCH], profile.input_size,
-                                                profile.mean, profile.std))
+        mid, _, fine = extractor.maps(extractor.tensor(images[start:start + BATCH]))
         mids.append(mid)
         fines.append(fine)
     return np.concatenate(mids), np.concatenate(fines)
@@ -264,8 +259,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     0.5, which the score's calibration puts at a high quantile of held-out good scores.
     """
     settings = options.anomaly
-    profile = get_profile(config.profile)
-    extractor = get_extractor(profile)
+    extractor = get_extractor(config.profile)
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
     rng = np.random.default_rng(options.seed)
@@ -275,7 +269,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
         pictures = [_anomaly_view(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
-        mid, _, fine = extractor.maps(to_tensor(pictures, profile.input_size, profile.mean, profile.std))
+        mid, _, fine = extractor.maps(extractor.tensor(pictures))
         features.append(patch_features(mid, fine, settings.neighbourhood))
         report("extracting features", start + len(chunk), len(jobs))
     sources = np.array([i for i, _ in jobs])
