@@ -1,13 +1,15 @@
 """Anomaly tools: trained on good photos only, they score how unusual a part looks and show where.
 
 Defects are rare and varied, good parts plentiful, so this model learns only what good looks like
-(the PatchCore family, sized for a 2-core CPU). Every location of the backbone's fine (stride-8)
-and mid-level (stride-16) maps, each averaged over its 3x3 neighbourhood and the mid map upsampled
-to the fine grid, is a patch feature. A memory keeps good patches from every training photo and a
-few re-takes of it, thinned by a greedy k-centre coreset so that memory and search stay small
-while still covering every kind of good patch. A patch's anomaly is its distance to the nearest
-remembered patch; the anomaly map is those distances, lightly smoothed; the image's raw score is
-the mean of the map's few highest cells (steadier than the single peak, measured better).
+(the PatchCore family, sized for a 2-core CPU). Every photo first gets the same mean brightness and
+contrast, since a global change of light is not a defect. Every location of the backbone's
+mid-level (stride-16) map, averaged over its 3x3 neighbourhood, is a patch feature (the stride-8
+map can be added; on these networks it is low-level texture and measured worse). A memory keeps
+good patches from every training photo and a few re-takes of it, thinned by a greedy k-centre
+coreset so that memory and search stay small while still covering every kind of good patch. A
+patch's anomaly is its distance to the nearest remembered patch; the anomaly map is those
+distances, lightly smoothed; the image's raw score is the mean of the map's highest cells
+(steadier than the single peak, measured better).
 
 Raw distances mean nothing to an operator, so training scores every good photo against the
 memory without any patch of its own (leave-one-out) and keeps the statistics of those held-out
@@ -30,9 +32,12 @@ from safetensors.numpy import save_file
 
 from core.errors import InspectorError
 from core.model import read_model_file
+from core.preprocessing import normalise_lighting
 
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
+# Versions saved before these settings existed were made this way.
+_EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True}
 
 
 @dataclass(frozen=True)
@@ -44,29 +49,49 @@ class AnomalySettings:
     blur_sigma: float = 1.0  # smoothing of the anomaly map, in fine-map cells
     good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
-    top_patches: int = 50  # the image's raw score is the mean of its map's highest cells
+    top_patches: int = 72  # raw score: mean of the map's highest cells (half the fast 12x12 map)
+    normalise_lighting: bool = True  # same mean brightness and contrast for every photo
+    fine_features: bool = False  # add the stride-8 map to each patch (and score on its grid)
 
     def to_json(self) -> dict[str, Any]:
         return {"method": METHOD, **asdict(self)}
 
+    def patches(self, mid: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) patch features of a batch's maps."""
+        return patch_features(mid, fine if self.fine_features else None, self.neighbourhood)
 
-def patch_features(mid: np.ndarray, fine: np.ndarray, neighbourhood: int = 3) -> np.ndarray:
-    """(N, C, h, w) mid and (N, c, H, W) fine maps -> (N, H, W, c + C) local patch features.
+    def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Photos as this method feeds them to the backbone."""
+        return [normalise_lighting(im) for im in images] if self.normalise_lighting else images
+
+
+def patch_features(mid: np.ndarray, fine: np.ndarray | None, neighbourhood: int = 3) -> np.ndarray:
+    """(N, C, h, w) mid maps -> (N, h, w, C) local patch features; with (N, c, H, W) fine maps,
+    (N, H, W, c + C) on the fine grid.
 
     OpenCV rather than torch: on a busy 2-core CPU torch's threads spend longer waiting for each
     other than computing such small maps.
     """
-    window = (neighbourhood, neighbourhood)
-    out = np.empty((fine.shape[0], fine.shape[2], fine.shape[3], fine.shape[1] + mid.shape[1]), np.float32)
-    for i in range(len(fine)):
-        f = np.ascontiguousarray(fine[i].transpose(1, 2, 0))
-        m = np.ascontiguousarray(mid[i].transpose(1, 2, 0))
-        if neighbourhood > 1:
-            f = cv2.blur(f, window, borderType=cv2.BORDER_REFLECT)
-            m = cv2.blur(m, window, borderType=cv2.BORDER_REFLECT)
+    grid = fine if fine is not None else mid
+    width = mid.shape[1] + (fine.shape[1] if fine is not None else 0)
+    out = np.empty((grid.shape[0], grid.shape[2], grid.shape[3], width), np.float32)
+    for i in range(len(mid)):
+        m = _local_average(mid[i], neighbourhood)
+        if fine is None:
+            out[i] = m
+            continue
+        f = _local_average(fine[i], neighbourhood)
         out[i, :, :, :f.shape[2]] = f
         out[i, :, :, f.shape[2]:] = cv2.resize(m, (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def _local_average(feature_map: np.ndarray, neighbourhood: int) -> np.ndarray:
+    """(C, H, W) -> (H, W, C), each cell averaged over its neighbourhood."""
+    cells = np.ascontiguousarray(feature_map.transpose(1, 2, 0))
+    if neighbourhood > 1:
+        cells = cv2.blur(cells, (neighbourhood, neighbourhood), borderType=cv2.BORDER_REFLECT)
+    return cells.reshape(feature_map.shape[1], feature_map.shape[2], -1)
 
 
 def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
@@ -133,7 +158,7 @@ class AnomalyModel:
     def anomaly_maps(self, mid: np.ndarray, fine: np.ndarray,
                      excluded: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W) smoothed raw anomaly maps on the fine grid."""
-        features = patch_features(mid, fine, self.settings.neighbourhood)
+        features = self.settings.patches(mid, fine)
         n, h, w, c = features.shape
         distances = nearest_distances(features.reshape(-1, c), self.memory, self._memory_squared,
                                       excluded).reshape(n, h, w)
@@ -170,7 +195,7 @@ class AnomalyModel:
             if settings.pop("method", None) != METHOD:
                 raise ValueError("unknown anomaly method")
             model = cls(tensors["memory"], float(meta["centre"]), float(meta["spread"]),
-                        float(meta["floor"]), AnomalySettings(**settings))
+                        float(meta["floor"]), AnomalySettings(**{**_EARLIER_DEFAULTS, **settings}))
         except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
                                  "activate another version or retrain") from exc

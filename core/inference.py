@@ -85,9 +85,13 @@ class TrainedModel:
     def features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return self.extractor(self.extractor.tensor(images))
 
+    def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """ROI images as this model feeds them to the backbone (an anomaly tool evens out lighting)."""
+        return self.anomaly.settings.inputs(images) if self.anomaly is not None else images
+
     def maps(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mid, last, fine) maps: everything either kind of model needs, from one pass."""
-        return self.extractor.maps(self.extractor.tensor(images))
+        """(mid, last, fine) maps of ROI images: everything either kind of model needs, one pass."""
+        return self.extractor.maps(self.extractor.tensor(self.inputs(images)))
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
@@ -186,7 +190,7 @@ class ToolRunner:
             config, model = self._config, self.model
         roi_image = crop_roi(frame, config.roi)
         images = tta_variants(roi_image, config.tta.variants) if config.tta.enabled else [roi_image]
-        return config, model, images
+        return config, model, model.inputs(images)
 
     def _decide(self, config: ToolConfig, model: TrainedModel, frame_shape: tuple[int, ...],
                 score: float, defect: str, heat: np.ndarray | None, latency_ms: float) -> ToolResult:
@@ -223,7 +227,8 @@ class Inspector:
         outputs: list[tuple[float, str, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
         for indices in groups.values():
             images = [im for i in indices for im in prepared[i][2]]
-            mid, last, fine = prepared[indices[0]][1].maps(images)
+            extractor = prepared[indices[0]][1].extractor
+            mid, last, fine = extractor.maps(extractor.tensor(images))
             offset = 0
             for i in indices:
                 _, model, own = prepared[i]

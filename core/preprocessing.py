@@ -11,6 +11,8 @@ import numpy as np
 
 from core.tools import ROI
 
+NORMALISED_STD = 51.0  # grey levels: a fifth of the range, so a normalised photo rarely clips
+
 
 def crop_roi(frame: np.ndarray, roi: ROI) -> np.ndarray:
     x0, y0, x1, y1 = roi.to_pixels(frame.shape[1], frame.shape[0])
@@ -30,6 +32,18 @@ def to_tensor(images: list[np.ndarray], size: int, mean: tuple[float, ...],
 
 def adjust_brightness(image: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
     return cv2.convertScaleAbs(image, alpha=gain, beta=offset)
+
+
+def normalise_lighting(image: np.ndarray) -> np.ndarray:
+    """The same mean brightness and contrast for every photo of a part.
+
+    A memory of good patches takes a darker or flatter photo of a good part for an unusual one;
+    a global change of light is not a defect, a local one is, and a local one survives this.
+    """
+    mean, std = float(image.mean()), float(image.std())
+    gain = NORMALISED_STD / max(std, 1.0)
+    table = np.clip((np.arange(256) - mean) * gain + 127.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(image, table)
 
 
 def tta_variants(image: np.ndarray, variants: tuple[str, ...]) -> list[np.ndarray]:

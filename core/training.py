@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
+from core.anomaly import AnomalyModel, AnomalySettings, fit_memory
 from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
@@ -238,13 +238,13 @@ def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_
                                                           cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
 
 
-def anomaly_maps_of(images: list[np.ndarray], profile_name: str
+def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(mid, fine) feature maps of photos as the live engine computes them, in batches."""
     extractor = get_extractor(profile_name)
     mids, fines = [], []
     for start in range(0, len(images), BATCH):
-        mid, _, fine = extractor.maps(extractor.tensor(images[start:start + BATCH]))
+        mid, _, fine = extractor.maps(extractor.tensor(settings.inputs(images[start:start + BATCH])))
         mids.append(mid)
         fines.append(fine)
     return np.concatenate(mids), np.concatenate(fines)
@@ -269,8 +269,8 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
         pictures = [_anomaly_view(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
-        mid, _, fine = extractor.maps(extractor.tensor(pictures))
-        features.append(patch_features(mid, fine, settings.neighbourhood))
+        mid, _, fine = extractor.maps(extractor.tensor(settings.inputs(pictures)))
+        features.append(settings.patches(mid, fine))
         report("extracting features", start + len(chunk), len(jobs))
     sources = np.array([i for i, _ in jobs])
     originals = np.flatnonzero(np.array([v for _, v in jobs]) == 0)
@@ -281,7 +281,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     defect_rows = np.flatnonzero(labels != config.classes.index("good"))
     for start in range(0, len(defect_rows), BATCH):
         rows = defect_rows[start:start + BATCH]
-        mid, fine = anomaly_maps_of([data.images[i] for i in rows], config.profile)
+        mid, fine = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings)
         scores[rows] = model.score(mid, fine)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")

@@ -9,14 +9,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 from sklearn.metrics import roc_auc_score
 
-from core.anomaly import AnomalySettings
+from core.anomaly import MEMORY_FILE, AnomalyModel, AnomalySettings
 from core.cli import main as cli
 from core.datasets import LoadedImages, check_trainable, image_files, read_image
 from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.inference import Inspector, ToolRunner, TrainedModel
+from core.model import read_model_file
 from core.tools import ROI, ToolStore
 from core.training import TrainingOptions, train_tool
 from tests.conftest import DATASETS, sample_paths
@@ -61,6 +63,30 @@ def test_defects_score_far_above_good_parts_and_the_good_threshold_holds(bottle_
     assert roc_auc_score(is_defect, scores) >= 0.95
     assert np.median(scores[is_defect == 1]) - np.median(scores[is_defect == 0]) > 0.4
     assert (scores[is_defect == 0] < bottle_tool.config.threshold).mean() >= 0.75
+
+
+def test_a_change_of_light_is_not_an_anomaly(bottle_tool, workspace):
+    """Darker, flatter photos of good parts pass; without the lighting normalisation they fail."""
+    images, is_defect = held_out_bottles(6)
+    dim = [cv2.convertScaleAbs(im, alpha=0.6, beta=10) for im in images]
+    scores = TrainedModel(bottle_tool).defect_scores(dim)
+    assert (scores[is_defect == 0] < 0.5).all() and roc_auc_score(is_defect, scores) >= 0.95
+    raw = ToolStore(workspace).create("raw", kind="anomaly", classes=("good",), allow_flips=True)
+    unnormalised = TrainingOptions(views_per_image=2, anomaly=AnomalySettings(memory_size=2048,
+                                                                              normalise_lighting=False))
+    train_tool(raw, good_only(sample_paths("mvtec_bottle", 10, seed=3)["good"]), unnormalised)
+    assert (TrainedModel(ToolStore(workspace).get("raw")).defect_scores(dim)[is_defect == 0] >= 0.5).all()
+
+
+def test_a_version_saved_before_the_current_settings_keeps_its_method(bottle_tool):
+    """Older memory files do not name the lighting and fine-map settings: they were off and on."""
+    folder = bottle_tool.version_dir()
+    tensors, meta = read_model_file(folder / MEMORY_FILE)
+    settings = json.loads(meta["settings"])
+    del settings["normalise_lighting"], settings["fine_features"]
+    save_file(tensors, str(folder / MEMORY_FILE), metadata={**meta, "settings": json.dumps(settings)})
+    loaded = AnomalyModel.load(folder).settings
+    assert not loaded.normalise_lighting and loaded.fine_features
 
 
 def test_anomaly_map_lights_up_the_masked_defect(workspace):
@@ -180,7 +206,7 @@ def test_one_inspector_runs_a_classifier_and_an_anomaly_tool_on_one_frame(castin
     results = Inspector(runners).inspect(frame)
     assert [r.tool for r in results] == ["casting", "bottle"]
     classifier, anomaly = results
-    assert classifier.heatmap.shape == (12, 12) and anomaly.heatmap.shape == (24, 24)
+    assert classifier.heatmap.shape == anomaly.heatmap.shape == (12, 12)  # both on the mid grid
     alone = TrainedModel(bottle).defect_scores([frame[:, 320:]])[0]
     assert anomaly.score == pytest.approx(alone, abs=1e-4)
     assert anomaly.verdict == "FAIL" and anomaly.defect_class == "anomaly"
