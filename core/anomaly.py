@@ -46,7 +46,7 @@ class AnomalySettings:
 
     memory_size: int = 4096  # patches kept by the coreset
     neighbourhood: int = 3  # local averaging window of each map, in map cells
-    blur_sigma: float = 1.0  # smoothing of the anomaly map, in fine-map cells
+    blur_sigma: float = 1.0  # smoothing of the anomaly map, in cells of the patch grid
     good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
     top_patches: int = 72  # raw score: mean of the map's highest cells (half the fast 12x12 map)
@@ -155,10 +155,13 @@ class AnomalyModel:
         self.memory = np.ascontiguousarray(self.memory, np.float32)
         self._memory_squared = (self.memory ** 2).sum(1)
 
-    def anomaly_maps(self, mid: np.ndarray, fine: np.ndarray,
-                     excluded: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) smoothed raw anomaly maps on the fine grid."""
-        features = self.settings.patches(mid, fine)
+    def anomaly_maps(self, mid: np.ndarray, fine: np.ndarray) -> np.ndarray:
+        """(N, H, W) smoothed raw anomaly maps on the patch grid."""
+        return self.distance_maps(self.settings.patches(mid, fine))
+
+    def distance_maps(self, features: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+        """(N, H, W, C) patch features -> (N, H, W) smoothed distances to the nearest remembered
+        patch (memory rows ``excluded`` skipped)."""
         n, h, w, c = features.shape
         distances = nearest_distances(features.reshape(-1, c), self.memory, self._memory_squared,
                                       excluded).reshape(n, h, w)
@@ -223,12 +226,9 @@ def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
     model = AnomalyModel(patches[chosen], 0.0, 1.0, 0.0, settings)
     held_out = np.zeros(len(originals), np.float32)
     for i, view in enumerate(originals):
-        distances = nearest_distances(features[view].reshape(-1, c), model.memory, model._memory_squared,
-                                      np.flatnonzero(memory_source == sources[view]))
-        smoothed = distances.reshape(1, h, w)
-        if settings.blur_sigma > 0:
-            smoothed = cv2.GaussianBlur(smoothed[0], (0, 0), settings.blur_sigma)[None]
-        held_out[i] = peak_scores(smoothed, settings.top_patches)[0]
+        own_patches = np.flatnonzero(memory_source == sources[view])
+        distances = model.distance_maps(features[view:view + 1], own_patches)
+        held_out[i] = peak_scores(distances, settings.top_patches)[0]
         report("validating on held-out good photos", i + 1, len(originals))
     median = float(np.median(held_out))
     centre = float(np.quantile(held_out, settings.good_quantile))

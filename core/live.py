@@ -174,7 +174,6 @@ class Fanout:
                 LOG.exception("a verdict sink failed")
 
 
-
 # ------------------------------------------------------------------ the session
 
 @dataclass(frozen=True)
