@@ -3,8 +3,10 @@
 Defects are rare and varied, good parts plentiful, so this model learns only what good looks like
 (the PatchCore family, sized for a 2-core CPU). Every photo first gets the same mean brightness and
 contrast, since a global change of light is not a defect. Every location of the backbone's
-mid-level (stride-16) map, averaged over its 3x3 neighbourhood, is a patch feature (the stride-8
-map can be added; on these networks it is low-level texture and measured worse). A memory keeps
+mid-level (stride-16) map, averaged over its 3x3 neighbourhood, is a patch feature; the last
+convolution's map (stride 32), randomly projected to a few dimensions and upsampled onto the same
+grid, joins it, so that a patch is judged by its texture and by the larger part it sits in (the
+stride-8 map can be added too; on these networks it is low-level texture and measured worse). A memory keeps
 good patches from every training photo and a few re-takes of it, thinned by a greedy k-centre
 coreset so that memory and search stay small while still covering every kind of good patch. A
 patch's anomaly is its distance to the nearest remembered patch; the anomaly map is those
@@ -37,7 +39,7 @@ from core.preprocessing import normalise_lighting
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
 # Versions saved before these settings existed were made this way.
-_EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True}
+_EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True, "last_features": 0}
 
 
 @dataclass(frozen=True)
@@ -46,44 +48,59 @@ class AnomalySettings:
 
     memory_size: int = 4096  # patches kept by the coreset
     neighbourhood: int = 3  # local averaging window of each map, in map cells
-    blur_sigma: float = 1.0  # smoothing of the anomaly map, in cells of the patch grid
+    blur_sigma: float = 2.0  # smoothing of the anomaly map, in cells of the patch grid
     good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
     top_patches: int = 72  # raw score: mean of the map's highest cells (half the fast 12x12 map)
     normalise_lighting: bool = True  # same mean brightness and contrast for every photo
     fine_features: bool = False  # add the stride-8 map to each patch (and score on its grid)
+    last_features: int = 128  # dimensions of the projected last map added to each patch (0: none)
 
     def to_json(self) -> dict[str, Any]:
         return {"method": METHOD, **asdict(self)}
 
-    def patches(self, mid: np.ndarray, fine: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) patch features of a batch's maps."""
-        return patch_features(mid, fine if self.fine_features else None, self.neighbourhood)
+    def random_last_projection(self, channels: int, seed: int) -> np.ndarray | None:
+        """A random projection (Johnson-Lindenstrauss) of the last map's channels, or None.
+
+        It keeps distances between the 1280-channel cells nearly the same at a tenth of the
+        memory and search; saved with the memory, so a version reads the same on any station.
+        """
+        if not self.last_features:
+            return None
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal((channels, self.last_features))
+                / self.last_features ** 0.5).astype(np.float32)
 
     def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Photos as this method feeds them to the backbone."""
         return [normalise_lighting(im) for im in images] if self.normalise_lighting else images
 
 
-def patch_features(mid: np.ndarray, fine: np.ndarray | None, neighbourhood: int = 3) -> np.ndarray:
-    """(N, C, h, w) mid maps -> (N, h, w, C) local patch features; with (N, c, H, W) fine maps,
-    (N, H, W, c + C) on the fine grid.
+def patch_features(mid: np.ndarray, last: np.ndarray, fine: np.ndarray, settings: AnomalySettings,
+                   projection: np.ndarray | None) -> np.ndarray:
+    """(N, C, h, w) maps of a batch -> (N, h, w, D) patch features on the mid grid (on the fine
+    grid with ``settings.fine_features``): [fine, mid, projected last] cells, as settings ask.
 
     OpenCV rather than torch: on a busy 2-core CPU torch's threads spend longer waiting for each
     other than computing such small maps.
     """
-    grid = fine if fine is not None else mid
-    width = mid.shape[1] + (fine.shape[1] if fine is not None else 0)
-    out = np.empty((grid.shape[0], grid.shape[2], grid.shape[3], width), np.float32)
+    grid = (fine if settings.fine_features else mid).shape[2:]
+    out = []
     for i in range(len(mid)):
-        m = _local_average(mid[i], neighbourhood)
-        if fine is None:
-            out[i] = m
-            continue
-        f = _local_average(fine[i], neighbourhood)
-        out[i, :, :, :f.shape[2]] = f
-        out[i, :, :, f.shape[2]:] = cv2.resize(m, (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return out
+        cells = [_local_average(mid[i], settings.neighbourhood)]
+        if settings.fine_features:
+            cells.insert(0, _local_average(fine[i], settings.neighbourhood))
+        if projection is not None:
+            cells.append(np.tensordot(last[i], projection, axes=(0, 0)).astype(np.float32))
+        out.append(np.concatenate([_on_grid(c, grid) for c in cells], axis=2))
+    return np.stack(out)
+
+
+def _on_grid(cells: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(h, w, C) cells bilinearly resized to (H, W, C)."""
+    if cells.shape[:2] == tuple(grid):
+        return cells
+    return cv2.resize(cells, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR).reshape(*grid, -1)
 
 
 def _local_average(feature_map: np.ndarray, neighbourhood: int) -> np.ndarray:
@@ -150,14 +167,15 @@ class AnomalyModel:
     spread: float  # raw-score units per logistic unit
     floor: float  # raw level shown as no heat (the median held-out good score)
     settings: AnomalySettings
+    last_projection: np.ndarray | None  # (C_last, last_features), see ``random_last_projection``
 
     def __post_init__(self) -> None:
         self.memory = np.ascontiguousarray(self.memory, np.float32)
         self._memory_squared = (self.memory ** 2).sum(1)
 
-    def anomaly_maps(self, mid: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    def anomaly_maps(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> np.ndarray:
         """(N, H, W) smoothed raw anomaly maps on the patch grid."""
-        return self.distance_maps(self.settings.patches(mid, fine))
+        return self.distance_maps(patch_features(mid, last, fine, self.settings, self.last_projection))
 
     def distance_maps(self, features: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W, C) patch features -> (N, H, W) smoothed distances to the nearest remembered
@@ -179,13 +197,16 @@ class AnomalyModel:
         """An anomaly map in heatmap units: 0 at a typical good peak, 1.0 at the score's 0.5."""
         return np.maximum(anomaly_map - self.floor, 0) / max(self.centre - self.floor, 1e-6)
 
-    def score(self, mid: np.ndarray, fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """0..1 scores and raw anomaly maps of a batch."""
-        maps = self.anomaly_maps(mid, fine)
+        maps = self.anomaly_maps(mid, last, fine)
         return self.unit_scores(peak_scores(maps, self.settings.top_patches)), maps
 
     def save(self, folder: Path) -> None:
-        save_file({"memory": self.memory}, str(folder / MEMORY_FILE),
+        tensors = {"memory": self.memory}
+        if self.last_projection is not None:
+            tensors["last_projection"] = self.last_projection
+        save_file(tensors, str(folder / MEMORY_FILE),
                   metadata={"centre": repr(self.centre), "spread": repr(self.spread),
                             "floor": repr(self.floor), "settings": json.dumps(self.settings.to_json())})
 
@@ -197,24 +218,29 @@ class AnomalyModel:
             settings = json.loads(meta["settings"])
             if settings.pop("method", None) != METHOD:
                 raise ValueError("unknown anomaly method")
+            settings = AnomalySettings(**{**_EARLIER_DEFAULTS, **settings})
             model = cls(tensors["memory"], float(meta["centre"]), float(meta["spread"]),
-                        float(meta["floor"]), AnomalySettings(**{**_EARLIER_DEFAULTS, **settings}))
+                        float(meta["floor"]), settings,
+                        tensors["last_projection"] if settings.last_features else None)
         except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
                                  "activate another version or retrain") from exc
-        if model.memory.ndim != 2 or not len(model.memory) or not model.spread > 0:
+        projected = model.last_projection.shape[1] if model.last_projection is not None else 0
+        if model.memory.ndim != 2 or not len(model.memory) or not model.spread > 0 \
+                or projected != model.settings.last_features:
             raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
         return model
 
 
 def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
-               settings: AnomalySettings, seed: int,
+               settings: AnomalySettings, last_projection: np.ndarray | None, seed: int,
                report: Callable[[str, int, int], None]) -> tuple[AnomalyModel, np.ndarray]:
     """Build the memory from the patch features of every view and calibrate it on held-out photos.
 
-    ``features`` is (V, H, W, C) for V views, ``sources[v]`` the photo a view shows and
-    ``originals`` the view index of each photo itself. Returns the model and each photo's held-out
-    raw score (scored against the memory without any patch from that photo's views).
+    ``features`` is (V, H, W, C) for V views, made with ``last_projection``; ``sources[v]`` is the
+    photo a view shows and ``originals`` the view index of each photo itself. Returns the model
+    and each photo's held-out raw score (scored against the memory without any patch from that
+    photo's views).
     """
     v, h, w, c = features.shape
     patches = features.reshape(-1, c)
@@ -223,7 +249,7 @@ def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
                             lambda done, total: report("building the memory", done, total))
     report("building the memory", 1, 1)
     memory_source = patch_source[chosen]
-    model = AnomalyModel(patches[chosen], 0.0, 1.0, 0.0, settings)
+    model = AnomalyModel(patches[chosen], 0.0, 1.0, 0.0, settings, last_projection)
     held_out = np.zeros(len(originals), np.float32)
     for i, view in enumerate(originals):
         own_patches = np.flatnonzero(memory_source == sources[view])

@@ -115,7 +115,7 @@ class TrainedModel:
         """Defect scores of a batch of maps."""
         if self.head is not None:
             return self.head.defect_scores(self.head.probabilities(pool_features(mid, last)))
-        return self.anomaly.score(mid, fine)[0]
+        return self.anomaly.score(mid, last, fine)[0]
 
     def judge(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray, heatmap: bool
               ) -> tuple[float, str, np.ndarray | None]:
@@ -130,14 +130,14 @@ class TrainedModel:
                 heat = self.head.gradcam(mid[0], last[0], target)
             return (float(self.head.defect_scores(mean)[0]),
                     self.head.classes[int(self.head.top_defect(mean)[0])], heat)
-        scores, maps = self.anomaly.score(mid, fine)
+        scores, maps = self.anomaly.score(mid, last, fine)
         return float(scores.mean()), ANOMALY, self.anomaly.heat(maps[0]) if heatmap else None
 
     def explain(self, images: list[np.ndarray]) -> list[Explanation]:
         """Score, likeliest defect and heatmap (Grad-CAM or anomaly map) of each image."""
         mid, last, fine = self.maps(images)
         if self.head is None:
-            scores, maps = self.anomaly.score(mid, fine)
+            scores, maps = self.anomaly.score(mid, last, fine)
             return [Explanation(float(s), ANOMALY, self.anomaly.heat(m), None) for s, m in zip(scores, maps)]
         probabilities = self.head.probabilities(pool_features(mid, last))
         targets = self.head.top_defect(probabilities)

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from core.anomaly import AnomalyModel, AnomalySettings, fit_memory
+from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
 from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
@@ -239,15 +239,13 @@ def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_
 
 
 def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(mid, fine) feature maps of photos as the live engine computes them, in batches."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mid, last, fine) feature maps of photos as the live engine computes them, in batches."""
     extractor = get_extractor(profile_name)
-    mids, fines = [], []
-    for start in range(0, len(images), BATCH):
-        mid, _, fine = extractor.maps(extractor.tensor(settings.inputs(images[start:start + BATCH])))
-        mids.append(mid)
-        fines.append(fine)
-    return np.concatenate(mids), np.concatenate(fines)
+    batches = [extractor.maps(extractor.tensor(settings.inputs(images[start:start + BATCH])))
+               for start in range(0, len(images), BATCH)]
+    mid, last, fine = (np.concatenate(maps) for maps in zip(*batches))
+    return mid, last, fine
 
 
 def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
@@ -263,26 +261,27 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
     rng = np.random.default_rng(options.seed)
+    projection = settings.random_last_projection(extractor.channels[1], options.seed)
     views = ORIENTATIONS if config.allow_flips else options.views_per_image
     jobs = [(i, v) for i in good_rows for v in range(views)]
     features = []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
         pictures = [_anomaly_view(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
-        mid, _, fine = extractor.maps(extractor.tensor(settings.inputs(pictures)))
-        features.append(settings.patches(mid, fine))
+        mid, last, fine = extractor.maps(extractor.tensor(settings.inputs(pictures)))
+        features.append(patch_features(mid, last, fine, settings, projection))
         report("extracting features", start + len(chunk), len(jobs))
     sources = np.array([i for i, _ in jobs])
     originals = np.flatnonzero(np.array([v for _, v in jobs]) == 0)
-    model, held_out = fit_memory(np.concatenate(features), sources, originals, settings,
+    model, held_out = fit_memory(np.concatenate(features), sources, originals, settings, projection,
                                  options.seed, report)
     scores = np.zeros(len(labels), np.float32)
     scores[good_rows] = model.unit_scores(held_out)
     defect_rows = np.flatnonzero(labels != config.classes.index("good"))
     for start in range(0, len(defect_rows), BATCH):
         rows = defect_rows[start:start + BATCH]
-        mid, fine = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings)
-        scores[rows] = model.score(mid, fine)[0]
+        maps = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings)
+        scores[rows] = model.score(*maps)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")
     threshold = suggest_threshold(is_defect, scores) if is_defect.any() else 0.5

@@ -79,14 +79,15 @@ def test_a_change_of_light_is_not_an_anomaly(bottle_tool, workspace):
 
 
 def test_a_version_saved_before_the_current_settings_keeps_its_method(bottle_tool):
-    """Older memory files do not name the lighting and fine-map settings: they were off and on."""
+    """Older memory files do not name the lighting, fine-map and last-map settings: off, on, off."""
     folder = bottle_tool.version_dir()
     tensors, meta = read_model_file(folder / MEMORY_FILE)
     settings = json.loads(meta["settings"])
-    del settings["normalise_lighting"], settings["fine_features"]
+    del settings["normalise_lighting"], settings["fine_features"], settings["last_features"]
+    del tensors["last_projection"]
     save_file(tensors, str(folder / MEMORY_FILE), metadata={**meta, "settings": json.dumps(settings)})
     loaded = AnomalyModel.load(folder).settings
-    assert not loaded.normalise_lighting and loaded.fine_features
+    assert not loaded.normalise_lighting and loaded.fine_features and not loaded.last_features
 
 
 def test_anomaly_map_lights_up_the_masked_defect(workspace):
