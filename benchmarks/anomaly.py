@@ -68,7 +68,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
         images = [read_image(f) for f in files]
         shapes = [im.shape[:2] for im in images]
         masks = masks_of(dataset, files, is_defect)
-        mid, last, fine = anomaly_maps_of(images, "fast", AnomalySettings())
+        maps = anomaly_maps_of(images, "fast", AnomalySettings())
         good = np.flatnonzero(~is_defect)
         for k in ks:
             for seed in seeds:
@@ -82,7 +82,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
                 scores, maps = [], []
                 for start in range(0, len(rest), 64):
                     rows = rest[start:start + 64]
-                    s, m = model.score(mid[rows], last[rows], fine[rows])
+                    s, m = model.score(maps.take(rows))
                     scores.append(s)
                     maps.append(m)
                 scores, maps = np.concatenate(scores), np.concatenate(maps)

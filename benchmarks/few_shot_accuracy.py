@@ -1,10 +1,10 @@
 """Few-shot pass/fail accuracy on every shared set, with the protocol of the datasets README.
 
 For k in 5, 10, 20, 30 and seeds 0-4: draw k good and k defect images, train a tool on them with
-the product's own training (augmented views, class-balanced head, cross-validated threshold),
-then score every image not drawn at the tool's own threshold. Each image's un-augmented features
-are computed once per profile and reused for scoring, which is exactly what the live engine
-computes for that image.
+the product's own training (several views, class-balanced head, cross-validated threshold),
+then score every image not drawn at the tool's own threshold. Each image's feature maps are
+computed once per profile and reused for scoring, which is exactly what the live engine computes
+for that image.
 
     python benchmarks/few_shot_accuracy.py [--profiles fast balanced accurate] [--ks 5 10 20 30]
 """
@@ -22,18 +22,12 @@ from benchmarks.common import SETS, machine, pass_fail_files, use_scratch_worksp
 from core.datasets import LoadedImages, read_image
 from core.metrics import pass_fail_metrics
 from core.model import ClassifierHead
+from core.runtime import get_extractor
 from core.tools import ToolStore
-from core.training import TrainingOptions, extract_view_features, train_tool
+from core.training import TrainingOptions, train_tool
 
 RESULTS = Path(__file__).parent / "results" / "few_shot_accuracy.json"
 BASELINE = {"casting": 0.94, "magnetic_tile": 0.76, "elpv": 0.72, "mvtec_bottle": 0.94}
-
-
-def features_of(images: list[np.ndarray], profile_name: str) -> np.ndarray:
-    """Each photo's own (un-augmented) pooled features, exactly as training and live compute them."""
-    features, _ = extract_view_features(images, profile_name, views=1, seed=0, allow_flips=False,
-                                        report=lambda *_: None)
-    return features
 
 
 def run(profiles: list[str], ks: list[int], seeds: list[int]) -> dict:
@@ -44,7 +38,7 @@ def run(profiles: list[str], ks: list[int], seeds: list[int]) -> dict:
         images = [read_image(f) for f in files]
         for profile in profiles:
             started = time.perf_counter()
-            features = features_of(images, profile)
+            maps = get_extractor(profile).images(images)
             for k in ks:
                 for seed in seeds:
                     rng = np.random.default_rng(seed)
@@ -58,7 +52,7 @@ def run(profiles: list[str], ks: list[int], seeds: list[int]) -> dict:
                     tool = store.get(name)
                     head = ClassifierHead.load(tool.version_dir())
                     rest = np.setdiff1d(np.arange(len(files)), drawn)
-                    scores = head.defect_scores(head.probabilities(features[rest]))
+                    scores = head.defect_scores(head.probabilities(maps.take(rest)))
                     m = pass_fail_metrics(is_defect[rest], scores, tool.config.threshold)
                     results.setdefault((dataset, profile, k), []).append(
                         (m["balanced_accuracy"], m["auroc"]))
@@ -76,7 +70,7 @@ def report(results: dict, profiles: list[str], ks: list[int], seeds: list[int]) 
         f"Machine: {machine()}. Protocol of `../shared/datasets/README.md`: k good + k defect "
         f"images drawn with seeds {seeds[0]}-{seeds[-1]}, every other image scored at the tool's "
         "own threshold (suggested by cross-validation at training). Mean ± std over seeds. "
-        "`allow_flips` on (these parts look the same mirrored); 4 views per training image.",
+        "`allow_flips` on (these parts look the same mirrored): 8 orientations per training image.",
         "",
         "| set | profile | " + " | ".join(f"k={k} bal. acc." for k in ks) + " | "
         + " | ".join(f"k={k} ROC AUC" for k in ks) + " |",

@@ -33,8 +33,10 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from core.errors import InspectorError
-from core.model import read_model_file
+from core.model import read_model_file, top_mean
+from core.patches import local_average, on_grid
 from core.preprocessing import normalise_lighting
+from core.runtime import FeatureMaps
 
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
@@ -76,39 +78,20 @@ class AnomalySettings:
         return [normalise_lighting(im) for im in images] if self.normalise_lighting else images
 
 
-def patch_features(mid: np.ndarray, last: np.ndarray, fine: np.ndarray, settings: AnomalySettings,
-                   projection: np.ndarray | None) -> np.ndarray:
-    """(N, C, h, w) maps of a batch -> (N, h, w, D) patch features on the mid grid (on the fine
-    grid with ``settings.fine_features``): [fine, mid, projected last] cells, as settings ask.
-
-    OpenCV rather than torch: on a busy 2-core CPU torch's threads spend longer waiting for each
-    other than computing such small maps.
-    """
-    grid = (fine if settings.fine_features else mid).shape[2:]
+def patch_features(maps: FeatureMaps, settings: AnomalySettings, projection: np.ndarray | None
+                   ) -> np.ndarray:
+    """A batch's maps -> (N, h, w, D) patch features on the mid grid (on the fine grid with
+    ``settings.fine_features``): [fine, mid, projected last] cells, as settings ask."""
+    grid = (maps.fine if settings.fine_features else maps.mid).shape[2:]
     out = []
-    for i in range(len(mid)):
-        cells = [_local_average(mid[i], settings.neighbourhood)]
+    for i in range(len(maps.mid)):
+        cells = [local_average(maps.mid[i], settings.neighbourhood)]
         if settings.fine_features:
-            cells.insert(0, _local_average(fine[i], settings.neighbourhood))
+            cells.insert(0, local_average(maps.fine[i], settings.neighbourhood))
         if projection is not None:
-            cells.append(np.tensordot(last[i], projection, axes=(0, 0)).astype(np.float32))
-        out.append(np.concatenate([_on_grid(c, grid) for c in cells], axis=2))
+            cells.append(np.tensordot(maps.last[i], projection, axes=(0, 0)).astype(np.float32))
+        out.append(np.concatenate([on_grid(c, grid) for c in cells], axis=2))
     return np.stack(out)
-
-
-def _on_grid(cells: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(h, w, C) cells bilinearly resized to (H, W, C)."""
-    if cells.shape[:2] == tuple(grid):
-        return cells
-    return cv2.resize(cells, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR).reshape(*grid, -1)
-
-
-def _local_average(feature_map: np.ndarray, neighbourhood: int) -> np.ndarray:
-    """(C, H, W) -> (H, W, C), each cell averaged over its neighbourhood."""
-    cells = np.ascontiguousarray(feature_map.transpose(1, 2, 0))
-    if neighbourhood > 1:
-        cells = cv2.blur(cells, (neighbourhood, neighbourhood), borderType=cv2.BORDER_REFLECT)
-    return cells.reshape(feature_map.shape[1], feature_map.shape[2], -1)
 
 
 def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
@@ -173,9 +156,9 @@ class AnomalyModel:
         self.memory = np.ascontiguousarray(self.memory, np.float32)
         self._memory_squared = (self.memory ** 2).sum(1)
 
-    def anomaly_maps(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    def anomaly_maps(self, maps: FeatureMaps) -> np.ndarray:
         """(N, H, W) smoothed raw anomaly maps on the patch grid."""
-        return self.distance_maps(patch_features(mid, last, fine, self.settings, self.last_projection))
+        return self.distance_maps(patch_features(maps, self.settings, self.last_projection))
 
     def distance_maps(self, features: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W, C) patch features -> (N, H, W) smoothed distances to the nearest remembered
@@ -197,10 +180,10 @@ class AnomalyModel:
         """An anomaly map in heatmap units: 0 at a typical good peak, 1.0 at the score's 0.5."""
         return np.maximum(anomaly_map - self.floor, 0) / max(self.centre - self.floor, 1e-6)
 
-    def score(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, maps: FeatureMaps) -> tuple[np.ndarray, np.ndarray]:
         """0..1 scores and raw anomaly maps of a batch."""
-        maps = self.anomaly_maps(mid, last, fine)
-        return self.unit_scores(peak_scores(maps, self.settings.top_patches)), maps
+        anomaly = self.anomaly_maps(maps)
+        return self.unit_scores(top_mean(anomaly, self.settings.top_patches)), anomaly
 
     def save(self, folder: Path) -> None:
         tensors = {"memory": self.memory}
@@ -254,17 +237,10 @@ def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
     for i, view in enumerate(originals):
         own_patches = np.flatnonzero(memory_source == sources[view])
         distances = model.distance_maps(features[view:view + 1], own_patches)
-        held_out[i] = peak_scores(distances, settings.top_patches)[0]
+        held_out[i] = top_mean(distances, settings.top_patches)[0]
         report("validating on held-out good photos", i + 1, len(originals))
     median = float(np.median(held_out))
     centre = float(np.quantile(held_out, settings.good_quantile))
     model.centre, model.floor = centre, median
     model.spread = max((centre - median) / 3.0, 1e-3 * max(centre, 1e-6))
     return model, held_out
-
-
-def peak_scores(maps: np.ndarray, top: int) -> np.ndarray:
-    """(N, H, W) anomaly maps -> each map's mean of its ``top`` highest cells."""
-    flat = maps.reshape(len(maps), -1)
-    top = min(max(top, 1), flat.shape[1])
-    return np.partition(flat, flat.shape[1] - top, axis=1)[:, -top:].mean(1)

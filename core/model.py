@@ -1,10 +1,17 @@
 """The classifier head on top of a frozen backbone, and its exact, backward-free Grad-CAM.
 
-Pooled features are ``[mean(last map), mean(mid map), max(mid map)]``, standardised, then one
-linear layer with a softmax. Because the head is pooling followed by an affine map, the gradient
-of a logit with respect to each feature map is known in closed form: Grad-CAM's channel weights
-are the linear weights divided by the map area (plus the max-pooled weights for the mid map), so
-the heatmap costs a weighted channel sum, with no backward pass through the backbone.
+Two kinds of evidence are added in logit space. Global: pooled features ``[mean(last map),
+mean(mid map), max(mid map)]``, standardised, then one linear layer per class. Local: a linear map
+of every cell of the mid-level (stride-16) map, averaged over its 3x3 neighbourhood, gives a defect
+evidence map, and the mean of its ``patch_top`` highest cells is added to every defect class. The
+local part finds a small crack or blowhole that global pooling dilutes; it is trained as
+multiple-instance learning: a defect photo must have some defective cells, a good photo none.
+
+Both parts are linear maps of feature maps followed by pooling, so the gradient of a logit with
+respect to each map is known in closed form: Grad-CAM's channel weights are the linear weights
+divided by the map area (plus the max-pooled weights for the mid map), and the local part's
+evidence map is its own class activation map. The heatmap costs a few weighted channel sums, with
+no backward pass through the backbone.
 """
 
 from __future__ import annotations
@@ -12,13 +19,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+from torch.nn import functional as F
 
 from core.errors import InspectorError
+
+if TYPE_CHECKING:
+    from core.runtime import FeatureMaps
 
 WEIGHTS_FILE = "head.safetensors"
 
@@ -30,9 +43,40 @@ def read_model_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return load_file(str(path)), meta
 
 
-def pool_features(mid: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) maps -> (N, D) pooled features, the head's input."""
-    return np.concatenate([last.mean((2, 3)), mid.mean((2, 3)), mid.max((2, 3))], axis=1)
+def pool_features(maps: FeatureMaps) -> np.ndarray:
+    """A batch's maps -> (N, D) pooled features, the global part's input."""
+    return np.concatenate([maps.last.mean((2, 3)), maps.mid.mean((2, 3)), maps.mid.max((2, 3))], axis=1)
+
+
+def evidence_maps(mid: np.ndarray, weight: np.ndarray, bias: float) -> np.ndarray:
+    """(N, H, W) local defect evidence: a linear map of each mid cell's 3x3 neighbourhood average.
+
+    Averaging is linear, so it is applied after the projection to one channel (the same numbers,
+    a hundred times fewer operations).
+    """
+    out = np.empty((len(mid), *mid.shape[2:]), np.float32)
+    for i in range(len(out)):
+        projected = np.tensordot(weight, mid[i], axes=1).astype(np.float32)
+        out[i] = cv2.blur(projected, (3, 3), borderType=cv2.BORDER_REFLECT) + bias
+    return out
+
+
+def neighbourhood_average(maps: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> each cell averaged over its 3x3 neighbourhood, as ``evidence_maps`` does it
+    (edge-replicated padding is OpenCV's reflected border for a 3x3 window)."""
+    return F.avg_pool2d(F.pad(maps, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def evidence_tensor(mid: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | float) -> torch.Tensor:
+    """The torch twin of ``evidence_maps``, for ONNX export: (N, H * W) evidence."""
+    return neighbourhood_average(F.conv2d(mid, weight.reshape(1, -1, 1, 1))).flatten(1) + bias
+
+
+def top_mean(maps: np.ndarray, top: int) -> np.ndarray:
+    """(N, H, W) -> each map's mean of its ``top`` highest cells."""
+    flat = maps.reshape(len(maps), -1)
+    top = min(max(top, 1), flat.shape[1])
+    return np.partition(flat, flat.shape[1] - top, axis=1)[:, -top:].mean(1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,7 +86,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ClassifierHead:
-    """Standardisation plus a linear layer over pooled features; ``classes[good_index]`` passes."""
+    """Global linear layer over pooled features plus local evidence; ``classes[good_index]`` passes.
+
+    ``patch_top`` = 0 means no local part (versions trained before it existed).
+    """
 
     classes: tuple[str, ...]
     mean: np.ndarray
@@ -51,16 +98,30 @@ class ClassifierHead:
     bias: np.ndarray  # (n_classes,)
     last_channels: int
     cam_scale: float = 1.0
+    patch_weight: np.ndarray | None = None  # (C_mid,) of the evidence map, standardisation folded in
+    patch_bias: float = 0.0
+    patch_top: int = 0  # cells averaged into the local evidence
 
     @property
     def good_index(self) -> int:
         return self.classes.index("good")
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.std) @ self.weight.T + self.bias
+    def evidence(self, mid: np.ndarray) -> np.ndarray | None:
+        """(N, H, W) local defect evidence in logit units, or None without a local part."""
+        if not self.patch_top:
+            return None
+        return evidence_maps(mid, self.patch_weight, self.patch_bias)
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(features))
+    def logits(self, pooled: np.ndarray, evidence: np.ndarray | None) -> np.ndarray:
+        """Class logits from pooled features and the local evidence maps."""
+        logits = ((pooled - self.mean) / self.std) @ self.weight.T + self.bias
+        if evidence is not None:
+            defects = np.arange(len(self.classes)) != self.good_index
+            logits[:, defects] += top_mean(evidence, self.patch_top)[:, None]
+        return logits
+
+    def probabilities(self, maps: FeatureMaps) -> np.ndarray:
+        return softmax(self.logits(pool_features(maps), self.evidence(maps.mid)))
 
     def defect_scores(self, probabilities: np.ndarray) -> np.ndarray:
         """The probability of any defect: 1 - P(good). Compared with the tool's threshold."""
@@ -71,12 +132,14 @@ class ClassifierHead:
         defect[:, self.good_index] = -1
         return defect.argmax(axis=1)
 
-    def gradcam(self, mid: np.ndarray, last: np.ndarray, target: int) -> np.ndarray:
-        """Grad-CAM of ``logit[target] - logit[good]`` for one image, at the mid map's resolution.
+    def gradcam(self, maps: FeatureMaps, row: int, target: int) -> np.ndarray:
+        """Grad-CAM of ``logit[target] - logit[good]`` for image ``row``, on the mid map's grid.
 
         Returns evidence for the defect in logit units per location, clipped at zero, divided by
-        ``cam_scale`` (fixed at training) so that 1.0 means "as strong as a typical defect".
+        ``cam_scale`` (fixed at training) so that 1.0 means "as strong as a typical defect". The
+        local part adds each cell's evidence shared over the ``patch_top`` cells it is averaged in.
         """
+        mid, last = maps.mid[row], maps.last[row]
         direction = (self.weight[target] - self.weight[self.good_index]) / self.std
         c_last, c_mid = self.last_channels, mid.shape[0]
         w_last = direction[:c_last] / (last.shape[1] * last.shape[2])
@@ -88,26 +151,35 @@ class ClassifierHead:
         area_ratio = (last.shape[1] * last.shape[2]) / (mid.shape[1] * mid.shape[2])
         cam = cam_mid + area_ratio * cv2.resize(cam_last, cam_mid.shape[::-1],
                                                 interpolation=cv2.INTER_LINEAR)
+        evidence = self.evidence(maps.mid[row:row + 1])
+        if evidence is not None:
+            cam = cam + np.maximum(evidence[0], 0) / self.patch_top
         return np.maximum(cam, 0) / self.cam_scale
 
     def save(self, folder: Path) -> None:
-        save_file({"mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias},
-                  str(folder / WEIGHTS_FILE),
+        tensors = {"mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias}
+        if self.patch_top:
+            tensors["patch_weight"] = self.patch_weight
+        save_file(tensors, str(folder / WEIGHTS_FILE),
                   metadata={"classes": json.dumps(list(self.classes)),
                             "last_channels": str(self.last_channels),
-                            "cam_scale": repr(self.cam_scale)})
+                            "cam_scale": repr(self.cam_scale), "patch_bias": repr(self.patch_bias),
+                            "patch_top": str(self.patch_top)})
 
     @classmethod
     def load(cls, folder: Path) -> ClassifierHead:
         path = folder / WEIGHTS_FILE
         try:
             tensors, meta = read_model_file(path)
+            top = int(meta.get("patch_top", 0))
             head = cls(tuple(json.loads(meta["classes"])), tensors["mean"], tensors["std"],
                        tensors["weight"], tensors["bias"], int(meta["last_channels"]),
-                       float(meta["cam_scale"]))
+                       float(meta["cam_scale"]), tensors["patch_weight"] if top else None,
+                       float(meta.get("patch_bias", 0.0)), top)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
                                  "activate another version or retrain") from exc
-        if head.weight.shape != (len(head.classes), head.mean.shape[0]):
+        if head.weight.shape != (len(head.classes), head.mean.shape[0]) or (
+                top and head.patch_weight.ndim != 1):
             raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
         return head

@@ -12,45 +12,60 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from core.backbones import Backbone, Profile, create_backbone, get_profile
+from core.backbones import OUTPUTS, Backbone, Profile, create_backbone, get_profile
 from core.preprocessing import to_tensor
 from core.workspace import atomic_write_bytes, workspace_root
 
 _lock = threading.Lock()
 _extractors: dict[str, FeatureExtractor] = {}
-_OUTPUTS = ["mid", "last", "fine"]  # part of the cached graph's name: a change re-exports it
+
+
+class FeatureMaps(NamedTuple):
+    """The backbone's maps of one batch, each (N, C, H, W), in ``OUTPUTS`` order."""
+
+    mid: np.ndarray  # stride 16: the classifier pools it, both kinds read its local patches
+    last: np.ndarray  # last convolution (stride 32): pooled by the classifier
+    fine: np.ndarray  # stride 8: optional anomaly patches
+
+    def take(self, rows: slice | np.ndarray | list[int]) -> FeatureMaps:
+        """The maps of some images of the batch."""
+        return FeatureMaps(*(m[rows] for m in self))
+
+    @classmethod
+    def concatenate(cls, batches: list[FeatureMaps]) -> FeatureMaps:
+        return cls(*(np.concatenate(maps) for maps in zip(*batches)))
 
 
 def export_backbone_onnx(backbone: Backbone, path: Path) -> None:
     """Write the backbone as an ONNX graph with a dynamic batch size (for TTA batches).
 
-    The fine (stride-8) map is one more output of the same pass: it costs nothing to the
-    classifier, which does not fetch it.
+    Every map is an output of the same pass: a map a model does not need costs nothing more.
     """
     size = backbone.profile.input_size
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(backbone, torch.zeros(1, 3, size, size), buffer, input_names=["image"],
-                          output_names=_OUTPUTS, opset_version=17, dynamo=False,
-                          dynamic_axes={"image": {0: "n"}, **{name: {0: "n"} for name in _OUTPUTS}})
+                          output_names=list(OUTPUTS), opset_version=17, dynamo=False,
+                          dynamic_axes={"image": {0: "n"}, **{name: {0: "n"} for name in OUTPUTS}})
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _weights_tag(profile: Profile) -> str:
     """Names the cached graph after the exact weights file, so a replaced file is re-exported."""
     stat = Path(profile.weights_file).stat()
-    key = f"{profile.weights_file}:{stat.st_size}:{stat.st_mtime_ns}:{profile.input_size}:{_OUTPUTS}"
+    key = f"{profile.weights_file}:{stat.st_size}:{stat.st_mtime_ns}:{profile.input_size}:{list(OUTPUTS)}"
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 class FeatureExtractor:
-    """Maps a normalised batch (N, 3, S, S) to the backbone's (mid, last) feature maps, or with
-    ``maps`` to (mid, last, fine) for anomaly tools."""
+    """Maps a normalised batch (N, 3, S, S) to the backbone's ``FeatureMaps``; ``channels`` gives
+    each map's width."""
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -59,7 +74,6 @@ class FeatureExtractor:
             self._backbone = create_backbone(profile).to(self.device)
             self._session = None
             self.channels = self._backbone.channels
-            self.fine_channels = self._backbone.fine_channels
         else:
             import onnxruntime as ort
 
@@ -71,29 +85,24 @@ class FeatureExtractor:
             options.log_severity_level = 3
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])
-            mid, last, fine = self._session.get_outputs()
-            self.channels = (int(mid.shape[1]), int(last.shape[1]))
-            self.fine_channels = int(fine.shape[1])
+            self.channels = {out.name: int(out.shape[1]) for out in self._session.get_outputs()}
 
     def tensor(self, images: list[np.ndarray]) -> np.ndarray:
         """BGR images as this profile's normalised input batch."""
         return to_tensor(images, self.profile.input_size, self.profile.mean, self.profile.std)
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mid, last = self._run(batch, _OUTPUTS[:2])
-        return mid, last
-
-    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mid, last, fine) maps of one pass: what a frame with classifier and anomaly tools needs."""
-        mid, last, fine = self._run(batch, _OUTPUTS)
-        return mid, last, fine
-
-    def _run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    def maps(self, batch: np.ndarray) -> FeatureMaps:
+        """Every map of one pass: what a frame with classifier and anomaly tools needs."""
         if self._session is not None:
-            return self._session.run(outputs, {"image": batch})
+            return FeatureMaps(*self._session.run(list(OUTPUTS), {"image": batch}))
         with torch.no_grad():
-            maps = dict(zip(_OUTPUTS, self._backbone(torch.from_numpy(batch).to(self.device))))
-        return [maps[name].float().cpu().numpy() for name in outputs]
+            maps = self._backbone(torch.from_numpy(batch).to(self.device))
+        return FeatureMaps(*(m.float().cpu().numpy() for m in maps))
+
+    def images(self, images: list[np.ndarray], batch: int = 16) -> FeatureMaps:
+        """The maps of BGR images, in batches."""
+        return FeatureMaps.concatenate([self.maps(self.tensor(images[start:start + batch]))
+                                        for start in range(0, len(images), batch)])
 
 
 def get_extractor(profile: str | Profile) -> FeatureExtractor:

@@ -1,10 +1,12 @@
-"""Few-shot transfer learning: frozen ImageNet features of augmented views, a balanced linear head.
+"""Few-shot transfer learning: frozen ImageNet features of several views, a balanced linear head.
 
 Why this shape: on a 2-core CPU a backward pass through the backbone is too slow for "a model
 within a minute", while a frozen backbone needs one forward pass per view and the head fits in
-milliseconds. That speed buys a real validation estimate: every image is scored by a head that
+a second. That speed buys a real validation estimate: every image is scored by a head that
 never saw any view of it (stratified k-fold), which gives the confusion matrix and the suggested
-threshold an engineer sees before activating the model.
+threshold an engineer sees before activating the model. A part that looks the same mirrored is
+taken in its 8 orientations (exact copies of real texture, measured better than random re-takes);
+other parts in a few random re-takes (light, small shift, rotation, blur).
 
 Anomaly tools (``core.anomaly``) take the same views of their good photos only, keep their patch
 features in a memory and validate each good photo against the memory without its own patches.
@@ -23,16 +25,18 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from torch.nn import functional as F
 
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
 from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
-from core.model import ClassifierHead, pool_features
+from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
 from core.preprocessing import augment
-from core.runtime import get_extractor
+from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig, announce
 from core.workspace import atomic_write_json, fsync_dir
 
@@ -41,7 +45,7 @@ BATCH = 16
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    views_per_image: int = 4  # the photo itself plus 3 augmented re-takes
+    views_per_image: int | None = None  # None: see ``view_count``
     seed: int = 0
     folds: int = 5
     activate: bool = True
@@ -80,36 +84,117 @@ class _Reporter:
             self.callback(Progress(stage, done, total, elapsed, eta))
 
 
-def extract_view_features(images: list[np.ndarray], profile_name: str, views: int, seed: int,
-                          allow_flips: bool, report: Callable[[str, int, int], None]
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of ``views`` variants of every image; view 0 is the photo itself.
+ORIENTATIONS = 8  # quarter turns x mirror
 
-    Returns features (N * views, D) ordered image by image, and each row's image index.
-    """
+
+RETAKES = 4  # the photo and 3 random re-takes, for a part that is not taken mirrored
+
+
+def view_count(allow_flips: bool, options: TrainingOptions) -> int:
+    """Views per photo: as the options say, else all 8 orientations of a part that looks the same
+    mirrored, else ``RETAKES``."""
+    if options.views_per_image:
+        return options.views_per_image
+    return ORIENTATIONS if allow_flips else RETAKES
+
+
+def view_of(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
+    """View 0 is the photo. A part that looks the same mirrored is taken to look the same in any
+    orientation, so its next views are its 7 other quarter turns and mirrors (exact copies of real
+    texture, measured better than random re-takes); further views, and every view of other parts,
+    are random re-takes."""
+    if view == 0:
+        return image
+    if not allow_flips or view >= ORIENTATIONS:
+        return augment(image, rng, allow_flips)
+    if view >= 4:
+        image = cv2.flip(image, 1)
+    return image if view % 4 == 0 else cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
+                                                          cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
+
+
+@dataclass
+class ViewFeatures:
+    """What a classifier head learns from, one row per view: pooled features, the mid map its
+    local evidence reads, and the image each view shows."""
+
+    pooled: np.ndarray  # (V, D)
+    mid: np.ndarray  # (V, C_mid, H, W)
+    groups: np.ndarray  # (V,) image index
+
+    def take(self, rows: np.ndarray) -> ViewFeatures:
+        return ViewFeatures(self.pooled[rows], self.mid[rows], self.groups[rows])
+
+    def probabilities(self, head: ClassifierHead) -> np.ndarray:
+        return softmax(head.logits(self.pooled, head.evidence(self.mid)))
+
+    @property
+    def originals(self) -> np.ndarray:
+        """The row of each image's own photo (its view 0)."""
+        return np.flatnonzero(np.r_[True, self.groups[1:] != self.groups[:-1]])
+
+
+def extract_view_features(images: list[np.ndarray], profile_name: str, views: int, seed: int,
+                          allow_flips: bool, report: Callable[[str, int, int], None]) -> ViewFeatures:
+    """Features of ``views`` views of every image (see ``view_of``), ordered image by image."""
     extractor = get_extractor(profile_name)
     rng = np.random.default_rng(seed)
     jobs = [(i, v) for i in range(len(images)) for v in range(views)]
-    features = []
+    pooled, mids = [], []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
-        pictures = [images[i] if v == 0 else augment(images[i], rng, allow_flips) for i, v in chunk]
-        mid, last = extractor(extractor.tensor(pictures))
-        features.append(pool_features(mid, last))
+        maps = extractor.maps(extractor.tensor([view_of(images[i], v, rng, allow_flips) for i, v in chunk]))
+        pooled.append(pool_features(maps))
+        mids.append(maps.mid)
         report("extracting features", start + len(chunk), len(jobs))
-    groups = np.array([i for i, _ in jobs])
-    return np.concatenate(features), groups
+    return ViewFeatures(np.concatenate(pooled), np.concatenate(mids), np.array([i for i, _ in jobs]))
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
+EVIDENCE_TOP = 8  # cells of the evidence map averaged into the local part of the logit
+_EVIDENCE_DECAY = 1e-2  # L2 penalty on the evidence weights (standardised features)
+_EVIDENCE_STEPS = 150
+
+
+def fit_evidence(mid: np.ndarray, is_defect: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """Weights of the local evidence map (``core.model.evidence_maps``), multiple-instance style:
+    the mean of each view's ``EVIDENCE_TOP`` highest cells should tell defect views from good ones.
+
+    Full-batch Adam on standardised features, classes weighted equally. The 3x3 averaging is
+    linear, so it is applied to the features once, not at every step; the standardisation is
+    folded into the returned weight and bias (averaging a constant leaves it unchanged).
+    """
+    mean, std = mid.mean((0, 2, 3)), mid.std((0, 2, 3)) + 1e-4
+    standardised = torch.from_numpy((mid - mean[:, None, None]) / std[:, None, None])
+    cells = neighbourhood_average(standardised).permute(0, 2, 3, 1).reshape(len(mid), -1, mid.shape[1])
+    generator = torch.Generator().manual_seed(seed)
+    limit = 1.0 / np.sqrt(mid.shape[1])
+    weight = ((torch.rand(mid.shape[1], generator=generator) * 2 - 1) * limit).requires_grad_()
+    bias = torch.zeros(1, requires_grad=True)
+    target = torch.from_numpy(np.asarray(is_defect, np.float32))
+    positive_weight = (1 - target).sum() / target.sum().clamp(min=1)
+    optimiser = torch.optim.Adam([weight, bias], lr=1e-2)
+    top = min(EVIDENCE_TOP, cells.shape[1])
+    for _ in range(_EVIDENCE_STEPS):
+        logit = (cells @ weight).topk(top, dim=1).values.mean(1) + bias
+        loss = F.binary_cross_entropy_with_logits(logit, target, pos_weight=positive_weight) \
+            + _EVIDENCE_DECAY * (weight ** 2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    folded = weight.detach().numpy() / std
+    return folded.astype(np.float32), float(bias.item() - folded @ mean)
+
+
+def fit_head(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...],
              last_channels: int, seed: int = 0) -> ClassifierHead:
-    """Standardise, then a class-balanced L2 logistic regression (strength scaled to the width)."""
-    mean = features.mean(axis=0)
-    std = features.std(axis=0) + 1e-4
-    z = (features - mean) / std
-    regression = LogisticRegression(C=10.0 / features.shape[1], class_weight="balanced",
+    """Global part: standardise, then a class-balanced L2 logistic regression (strength scaled to
+    the width). Local part: ``fit_evidence`` on good against every defect class."""
+    mean = features.pooled.mean(axis=0)
+    std = features.pooled.std(axis=0) + 1e-4
+    z = (features.pooled - mean) / std
+    regression = LogisticRegression(C=10.0 / z.shape[1], class_weight="balanced",
                                     max_iter=2000, random_state=seed).fit(z, labels)
-    weight = np.zeros((len(classes), features.shape[1]), np.float32)
+    weight = np.zeros((len(classes), z.shape[1]), np.float32)
     bias = np.zeros(len(classes), np.float32)
     if regression.coef_.shape[0] == 1:  # binary: split the single logit symmetrically
         hi = regression.classes_[1]
@@ -119,12 +204,13 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
     else:
         weight[regression.classes_] = regression.coef_
         bias[regression.classes_] = regression.intercept_
+    patch_weight, patch_bias = fit_evidence(features.mid, labels != classes.index("good"), seed)
     return ClassifierHead(classes, mean.astype(np.float32), std.astype(np.float32), weight, bias,
-                          last_channels)
+                          last_channels, 1.0, patch_weight, patch_bias, EVIDENCE_TOP)
 
 
-def cross_validate(features: np.ndarray, groups: np.ndarray, labels: np.ndarray,
-                   classes: tuple[str, ...], last_channels: int, folds: int, seed: int,
+def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...],
+                   last_channels: int, folds: int, seed: int,
                    report: Callable[[str, int, int], None]) -> tuple[np.ndarray, int]:
     """Out-of-fold class probabilities of every image's own photo (view 0), and the fold count.
 
@@ -134,11 +220,11 @@ def cross_validate(features: np.ndarray, groups: np.ndarray, labels: np.ndarray,
     folds = max(2, min(folds, int(np.bincount(labels).min())))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probabilities = np.zeros((n_images, len(classes)), np.float32)
-    originals = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    originals = features.originals
     for k, (train, held_out) in enumerate(splitter.split(np.zeros(n_images), labels)):
-        rows = np.isin(groups, train)
-        head = fit_head(features[rows], labels[groups[rows]], classes, last_channels, seed)
-        probabilities[held_out] = head.probabilities(features[originals[held_out]])
+        rows = np.isin(features.groups, train)
+        head = fit_head(features.take(rows), labels[features.groups[rows]], classes, last_channels, seed)
+        probabilities[held_out] = features.take(originals[held_out]).probabilities(head)
         report("validating", k + 1, folds)
     return probabilities, folds
 
@@ -149,11 +235,9 @@ def _calibrate_cam_scale(head: ClassifierHead, images: list[np.ndarray], labels:
     defect_rows = [i for i, y in enumerate(labels) if y != head.good_index][:24]
     if not defect_rows:
         return 1.0
-    extractor = get_extractor(profile_name)
-    mid, last = extractor(extractor.tensor([images[i] for i in defect_rows]))
-    features = pool_features(mid, last)
-    targets = head.top_defect(head.probabilities(features))
-    peaks = [head.gradcam(mid[j], last[j], int(targets[j])).max() for j in range(len(defect_rows))]
+    maps = get_extractor(profile_name).images([images[i] for i in defect_rows])
+    targets = head.top_defect(head.probabilities(maps))
+    peaks = [head.gradcam(maps, j, int(targets[j])).max() for j in range(len(defect_rows))]
     return float(max(np.median(peaks), 1e-3))
 
 
@@ -185,7 +269,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     meta = {
         "id": _new_version_id(tool), "kind": config.kind, "profile": config.profile,
         "classes": list(config.classes), "created": datetime.now(timezone.utc).isoformat(),
-        "images": counts, "views_per_image": options.views_per_image, "seed": options.seed,
+        "images": counts, "views_per_image": view_count(config.allow_flips, options), "seed": options.seed,
         **details, "suggested_threshold": threshold, "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
         "skipped": [str(p) for p in data.skipped],
@@ -205,12 +289,12 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
                       ) -> tuple[ClassifierHead, np.ndarray, float, dict, dict]:
     """Head, out-of-fold defect scores, suggested threshold, validation figures, extra metadata."""
     labels = np.asarray(data.labels)
-    last_channels = get_extractor(config.profile).channels[1]
-    features, groups = extract_view_features(data.images, config.profile, options.views_per_image,
-                                             options.seed, config.allow_flips, report)
-    oof, folds = cross_validate(features, groups, labels, config.classes, last_channels, options.folds,
+    last_channels = get_extractor(config.profile).channels["last"]
+    features = extract_view_features(data.images, config.profile, view_count(config.allow_flips, options),
+                                     options.seed, config.allow_flips, report)
+    oof, folds = cross_validate(features, labels, config.classes, last_channels, options.folds,
                                 options.seed, report)
-    head = fit_head(features, labels[groups], config.classes, last_channels, options.seed)
+    head = fit_head(features, labels[features.groups], config.classes, last_channels, options.seed)
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile)
     is_defect = labels != head.good_index
     scores = head.defect_scores(oof)
@@ -221,31 +305,9 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     return head, scores, threshold, validation, {}
 
 
-ORIENTATIONS = 8  # quarter turns x mirror
-
-
-def _anomaly_view(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
-    """View 0 is the photo. A part that looks the same mirrored is taken to look the same in any
-    orientation, so its other views are its 7 other quarter turns and mirrors (exact copies of good
-    texture, which measured better than random re-takes); other parts get random re-takes."""
-    if view == 0:
-        return image
-    if not allow_flips:
-        return augment(image, rng, allow_flips)
-    if view >= 4:
-        image = cv2.flip(image, 1)
-    return image if view % 4 == 0 else cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
-                                                          cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
-
-
-def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mid, last, fine) feature maps of photos as the live engine computes them, in batches."""
-    extractor = get_extractor(profile_name)
-    batches = [extractor.maps(extractor.tensor(settings.inputs(images[start:start + BATCH])))
-               for start in range(0, len(images), BATCH)]
-    mid, last, fine = (np.concatenate(maps) for maps in zip(*batches))
-    return mid, last, fine
+def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings) -> FeatureMaps:
+    """Feature maps of photos as the live engine computes them for an anomaly tool."""
+    return get_extractor(profile_name).images(settings.inputs(images), BATCH)
 
 
 def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
@@ -261,15 +323,14 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
     rng = np.random.default_rng(options.seed)
-    projection = settings.random_last_projection(extractor.channels[1], options.seed)
-    views = ORIENTATIONS if config.allow_flips else options.views_per_image
-    jobs = [(i, v) for i in good_rows for v in range(views)]
+    projection = settings.random_last_projection(extractor.channels["last"], options.seed)
+    jobs = [(i, v) for i in good_rows for v in range(view_count(config.allow_flips, options))]
     features = []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
-        pictures = [_anomaly_view(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
-        mid, last, fine = extractor.maps(extractor.tensor(settings.inputs(pictures)))
-        features.append(patch_features(mid, last, fine, settings, projection))
+        pictures = [view_of(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
+        maps = extractor.maps(extractor.tensor(settings.inputs(pictures)))
+        features.append(patch_features(maps, settings, projection))
         report("extracting features", start + len(chunk), len(jobs))
     sources = np.array([i for i, _ in jobs])
     originals = np.flatnonzero(np.array([v for _, v in jobs]) == 0)
@@ -281,7 +342,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     for start in range(0, len(defect_rows), BATCH):
         rows = defect_rows[start:start + BATCH]
         maps = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings)
-        scores[rows] = model.score(*maps)[0]
+        scores[rows] = model.score(maps)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")
     threshold = suggest_threshold(is_defect, scores) if is_defect.any() else 0.5

@@ -20,14 +20,14 @@ def test_three_builtin_profiles_from_fastest_to_most_accurate():
     assert [profiles[n].input_size for n in ("fast", "balanced", "accurate")] == [192, 240, 260]
 
 
-@pytest.mark.parametrize("name, mid_channels", [("fast", 112), ("accurate", 120)])
-def test_pretrained_checkpoint_loads_completely(name, mid_channels):
+@pytest.mark.parametrize("name, mid_channels, fine_channels", [("fast", 112, 40), ("accurate", 120, 48)])
+def test_pretrained_checkpoint_loads_completely(name, mid_channels, fine_channels):
     backbone = create_backbone(name)
-    assert backbone.channels == (mid_channels, 1280)
+    assert backbone.channels == {"mid": mid_channels, "last": 1280, "fine": fine_channels}
     size = backbone.profile.input_size
     mid, last, fine = backbone(torch.zeros(1, 3, size, size))
     assert mid.shape[2] == -(-size // 16) and last.shape[2] == -(-size // 32)
-    assert fine.shape[1:3] == (backbone.fine_channels, -(-size // 8))
+    assert fine.shape[1:3] == (backbone.channels["fine"], -(-size // 8))
     assert not any(p.requires_grad for p in backbone.parameters())
 
 
@@ -48,13 +48,11 @@ def test_onnx_runtime_and_torch_agree(workspace):
     backbone = create_backbone("fast")
     x = np.random.default_rng(0).standard_normal((2, 3, 192, 192)).astype(np.float32)
     extractor = FeatureExtractor(get_profile("fast"))
-    mid, last, fine = extractor.maps(x)
+    maps = extractor.maps(x)
     with torch.no_grad():
-        ref_mid, ref_last, ref_fine = backbone(torch.from_numpy(x))
-    np.testing.assert_allclose(last, ref_last.numpy(), atol=1e-3)
-    np.testing.assert_allclose(mid, ref_mid.numpy(), atol=1e-3)
-    np.testing.assert_allclose(fine, ref_fine.numpy(), atol=1e-3)
-    np.testing.assert_array_equal(extractor(x)[0], mid)
+        reference = backbone(torch.from_numpy(x))
+    for name, ours, theirs in zip(maps._fields, maps, reference):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-3, err_msg=name)
 
 
 def test_unknown_profile_is_refused():
@@ -69,7 +67,7 @@ def test_a_torchvision_weights_file_on_disk_becomes_a_profile(workspace):
     torch.save(resnet18(weights=None).state_dict(), workspace / "weights" / "resnet18-test.pth")
     assert "tv-resnet18" in available_profiles()
     backbone = create_backbone("tv-resnet18")
-    assert (backbone.channels, backbone.fine_channels) == ((256, 512), 128)
+    assert backbone.channels == {"mid": 256, "last": 512, "fine": 128}
     tool = ToolStore().create("resnet tool", profile="tv-resnet18")
     meta = train_tool(tool, load_sample("casting", 5, seed=61), TrainingOptions(views_per_image=1))
     assert meta["profile"] == "tv-resnet18"

@@ -45,7 +45,8 @@ def test_background_training_reports_progress_and_does_not_activate(workspace):
     assert job.wait(TIMEOUT) and not job.running
     assert job.error is None, job.error
     assert [v["id"] for v in tool.versions()] == [job.meta["id"]]
-    assert job.meta["images"] == {"good": 5, "defect": 5} and job.meta["views_per_image"] == 4
+    # full training: every photo in its 8 orientations (the tool allows flips)
+    assert job.meta["images"] == {"good": 5, "defect": 5} and job.meta["views_per_image"] == 8
     assert job.progress.stage == "saving" and job.progress.fraction == 1.0
     assert ToolStore().get("casting").config.active_version is None  # the engineer activates
 

@@ -8,6 +8,7 @@ import pytest
 from core.errors import InspectorError, TrainingCancelled
 from core.inference import TrainedModel
 from core.metrics import pass_fail_metrics, suggest_threshold
+from core.model import pool_features
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
 from tests.conftest import load_sample
@@ -121,3 +122,26 @@ def test_suggested_threshold_separates_scores():
     is_defect = np.array([0, 0, 0, 1, 1, 1], bool)
     assert suggest_threshold(is_defect, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == pytest.approx(0.5)
     assert suggest_threshold(is_defect, np.array([0.01, 0.02, 0.03, 0.05, 0.06, 0.07])) == pytest.approx(0.04)
+
+
+def test_the_local_part_is_saved_and_a_version_without_it_still_loads(casting_tool):
+    """Versions trained before the local evidence map existed keep working with their global part."""
+    from safetensors.numpy import save_file
+
+    from core.model import WEIGHTS_FILE, read_model_file, softmax
+
+    model = TrainedModel(casting_tool)
+    assert model.head.patch_top > 0 and model.head.patch_weight.shape == (112,)
+    images = load_sample("casting", 2, seed=40).images
+    maps = model.maps(images)
+    evidence = model.head.evidence(maps.mid)
+    assert evidence.shape == (len(images), *maps.mid.shape[2:])
+    folder = casting_tool.version_dir()
+    tensors, meta = read_model_file(folder / WEIGHTS_FILE)
+    del tensors["patch_weight"], meta["patch_top"], meta["patch_bias"]
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata=meta)
+    older = TrainedModel(ToolStore().get("casting"))
+    assert older.head.patch_top == 0 and older.head.evidence(maps.mid) is None
+    global_only = softmax(model.head.logits(pool_features(maps), None))
+    np.testing.assert_allclose(older.probabilities(images), global_only, atol=1e-5)
+    assert not np.allclose(global_only, model.probabilities(images), atol=1e-3)  # the local part counts
