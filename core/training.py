@@ -85,8 +85,6 @@ class _Reporter:
 
 
 ORIENTATIONS = 8  # quarter turns x mirror
-
-
 RETAKES = 4  # the photo and 3 random re-takes, for a part that is not taken mirrored
 
 
