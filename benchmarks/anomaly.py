@@ -68,7 +68,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
         images = [read_image(f) for f in files]
         shapes = [im.shape[:2] for im in images]
         masks = masks_of(dataset, files, is_defect)
-        maps = anomaly_maps_of(images, "fast", AnomalySettings())
+        features = anomaly_maps_of(images, "fast", AnomalySettings())
         good = np.flatnonzero(~is_defect)
         for k in ks:
             for seed in seeds:
@@ -81,8 +81,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
                 rest = np.setdiff1d(np.arange(len(files)), drawn)
                 scores, maps = [], []
                 for start in range(0, len(rest), 64):
-                    rows = rest[start:start + 64]
-                    s, m = model.score(maps.take(rows))
+                    s, m = model.score(features.take(rest[start:start + 64]))
                     scores.append(s)
                     maps.append(m)
                 scores, maps = np.concatenate(scores), np.concatenate(maps)
