@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,20 +132,30 @@ class ViewFeatures:
         return np.flatnonzero(np.r_[True, self.groups[1:] != self.groups[:-1]])
 
 
-def extract_view_features(images: list[np.ndarray], profile_name: str, views: int, seed: int,
-                          allow_flips: bool, report: Callable[[str, int, int], None]) -> ViewFeatures:
-    """Features of ``views`` views of every image (see ``view_of``), ordered image by image."""
+def view_maps(images: list[np.ndarray], views: int, seed: int, allow_flips: bool, profile_name: str,
+              report: Callable[[str, int, int], None],
+              inputs: Callable[[list[np.ndarray]], list[np.ndarray]] = list) -> Iterator[FeatureMaps]:
+    """The maps of ``views`` views of every image (see ``view_of``), image by image, one batch at a
+    time; ``inputs`` prepares the pictures as the model feeds them to the backbone."""
     extractor = get_extractor(profile_name)
     rng = np.random.default_rng(seed)
     jobs = [(i, v) for i in range(len(images)) for v in range(views)]
-    pooled, mids = [], []
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
-        maps = extractor.maps(extractor.tensor([view_of(images[i], v, rng, allow_flips) for i, v in chunk]))
+        pictures = inputs([view_of(images[i], v, rng, allow_flips) for i, v in chunk])
+        yield extractor.maps(extractor.tensor(pictures))
+        report("extracting features", start + len(chunk), len(jobs))
+
+
+def extract_view_features(images: list[np.ndarray], profile_name: str, views: int, seed: int,
+                          allow_flips: bool, report: Callable[[str, int, int], None]) -> ViewFeatures:
+    """What a classifier head learns from, for ``views`` views of every image."""
+    pooled, mids = [], []
+    for maps in view_maps(images, views, seed, allow_flips, profile_name, report):
         pooled.append(pool_features(maps))
         mids.append(maps.mid)
-        report("extracting features", start + len(chunk), len(jobs))
-    return ViewFeatures(np.concatenate(pooled), np.concatenate(mids), np.array([i for i, _ in jobs]))
+    return ViewFeatures(np.concatenate(pooled), np.concatenate(mids),
+                        np.repeat(np.arange(len(images)), views))
 
 
 EVIDENCE_TOP = 8  # cells of the evidence map averaged into the local part of the logit
@@ -204,7 +214,8 @@ def fit_head(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...
         bias[regression.classes_] = regression.intercept_
     patch_weight, patch_bias = fit_evidence(features.mid, labels != classes.index("good"), seed)
     return ClassifierHead(classes, mean.astype(np.float32), std.astype(np.float32), weight, bias,
-                          last_channels, 1.0, patch_weight, patch_bias, EVIDENCE_TOP)
+                          last_channels, patch_weight=patch_weight, patch_bias=patch_bias,
+                          patch_top=EVIDENCE_TOP)
 
 
 def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...],
@@ -317,23 +328,17 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     0.5, which the score's calibration puts at a high quantile of held-out good scores.
     """
     settings = options.anomaly
-    extractor = get_extractor(config.profile)
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
-    rng = np.random.default_rng(options.seed)
-    projection = settings.random_last_projection(extractor.channels["last"], options.seed)
-    jobs = [(i, v) for i in good_rows for v in range(view_count(config.allow_flips, options))]
-    features = []
-    for start in range(0, len(jobs), BATCH):
-        chunk = jobs[start:start + BATCH]
-        pictures = [view_of(data.images[i], v, rng, config.allow_flips) for i, v in chunk]
-        maps = extractor.maps(extractor.tensor(settings.inputs(pictures)))
-        features.append(patch_features(maps, settings, projection))
-        report("extracting features", start + len(chunk), len(jobs))
-    sources = np.array([i for i, _ in jobs])
-    originals = np.flatnonzero(np.array([v for _, v in jobs]) == 0)
-    model, held_out = fit_memory(np.concatenate(features), sources, originals, settings, projection,
-                                 options.seed, report)
+    projection = settings.random_last_projection(
+        get_extractor(config.profile).channels["last"], options.seed)
+    views = view_count(config.allow_flips, options)
+    features = [patch_features(maps, settings, projection)
+                for maps in view_maps([data.images[i] for i in good_rows], views, options.seed,
+                                      config.allow_flips, config.profile, report, settings.inputs)]
+    sources = np.repeat(np.arange(len(good_rows)), views)  # the good photo each view shows
+    model, held_out = fit_memory(np.concatenate(features), sources, np.arange(len(good_rows)) * views,
+                                 settings, projection, options.seed, report)
     scores = np.zeros(len(labels), np.float32)
     scores[good_rows] = model.unit_scores(held_out)
     defect_rows = np.flatnonzero(labels != config.classes.index("good"))
