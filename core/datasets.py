@@ -1,4 +1,9 @@
-"""A tool's dataset: photos stored per class, and the checks that run before training."""
+"""A tool's dataset: photos stored per class, and the checks that run before training.
+
+A photo's file name says where it came from: frames saved from the station's camera (``add_image``:
+a snapshot or its ROI) carry ``CAMERA_TAG``, photos uploaded from elsewhere (``add_file``) do not,
+so ``core.framing`` can tell captured photos from uploaded ones (``from_camera``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from core.errors import InspectorError
 from core.workspace import atomic_write_bytes
@@ -20,6 +26,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_IMAGES_PER_CLASS = 5
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one uploaded photo, or one photo inside a zip
 MAX_ZIP_BYTES = 1024 * 1024 * 1024  # all the photos of one uploaded zip, uncompressed
+CAMERA_TAG = "cam"  # in the name of a photo saved from the camera: <time>-cam-<hash>.png
 
 
 def read_image(path: Path) -> np.ndarray | None:
@@ -31,6 +38,29 @@ def read_image(path: Path) -> np.ndarray | None:
 def decode_image(data: bytes) -> np.ndarray | None:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
+
+
+def is_truncated(data: bytes) -> bool:
+    """Whether an image file ends before its image does (a broken download or copy).
+
+    OpenCV 4 decodes such a JPEG without complaint, the missing part a flat grey: trained on, it
+    teaches the model that grey bands are normal. Pillow reads to the end and says so. Formats
+    Pillow cannot read are left to OpenCV's verdict.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except OSError as exc:
+        return "truncated" in str(exc)  # Pillow: "image file is truncated (N bytes not processed)"
+    except Exception:  # noqa: BLE001 - any other Pillow failure: OpenCV decides
+        return False
+    return False
+
+
+def from_camera(path: Path) -> bool:
+    """Whether a photo was saved from the station's camera (``ToolDataset.add_image``)."""
+    parts = path.stem.split("-")
+    return len(parts) == 5 and parts[3] == CAMERA_TAG
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -89,8 +119,9 @@ def check_trainable(counts: dict[str, int], minimum: int = MIN_IMAGES_PER_CLASS,
         return
     needed = list(counts)
     if sum(1 for n in counts.values() if n > 0) < 2:
-        raise InspectorError("training needs images of at least two classes (good and a defect); "
-                             f"have {counts}")
+        have = ", ".join(f"{n} '{c}'" for c, n in counts.items())
+        raise InspectorError("training needs photos of at least two classes (good and a defect): "
+                             f"there are {have}; capture photos of the missing class")
     short = {c: counts.get(c, 0) for c in needed if counts.get(c, 0) < minimum}
     if short:
         advice = "; ".join(f"capture {minimum - n} more '{c}' image(s)" for c, n in short.items())
@@ -106,7 +137,8 @@ class ToolDataset:
 
     def _class_dir(self, name: str) -> Path:
         if name not in self.classes:
-            raise InspectorError(f"unknown class '{name}'; this tool has {list(self.classes)}")
+            known = ", ".join(f"'{c}'" for c in self.classes)
+            raise InspectorError(f"unknown class '{name}': this tool's classes are {known}")
         return self.root / name
 
     def counts(self) -> dict[str, int]:
@@ -117,14 +149,17 @@ class ToolDataset:
         return [p for c in names for p in image_files(self._class_dir(c))]
 
     def add_image(self, name: str, image: np.ndarray) -> Path:
-        """Store a BGR frame (a snapshot or its ROI) as a lossless PNG in a class."""
+        """Store a camera frame (a snapshot or its ROI) as a lossless PNG in a class."""
         ok, encoded = cv2.imencode(".png", image)
         if not ok:
             raise InspectorError("could not encode the image to store it")
-        return self._store(name, encoded.tobytes(), ".png")
+        return self._store(name, encoded.tobytes(), ".png", CAMERA_TAG)
 
     def add_file(self, name: str, data: bytes, filename: str = "upload") -> Path:
-        """Store an uploaded photo as it is, after checking it decodes."""
+        """Store an uploaded photo as it is, after checking it is complete and decodes."""
+        if is_truncated(data):
+            raise InspectorError(f"'{filename}' is incomplete: the file ends before the image does "
+                                 "(a broken download or copy). Copy it again; nothing was added")
         if decode_image(data) is None:
             raise InspectorError(f"'{filename}' is not a readable image (PNG, JPEG, BMP, TIFF "
                                  "or WebP): nothing was added")
@@ -185,10 +220,11 @@ class ToolDataset:
                     problems.append(str(exc))
         return added, problems
 
-    def _store(self, name: str, data: bytes, suffix: str) -> Path:
+    def _store(self, name: str, data: bytes, suffix: str, tag: str = "") -> Path:
         # Time to the microsecond keeps a burst of identical frames as separate photos.
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        path = self._class_dir(name) / f"{stamp}-{hashlib.sha1(data).hexdigest()[:8]}{suffix}"
+        digest = hashlib.sha1(data).hexdigest()[:8]
+        path = self._class_dir(name) / f"{stamp}-{tag + '-' if tag else ''}{digest}{suffix}"
         atomic_write_bytes(path, data)
         return path
 

@@ -186,3 +186,35 @@ def test_uploaded_photos_and_zips_are_added_and_tricks_refused(workspace):
     with pytest.raises(InspectorError, match="unknown class"):
         dataset.add_upload(photos[0].name, photos[0].read_bytes(), name="scratch")
     assert dataset.counts() == {"good": 0, "defect": 3}
+
+
+def test_a_truncated_jpeg_is_refused_and_nothing_is_added(workspace):
+    tool = ToolStore().create("uploads")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    photo = sample_paths("casting", 1, seed=5)["good"][0]
+    data = photo.read_bytes()
+    added, problems = dataset.add_upload("cut.jpg", data[: len(data) * 2 // 3], name="good")
+    assert added == 0 and dataset.counts() == {"good": 0, "defect": 0}
+    assert problems == ["'cut.jpg' is incomplete: the file ends before the image does (a broken "
+                        "download or copy). Copy it again; nothing was added"]
+    assert dataset.add_upload("whole.jpg", data, name="good") == (1, [])
+
+
+def test_camera_photos_are_told_from_uploaded_ones(workspace):
+    from core.datasets import from_camera
+
+    tool = ToolStore().create("origins")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    photo = sample_paths("casting", 1, seed=5)["good"][0]
+    captured = dataset.add_image("good", read_image(photo))
+    uploaded = dataset.add_file("good", photo.read_bytes(), photo.name)
+    assert from_camera(captured) and not from_camera(uploaded)
+    assert sorted(dataset.files("good")) == sorted([captured, uploaded])
+
+
+def test_training_refusal_names_the_counts_in_words():
+    with pytest.raises(InspectorError) as refused:
+        check_trainable({"good": 30, "defect": 0})
+    assert str(refused.value) == ("training needs photos of at least two classes (good and a "
+                                  "defect): there are 30 'good', 0 'defect'; capture photos of the "
+                                  "missing class")
