@@ -63,3 +63,21 @@ def casting_tool(trained_workspace, workspace):
 
     shutil.copytree(trained_workspace / "tools", workspace / "tools")
     return ToolStore(workspace).get("casting")
+
+
+def on_conveyor(photo: np.ndarray, frame: tuple[int, int] = (480, 640), grey: int = 150,
+                seed: int = 0) -> np.ndarray:
+    """A camera's view of a part: the photo's round part (a disc of 0.47 of its side, soft edge)
+    placed at the centre of a grey conveyor with a little sensor noise, as a BGR frame."""
+    import cv2
+
+    h, w = frame
+    noise = np.random.default_rng(seed).integers(0, 10, (h, w, 1), dtype=np.uint8)
+    scene = cv2.add(np.full((h, w, 3), grey - 5, np.uint8), np.repeat(noise, 3, axis=2))
+    ph, pw = photo.shape[:2]
+    yy, xx = np.mgrid[:ph, :pw]
+    mask = np.clip((0.47 * min(ph, pw) - np.hypot(yy - ph / 2, xx - pw / 2)) / 4, 0, 1)[..., None]
+    y0, x0 = (h - ph) // 2, (w - pw) // 2
+    under = scene[y0:y0 + ph, x0:x0 + pw].astype(np.float32)
+    scene[y0:y0 + ph, x0:x0 + pw] = (photo * mask + under * (1 - mask)).astype(np.uint8)
+    return scene
