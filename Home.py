@@ -21,51 +21,53 @@ from core.guidance import active_balanced_accuracy, next_steps
 from core.line import station_line
 from core.reports import local_zone
 
-ui.page_setup("Shopfloor Inspector", ":material/factory:")
+ui.page_setup("Shopfloor Inspector")
 store = ui.store()
 
 tools, broken = store.scan()
-for name, problem in broken.items():
-    st.warning(f"Tool '{name}' cannot be opened and is not inspected: {problem}")
+with st.container():  # a fixed slot: the tabs below keep their place (and their open tab)
+    for name, problem in broken.items():
+        st.warning(f"Tool '{name}' cannot be opened and is not inspected: {problem}")
 
 # ------------------------------------------------------------------ station at a glance
 st.subheader("Tools")
-if not tools:
-    st.info("No tool yet. Create one below, then capture photos on the Capture page.")
-else:
-    try:
-        history, zone = station_line().history, local_zone()
-    except InspectorError:  # page_setup has said why
-        history = None
-    rows = []
-    for tool in tools:
-        c = tool.config
-        last = history.last_event(tool.name) if history else None
-        counts = ui.dataset(tool).counts()
-        rows.append({
-            "Tool": tool.name, "Kind": c.kind, "Camera": c.camera,
-            "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
-            "Active version": c.active_version or "none",
-            "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
-            "Threshold": round(c.threshold, 3),
-            "Last verdict": (f"{last['verdict']} ({last['time'].tz_convert(zone):%m-%d %H:%M:%S})"
-                             if last else "-"),
-        })
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Cameras: " + "; ".join(
-        f"**{camera}** ({', '.join(t.name for t in group)})"
-        for camera, group in live.by_camera(tools).items())
-        + ". Live inspection shows one stream per camera with the tools bound to it.")
+with st.container():  # as many rows and hints as tools, in one slot
+    if not tools:
+        st.info("No tool yet. Create one below, then capture photos on the Capture page.")
+    else:
+        try:
+            history, zone = station_line().history, local_zone()
+        except InspectorError:  # page_setup has said why
+            history = None
+        rows = []
+        for tool in tools:
+            c = tool.config
+            last = history.last_event(tool.name) if history else None
+            counts = ui.dataset(tool).counts()
+            rows.append({
+                "Tool": tool.name, "Kind": c.kind, "Camera": c.camera,
+                "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
+                "Active version": c.active_version or "none",
+                "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
+                "Threshold": round(c.threshold, 3),
+                "Last verdict": (f"{last['verdict']} ({last['time'].tz_convert(zone):%m-%d %H:%M:%S})"
+                                 if last else "-"),
+            })
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.caption("Cameras: " + "; ".join(
+            f"**{camera}** ({', '.join(t.name for t in group)})"
+            for camera, group in live.by_camera(tools).items())
+            + ". Live inspection shows one stream per camera with the tools bound to it.")
 
-    st.subheader("Next steps")
-    for tool in tools:
-        for hint in next_steps(tool):
-            st.markdown(f"**{tool.name}**: {hint}")
+        st.subheader("Next steps")
+        for tool in tools:
+            for hint in next_steps(tool):
+                st.markdown(f"**{tool.name}**: {hint}")
 
 # ------------------------------------------------------------------ management
 st.subheader("Manage tools")
 create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / camera / delete",
-                                              "Export / import"])
+                                              "Export / import"], key="manage_tabs", on_change="rerun")
 
 with create_tab:
     with st.form("create_tool", clear_on_submit=False):
@@ -88,15 +90,18 @@ with create_tab:
                 tool = store.create(name.strip(), kind=kind, classes=wanted, profile=profile,
                                     allow_flips=flips)
                 st.session_state[ui.CURRENT_TOOL] = tool.name
-                ui.flash(f"Created tool '{tool.name}'. Next: capture photos on the Capture page.")
+                ui.flash(f"Created tool '{tool.name}'. Next: set its ROI and capture photos on "
+                         "the Capture page.", "home.create")
                 st.rerun()
             except InspectorError as exc:
                 st.error(str(exc))
+    ui.show_flash("home.create")
 
 names = [t.name for t in tools]
 with edit_tab:
     if not names:
         st.caption("Create a tool first.")
+        ui.show_flash("home.edit")  # "Deleted tool ..." after the last one went
     else:
         current = st.session_state.get(ui.CURRENT_TOOL)
         target = st.selectbox("Tool", names, key="manage_tool",
@@ -109,23 +114,14 @@ with edit_tab:
             if column.button(label, key=label.lower()):
                 try:
                     st.session_state[ui.CURRENT_TOOL] = action(target, new_name.strip()).name
-                    ui.flash(message.format(old=target, new=new_name.strip()))
+                    ui.flash(message.format(old=target, new=new_name.strip()), "home.edit")
                     st.rerun()
                 except InspectorError as exc:
                     st.error(str(exc))
-        camera = st.text_input("Camera this tool watches (Live inspection shows one stream per "
-                               "camera)", value=tools[names.index(target)].config.camera,
-                               key=f"camera::{target}")
-        if st.button("Set camera", key="set_camera"):
-            try:
-                camera = live.camera_name(camera)
-                store.get(target).update(camera=camera)
-                ui.flash(f"'{target}' now watches camera '{camera}'.")
-                st.rerun()
-            except InspectorError as exc:
-                st.error(str(exc))
         if col3.button("Delete...", key="delete"):
             st.session_state["confirm_delete"] = target
+        # right under the buttons, where the engineer looks, until dismissed or the next action
+        ui.show_flash("home.edit")
         pending = st.session_state.get("confirm_delete")
         if pending:
             st.warning(f"Delete tool '{pending}' with all its photos and models? This cannot be "
@@ -134,15 +130,27 @@ with edit_tab:
             if yes.button(f"Yes, delete '{pending}'", key="delete_confirm", type="primary"):
                 try:
                     store.delete(pending)
-                    ui.flash(f"Deleted tool '{pending}'.")
+                    ui.flash(f"Deleted tool '{pending}' with its photos and models.", "home.edit")
                     st.session_state.pop(ui.CURRENT_TOOL, None)
+                    st.session_state.pop("confirm_delete", None)
+                    st.rerun()
                 except InspectorError as exc:
                     st.error(str(exc))
-                st.session_state.pop("confirm_delete", None)
-                st.rerun()
             if no.button("Cancel", key="delete_cancel"):
                 st.session_state.pop("confirm_delete", None)
                 st.rerun()
+        camera = st.text_input("Camera this tool watches (Live inspection shows one stream per "
+                               "camera)", value=tools[names.index(target)].config.camera,
+                               key=f"camera::{target}")
+        if st.button("Set camera", key="set_camera"):
+            try:
+                camera = live.camera_name(camera)
+                store.get(target).update(camera=camera)
+                ui.flash(f"'{target}' now watches camera '{camera}'.", "home.camera")
+                st.rerun()
+            except InspectorError as exc:
+                st.error(str(exc))
+        ui.show_flash("home.camera")
 
 with exchange_tab:
     left, right = st.columns(2)

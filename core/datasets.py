@@ -10,16 +10,21 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Protocol
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from core.errors import InspectorError
+from core.preprocessing import crop_roi
+from core.tools import ROI
 from core.workspace import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -128,6 +133,14 @@ def check_trainable(counts: dict[str, int], minimum: int = MIN_IMAGES_PER_CLASS,
         raise InspectorError(f"not enough images to train ({minimum} per class needed): {advice}")
 
 
+class Frames(Protocol):
+    """The latest camera frames (``core.live.FrameHolder``)."""
+
+    count: int
+
+    def wait_new(self, after: int, timeout: float = 2.0) -> np.ndarray | None: ...
+
+
 class ToolDataset:
     """The images of one tool, one folder per class."""
 
@@ -154,6 +167,32 @@ class ToolDataset:
         if not ok:
             raise InspectorError("could not encode the image to store it")
         return self._store(name, encoded.tobytes(), ".png", CAMERA_TAG)
+
+    def capture(self, frames: Frames, name: str, roi: ROI, count: int = 1, interval_s: float = 0.0,
+                progress: Callable[[int, int], None] | None = None) -> list[Path]:
+        """Save the ROI crop of ``count`` camera frames, ``interval_s`` apart, into class ``name``.
+
+        The first is the latest frame, each next one a frame that arrived after it. The crop is
+        exactly what live inspection judges with that ROI. A camera silent for 2 s stops the
+        burst with a clear error; the photos saved before stay. ``progress(done, count)`` is
+        called after each photo.
+        """
+        self._class_dir(name)
+        saved: list[Path] = []
+        seen = frames.count - 1
+        for i in range(count):
+            if i:
+                time.sleep(interval_s)
+            frame = frames.wait_new(seen)
+            if frame is None:
+                kept = f"; the {len(saved)} photo(s) taken before are kept" if saved else ""
+                raise InspectorError("no picture from the camera for 2 s: press START under the "
+                                     f"video (or check the cable){kept}")
+            seen = frames.count
+            saved.append(self.add_image(name, crop_roi(frame, roi)))
+            if progress is not None:
+                progress(i + 1, count)
+        return saved
 
     def add_file(self, name: str, data: bytes, filename: str = "upload") -> Path:
         """Store an uploaded photo as it is, after checking it is complete and decodes."""

@@ -13,10 +13,12 @@ API (no Streamlit; call it from a page thread, never from the video thread):
         an active model also the crop's distance to the nearest photo in the model's feature
         space (``TrainedModel.maps`` pooled by ``core.model.pool_features``). Cheap enough to call
         every few seconds: one crop and one backbone pass of one image (tens of ms on a CPU);
-        the photos' side is computed once per set of photo files and model version, then cached.
+        the photos' side (``photo_groups``, ``photo_features``) is computed once per set of
+        photo files and model version, then cached (the first call reads the photos and, with
+        a model, runs them through it: about a second for 60 photos).
     check_dataset(tool: Tool) -> list[Finding]
         Uploaded photos against photos captured from the camera (size, aspect, brightness,
-        contrast), from the same cached summary: pixels only.
+        contrast), from the cached ``photo_groups``: pixels only, no model loaded.
 
 A ``Finding`` has a ``topic`` (one of ``TOPICS``) and a ``message`` that says what differs and
 what to do. No finding means nothing to report (or no photos to compare with yet).
@@ -94,96 +96,6 @@ def _shrunk(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PhotoGroup:
-    """The tool's photos of one origin (uploaded, camera): how many per class, how they look."""
-
-    origin: str
-    per_class: dict[str, int]
-    looks: Looks
-
-    def name(self) -> str:
-        """E.g. "the 30 uploaded 'good' photos" or "the 12 photos captured from the camera (...)"."""
-        n = sum(self.per_class.values())
-        classes = [c for c, k in self.per_class.items() if k]
-        what = f"'{classes[0]}' photos" if len(classes) == 1 else "photos"
-        if self.origin == UPLOADED:
-            text = f"the {n} uploaded {what}"
-        else:
-            text = f"the {n} {what} captured from the camera"
-        if len(classes) > 1:
-            text += " (" + ", ".join(f"{k} '{c}'" for c, k in self.per_class.items() if k) + ")"
-        return text
-
-
-@dataclass(frozen=True)
-class PhotoSummary:
-    """A tool's photos summarised once: per origin, and (with a model) their pooled features."""
-
-    groups: tuple[PhotoGroup, ...]
-    model: TrainedModel | None = None  # the tool's active model, which gave the features
-    features: np.ndarray | None = None  # (N, D) pooled features of the photos, unit length
-    spacing: float = 0.0  # how far a photo is from its nearest other photo (90th percentile)
-
-
-# ------------------------------------------------------------------ the photos' side (cached)
-
-_cache: dict[Path, tuple[tuple, PhotoSummary]] = {}
-_cache_lock = threading.Lock()
-
-
-def _photo_files(tool: Tool) -> list[tuple[str, Path]]:
-    found = [(c, p) for c in tool.config.classes for p in image_files(tool.images_dir / c)]
-    if len(found) > MAX_PHOTOS:
-        found = [found[i] for i in np.linspace(0, len(found) - 1, MAX_PHOTOS).round().astype(int)]
-    return found
-
-
-def _features(model: TrainedModel, images: list[np.ndarray]) -> np.ndarray:
-    """Pooled features of ROI images under a model, each scaled to unit length."""
-    pooled = np.concatenate([pool_features(model.maps(images[i:i + 16]))
-                             for i in range(0, len(images), 16)])
-    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9)
-
-
-def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine distances between rows of unit-length features. Measured on casting parts: unseen
-    photos lie within the photos' own spacing, a ROI 30 % looser 1.6-2.3 times beyond it."""
-    return 1.0 - a @ b.T
-
-
-def summary(tool: Tool) -> PhotoSummary:
-    """The tool's photos summarised, recomputed only when its photo files or model version change."""
-    files = _photo_files(tool)
-    key = (tool.config.active_version, tuple((c, p.name, p.stat().st_size) for c, p in files))
-    with _cache_lock:
-        cached = _cache.get(tool.folder)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    loaded = [(c, p, read_image(p)) for c, p in files]
-    loaded = [(c, p, im) for c, p, im in loaded if im is not None]
-    groups = []
-    for origin in (UPLOADED, CAMERA):
-        mine = [(c, im) for c, p, im in loaded if from_camera(p) == (origin == CAMERA)]
-        if mine:
-            per_class = Counter(c for c, _ in mine)
-            groups.append(PhotoGroup(origin, {c: per_class[c] for c in tool.config.classes},
-                                     looks([im for _, im in mine])))
-    found = PhotoSummary(tuple(groups))
-    if tool.config.active_version and len(loaded) >= 3:
-        model = TrainedModel(tool)
-        features = _features(model, [im for _, _, im in loaded])
-        distances = _distances(features, features)
-        np.fill_diagonal(distances, np.inf)
-        found = PhotoSummary(found.groups, model, features,
-                             float(np.percentile(distances.min(1), 90)))
-    with _cache_lock:
-        _cache[tool.folder] = (key, found)
-    return found
-
-
-# ------------------------------------------------------------------ checks
-
-@dataclass(frozen=True)
 class _Side:
     """One side of a comparison, named for a sentence: "the camera ROI", "the 30 uploaded..."."""
 
@@ -199,6 +111,111 @@ class _Side:
     def are(self) -> str:
         return "are" if self.plural else "is"
 
+
+@dataclass(frozen=True)
+class PhotoGroup:
+    """The tool's photos of one origin (uploaded, camera): how many per class, how they look."""
+
+    origin: str
+    per_class: dict[str, int]
+    looks: Looks
+
+    @property
+    def count(self) -> int:
+        return sum(self.per_class.values())
+
+    def name(self) -> str:
+        """E.g. "the 30 uploaded 'good' photos" or "the 12 photos captured from the camera (...)"."""
+        classes = [c for c, k in self.per_class.items() if k]
+        photos = "photo" if self.count == 1 else "photos"
+        what = f"'{classes[0]}' {photos}" if len(classes) == 1 else photos
+        text = (f"the {self.count} uploaded {what}" if self.origin == UPLOADED
+                else f"the {self.count} {what} captured from the camera")
+        if len(classes) > 1:
+            text += " (" + ", ".join(f"{k} '{c}'" for c, k in self.per_class.items() if k) + ")"
+        return text
+
+    def side(self) -> _Side:
+        return _Side(self.name(), self.looks, plural=self.count != 1)
+
+
+@dataclass(frozen=True)
+class PhotoFeatures:
+    """Where a tool's photos lie in its active model's pooled feature space."""
+
+    model: TrainedModel
+    features: np.ndarray  # (N, D) pooled features of the photos, unit length
+    spacing: float  # how far a photo is from its nearest other photo (90th percentile)
+
+
+# ------------------------------------------------------------------ the photos' side (cached)
+
+_cache: dict[tuple[Path, str], tuple[tuple, object]] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached(tool: Tool, what: str, make):
+    """``make(files)`` for the tool's photo files, recomputed only when the files (or, for the
+    features, the active model version) change."""
+    files = [(c, p) for c in tool.config.classes for p in image_files(tool.images_dir / c)]
+    if len(files) > MAX_PHOTOS:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, MAX_PHOTOS).round().astype(int)]
+    key = (tool.config.active_version, tuple((c, p.name, p.stat().st_size) for c, p in files))
+    with _cache_lock:
+        cached = _cache.get((tool.folder, what))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = make(files)
+    with _cache_lock:
+        _cache[(tool.folder, what)] = (key, value)
+    return value
+
+
+def photo_groups(tool: Tool) -> tuple[PhotoGroup, ...]:
+    """The tool's photos per origin (uploaded, camera): pixels only, no model needed."""
+    def make(files: list[tuple[str, Path]]) -> tuple[PhotoGroup, ...]:
+        groups = []
+        for origin in (UPLOADED, CAMERA):
+            mine = [(c, read_image(p)) for c, p in files if from_camera(p) == (origin == CAMERA)]
+            mine = [(c, im) for c, im in mine if im is not None]
+            if mine:
+                per_class = Counter(c for c, _ in mine)
+                groups.append(PhotoGroup(origin, {c: per_class[c] for c in tool.config.classes},
+                                         looks([im for _, im in mine])))
+        return tuple(groups)
+
+    return _cached(tool, "groups", make)
+
+
+def photo_features(tool: Tool) -> PhotoFeatures | None:
+    """The tool's photos under its active model (None without a model or with under 3 photos)."""
+    def make(files: list[tuple[str, Path]]) -> PhotoFeatures | None:
+        images = [im for im in (read_image(p) for _, p in files) if im is not None]
+        if not tool.config.active_version or len(images) < 3:
+            return None
+        model = TrainedModel(tool)
+        features = _features(model, images)
+        distances = _distances(features, features)
+        np.fill_diagonal(distances, np.inf)
+        return PhotoFeatures(model, features, float(np.percentile(distances.min(1), 90)))
+
+    return _cached(tool, "features", make)
+
+
+def _features(model: TrainedModel, images: list[np.ndarray]) -> np.ndarray:
+    """Pooled features of ROI images under a model, each scaled to unit length."""
+    pooled = np.concatenate([pool_features(model.maps(images[i:i + 16]))
+                             for i in range(0, len(images), 16)])
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9)
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine distances between rows of unit-length features. Measured on casting parts: unseen
+    photos lie within the photos' own spacing, a ROI 30 % looser 1.6-2.3 times beyond it."""
+    return 1.0 - a @ b.T
+
+
+# ------------------------------------------------------------------ checks
 
 @dataclass(frozen=True)
 class _Advice:
@@ -225,13 +242,13 @@ def check_camera(tool: Tool, frame: np.ndarray, roi: ROI | None = None) -> list[
     if frame is None or frame.ndim != 3 or frame.size == 0:
         raise InspectorError("no camera frame to check the framing on: start the camera first")
     crop = crop_roi(frame, roi or tool.config.roi)
-    photos = summary(tool)
     now = _Side("the camera ROI", looks([crop]), plural=False)
     findings = []
-    for group in photos.groups:
+    for group in photo_groups(tool):
         advice = _AGAINST_CAPTURES if group.origin == CAMERA else _AGAINST_UPLOADS
-        findings += _compare(_Side(group.name(), group.looks, plural=True), now, advice)
-    if photos.model is not None and photos.spacing > 0:
+        findings += _compare(group.side(), now, advice)
+    photos = photo_features(tool)
+    if photos is not None and photos.spacing > 0:
         nearest = float(_distances(_features(photos.model, [crop]), photos.features).min())
         ratio = nearest / photos.spacing
         if ratio > FEATURE_TOLERANCE:
@@ -246,18 +263,18 @@ def check_camera(tool: Tool, frame: np.ndarray, roi: ROI | None = None) -> list[
 
 def check_dataset(tool: Tool) -> list[Finding]:
     """What differs between the tool's uploaded photos and those captured from its camera."""
-    groups = {g.origin: g for g in summary(tool).groups}
+    groups = {g.origin: g for g in photo_groups(tool)}
     uploaded, camera = groups.get(UPLOADED), groups.get(CAMERA)
     if uploaded is None:
         return []
     if camera is None:
-        n = sum(uploaded.per_class.values())
+        which = (f"All {uploaded.count} photos were" if uploaded.count > 1
+                 else "The only photo was")
         return [Finding(ORIGIN, (
-            f"All {n} photos were uploaded ({uploaded.looks.size}); none was captured from the "
-            "camera. Check on the Capture page, camera running, that the ROI shows the parts as "
-            "these photos do: the page says what differs."))]
-    return _compare(_Side(uploaded.name(), uploaded.looks, plural=True),
-                    _Side(camera.name(), camera.looks, plural=True), _MIXED_DATASET)
+            f"{which} uploaded ({uploaded.looks.size}); none was captured from the camera. Check "
+            "on the Capture page, camera running, that the ROI shows the parts as these photos "
+            "do: the page says what differs."))]
+    return _compare(uploaded.side(), camera.side(), _MIXED_DATASET)
 
 
 def _compare(ref: _Side, other: _Side, advice: _Advice) -> list[Finding]:

@@ -17,8 +17,9 @@ from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first
 
 PAGE_SIZE = 24
 COLUMNS = 6
+ACTIONS = "labeling.actions"  # where the confirmations of Move and Delete show
 
-ui.page_setup("Labeling", ":material/label:")
+ui.page_setup("Labeling")
 tool = ui.tool_picker()
 if tool is None:
     st.stop()
@@ -76,7 +77,7 @@ if a2.button(f"Move {len(selected)}", key="label_move", disabled=not selected, t
         ds.move(selected, move_to)
         for p in selected:
             st.session_state.pop(f"sel::{p}", None)
-        ui.flash(f"Moved {len(selected)} photo(s) to '{move_to}'.")
+        ui.flash(f"Moved {len(selected)} photo(s) to '{move_to}'.", ACTIONS)
         st.rerun()
     except InspectorError as exc:
         st.error(str(exc))
@@ -94,7 +95,7 @@ if pending:
     if y.button("Yes, delete", key="label_delete_yes", type="primary"):
         try:
             ds.delete([Path(p) for p in pending])
-            ui.flash(f"Deleted {len(pending)} photo(s).")
+            ui.flash(f"Deleted {len(pending)} photo(s).", ACTIONS)
         except InspectorError as exc:
             st.error(str(exc))
         for p in pending:
@@ -104,6 +105,8 @@ if pending:
     if n.button("Cancel", key="label_delete_no"):
         st.session_state.pop("label_confirm_delete", None)
         st.rerun()
+
+ui.show_flash(ACTIONS)
 
 # ------------------------------------------------------------------ the grid
 BADGE = {WRONG: ":red[wrong side]", UNCERTAIN: ":orange[uncertain]", OK: "",

@@ -21,13 +21,14 @@ from core.jobs import job_for, start_training
 
 MAX_MISCLASSIFIED = 12
 
-ui.page_setup("Training", ":material/model_training:")
+ui.page_setup("Training")
 tool = ui.tool_picker()
 if tool is None:
     st.stop()
 
 counts = ui.dataset(tool).counts()
 st.caption("Photos: " + " | ".join(f"**{c}**: {n}" for c, n in counts.items()))
+ui.dataset_findings(tool)  # uploaded and captured photos framed or lit differently
 
 # ------------------------------------------------------------------ start / follow a run
 job = job_for(tool)

@@ -28,7 +28,7 @@ from core.reports import (
     yield_over_time,
 )
 
-ui.page_setup("History", ":material/history:")
+ui.page_setup("History")
 try:
     store = open_history()
     names = store.names()
@@ -128,7 +128,7 @@ with recent:
     latest = store.events(where, limit=200)
     st.download_button("Download events (CSV)", data=lambda: events_csv(store, where),
                        file_name=f"inspection-history-{first}-{last}.csv", mime="text/csv",
-                       icon=":material/download:", on_click="ignore")
+                       on_click="ignore")
     if latest.empty:
         st.caption("No event in this range.")
     else:

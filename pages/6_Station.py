@@ -20,7 +20,7 @@ from core.errors import InspectorError
 from core.line import station_line
 from core.station import HISTORY_URL_ENV, load_settings, save_settings
 
-ui.page_setup("Station", ":material/settings:")
+ui.page_setup("Station")
 try:
     current = load_settings()
 except InspectorError as exc:

@@ -1,13 +1,16 @@
 """Shared Streamlit helpers for the pages (Streamlit does not list ``__init__.py`` as a page).
 
-Only user-interface matters live here: page setup and style, flash messages, the tool picker,
-the verdict banner, reading the ROI canvas and formatting. Every rule lives in ``core``
+Only user-interface matters live here: page setup and style (the app icon is a file served by
+the station itself: a ``:material/...:`` page icon makes the browser fetch it from a Google font
+host), confirmations, the tool picker, the verdict banner, the ROI canvas, the framing findings
+and formatting. Every rule lives in ``core``
 (``core.live``, ``core.jobs``, ``core.review``, ``core.guidance``, ``core.datasets``...).
 """
 
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,9 +18,11 @@ import streamlit as st
 
 from core.datasets import ToolDataset
 from core.errors import InspectorError
+from core.framing import ORIGIN, Finding, check_dataset
 from core.line import station_line
 from core.tools import ROI, Tool, ToolStore, set_actor
 
+APP_ICON = str(Path(__file__).resolve().parents[1] / "assets" / "inspector.png")
 CURRENT_TOOL = "current_tool"
 _ACTOR = "_actor"
 RTC_CONFIGURATION = {"iceServers": []}  # local station: no STUN/TURN, nothing leaves the LAN
@@ -54,14 +59,17 @@ _CSS = """
 .verdict.fail {background: #d62828;}
 .verdict.idle {background: #555; font-size: clamp(28px, 3vw, 64px); padding: 1em 0.4em;}
 .verdict-detail {font-size: 1.35rem; text-align: center; margin-bottom: 0.4em;}
+/* at 1280x720 the default 6rem above the title pushes the page's controls below the fold */
+[data-testid="stMainBlockContainer"] {padding-top: 2.5rem;}
 </style>
 """
 
 
-def page_setup(title: str, icon: str = ":material/visibility:") -> None:
+def page_setup(title: str, icon: str = APP_ICON) -> None:
     st.set_page_config(page_title=f"{title} - Shopfloor Inspector", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
     st.title(title)
+    st.session_state[_PAGE] = title
     show_flash()
     # who changes tools from this browser, for the audit trail in the history
     user = st.sidebar.text_input("Your name", st.session_state.get(_ACTOR, ""),  # across pages
@@ -75,15 +83,30 @@ def page_setup(title: str, icon: str = ":material/visibility:") -> None:
         st.error(str(exc))
 
 
-def flash(message: str) -> None:
-    """A success message that survives the rerun that follows an action."""
-    st.session_state["_flash"] = message
+_PAGE = "_page"
+_FLASH = "_flash"
 
 
-def show_flash() -> None:
-    message = st.session_state.pop("_flash", None)
-    if message:
-        st.success(message)
+def flash(message: str, area: str | None = None, error: bool = False) -> None:
+    """Confirm an action (or say why it failed) where the user looks: ``area`` (default: the top
+    of the page) shows it until dismissed or replaced by the area's next message."""
+    st.session_state.setdefault(_FLASH, {})[area or st.session_state.get(_PAGE, "")] = (message,
+                                                                                         error)
+
+
+def show_flash(area: str | None = None) -> None:
+    """The area's confirmation, with a button to dismiss it. The slot is there even when empty,
+    so nothing below it moves when a message comes or goes: a moved element is remounted by the
+    browser, which stops a camera stream and sends tabs back to their first one."""
+    area = area or st.session_state.get(_PAGE, "")
+    slot = st.container()
+    messages = st.session_state.get(_FLASH, {})
+    if messages.get(area):
+        message, error = messages[area]
+        text, close = slot.columns([6, 1], vertical_alignment="center")
+        (text.error if error else text.success)(message)
+        close.button("Dismiss", key=f"dismiss::{area}", type="tertiary",
+                     on_click=messages.pop, args=(area, None))
 
 
 def store() -> ToolStore:
@@ -133,6 +156,37 @@ def roi_from_canvas(json_data: dict | None, canvas_size: tuple[int, int],
     if w < 2 or h < 2:
         return None
     return ROI.from_pixels(left * sx, top * sy, (left + w) * sx, (top + h) * sy, fw, fh)
+
+
+ROI_COLOUR = "#00ff00"  # the ROI box, on the canvas as on the stream (core.explanation's PASS green)
+
+
+def roi_drawing(roi: ROI, canvas_size: tuple[int, int]) -> dict:
+    """A canvas drawing (``st_canvas(initial_drawing=...)``) of one ROI box to move or resize."""
+    cw, ch = canvas_size
+    x0, y0, x1, y1 = roi.to_pixels(cw, ch)
+    return {"objects": [{
+        "type": "Rect", "left": x0, "top": y0, "width": x1 - x0, "height": y1 - y0,
+        "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0,
+        "fill": "rgba(0, 255, 0, 0.12)", "stroke": ROI_COLOUR, "strokeWidth": 2,
+        "strokeUniform": True, "lockRotation": True}]}
+
+
+def show_findings(findings: list[Finding], ok: str | None = None) -> None:
+    """Framing findings (``core.framing``): differences as warnings, advice as information;
+    ``ok`` as a caption when there is none."""
+    for finding in findings:
+        (st.info if finding.topic == ORIGIN else st.warning)(finding.message)
+    if not findings and ok:
+        st.caption(ok)
+
+
+def dataset_findings(tool: Tool) -> None:
+    """Do the tool's uploaded and captured photos look alike? (The Training page's check.)"""
+    try:
+        show_findings(check_dataset(tool))
+    except InspectorError as exc:
+        st.error(str(exc))
 
 
 def verdict_html(verdict: str, detail: str = "") -> str:

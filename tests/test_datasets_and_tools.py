@@ -218,3 +218,41 @@ def test_training_refusal_names_the_counts_in_words():
     assert str(refused.value) == ("training needs photos of at least two classes (good and a "
                                   "defect): there are 30 'good', 0 'defect'; capture photos of the "
                                   "missing class")
+
+
+def test_capture_saves_the_roi_crop_of_new_frames_and_keeps_them_when_the_camera_stops(workspace):
+    import threading
+
+    from core.datasets import from_camera
+    from core.live import FrameHolder
+    from core.tools import ROI
+
+    tool = ToolStore().create("camera")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    frames = FrameHolder()
+    parts = [read_image(p) for p in sample_paths("casting", 3, seed=2)["good"]]  # 300 x 300
+    stop = threading.Event()
+
+    def camera() -> None:  # a camera sends a new picture every 30 ms
+        i = 0
+        while not stop.is_set():
+            frames.put(parts[i % len(parts)])
+            i += 1
+            stop.wait(0.03)
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    roi = ROI(0.1, 0.2, 0.5, 0.4)
+    try:
+        done = []
+        saved = dataset.capture(frames, "good", roi, count=4, interval_s=0.05,
+                                progress=lambda i, n: done.append((i, n)))
+    finally:
+        stop.set()
+        thread.join()
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert len(saved) == 4 and all(from_camera(p) for p in saved)
+    assert {read_image(p).shape for p in saved} == {(120, 150, 3)}  # exactly the ROI's crop
+    with pytest.raises(InspectorError, match="no picture from the camera for 2 s.*1 photo"):
+        dataset.capture(frames, "good", roi, count=3)  # the latest frame, then silence
+    assert dataset.counts()["good"] == 5  # what was taken before the silence stays

@@ -171,6 +171,10 @@ def test_home_rename_duplicate_and_delete_with_confirmation(home):
     at.button(key="delete_confirm").click().run()
     no_errors(at)
     assert ToolStore(home).names() == ["gamma"]
+    at.run()  # the confirmation stays, in the tab under the buttons, until dismissed
+    assert "Deleted tool 'beta' with its photos and models." in texts(at)
+    at.button(key="dismiss::home.edit").click().run()
+    assert "Deleted tool 'beta'" not in texts(at)
 
     history = open_history(root=home)
     assert history.recorder(load_settings(home).name).flush(10)
@@ -221,7 +225,6 @@ def test_capture_adds_uploaded_photos_and_zips(home):
     fill_tool(ToolStore(home), per_class=2)
     at = page("pages/1_Capture.py").run()
     no_errors(at)
-    assert "3 more needed" in str([m.proto for m in at.metric])
 
     photos = casting_files("defect", 3, skip=20)
     buffer = io.BytesIO()
@@ -229,7 +232,7 @@ def test_capture_adds_uploaded_photos_and_zips(home):
         for p in photos[1:]:
             archive.write(p, f"batch/{p.name}")
         archive.writestr("batch/readme.txt", "ignored")
-    at.radio(key="capture_class").set_value("defect")
+    at.radio(key="upload_class").set_value("defect")
     uploader = at.file_uploader(key="upload_0")
     uploader.upload(photos[0].name, photos[0].read_bytes(), "image/jpeg")
     uploader.upload("more.zip", buffer.getvalue(), "application/zip")
@@ -240,11 +243,39 @@ def test_capture_adds_uploaded_photos_and_zips(home):
     from core.datasets import ToolDataset
     assert ToolDataset(counts.images_dir, counts.config.classes).counts() == {"good": 2, "defect": 5}
     assert "Added 3 photo(s) to 'defect'" in texts(at)
+    at.run()  # the confirmation stays until dismissed
+    assert "Added 3 photo(s) to 'defect'" in texts(at)
+    at.button(key="dismiss::capture.upload").click().run()
+    assert "Added 3 photo(s)" not in texts(at)
 
 
-def test_capture_snapshot_and_burst_save_the_roi_of_webcam_frames(home, webrtc):
-    import threading
+class Camera:
+    """A camera thread pushing real frames through the page's frame callback every 30 ms."""
 
+    def __init__(self, webrtc: FakeWebRtc, frames: list[np.ndarray]):
+        import threading
+
+        self.stop = threading.Event()
+
+        def run() -> None:  # a real camera never sends the same pixels twice
+            i = 0
+            while not self.stop.is_set():
+                webrtc.send("capture", frames[i % len(frames)])
+                i += 1
+                self.stop.wait(0.03)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+
+    def __enter__(self) -> Camera:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_capture_snapshot_and_burst_save_the_roi_crop_and_show_thumbnails(home, webrtc):
     from core.datasets import ToolDataset
     from core.tools import ROI
 
@@ -252,8 +283,9 @@ def test_capture_snapshot_and_burst_save_the_roi_of_webcam_frames(home, webrtc):
     tool.update(roi=ROI(0.25, 0.25, 0.5, 0.5))
     frame = read_image(casting_files("good", 1)[0])  # 300 x 300
     at = page("pages/1_Capture.py").run()
-    at.button(key="snapshot").click().run()
-    assert "Start the camera first" in at.warning[0].value  # not playing yet
+    no_errors(at)
+    assert at.button(key="snapshot").disabled  # the camera is not started
+    assert "Press START under the video" in texts(at)
 
     webrtc.playing = True
     at.run()
@@ -264,34 +296,74 @@ def test_capture_snapshot_and_burst_save_the_roi_of_webcam_frames(home, webrtc):
     ds = ToolDataset(tool.images_dir, tool.config.classes)
     saved = ds.files("good")
     assert len(saved) == 1 and read_image(saved[0]).shape == (150, 150, 3)
+    assert "Saved 1 photo(s) into 'good'" in texts(at) and "150x150 px, the ROI crop" in texts(at)
 
-    stop = threading.Event()
-
-    frames = [read_image(p) for p in casting_files("defect", 30)]
-
-    def camera() -> None:  # a real camera never sends the same pixels twice
-        i = 0
-        while not stop.is_set():
-            webrtc.send("capture", frames[i % len(frames)])
-            i += 1
-            stop.wait(0.03)
-
-    thread = threading.Thread(target=camera, daemon=True)
-    thread.start()
-    try:
+    with Camera(webrtc, [read_image(p) for p in casting_files("defect", 30)]):
         at.radio(key="capture_class").set_value("defect")
-        at.toggle(key="capture_roi").set_value(False)
         at.number_input(key="burst_n").set_value(3)
         at.number_input(key="burst_dt").set_value(0.1)
         at.run()
         at.button(key="burst").click().run()
-    finally:
-        stop.set()
-        thread.join()
     no_errors(at)
     assert ds.counts() == {"good": 1, "defect": 3}
-    assert read_image(ds.files("defect")[0]).shape == frame.shape  # full frames this time
+    assert {read_image(p).shape for p in ds.files("defect")} == {(150, 150, 3)}
     assert "Saved 3 photo(s) into 'defect'" in texts(at)
+    assert at.radio(key="capture_class").value == "defect"  # the class stays chosen
+
+    newest = sorted(ds.files(), key=lambda p: p.name)[-1]  # a wrong shot: delete its thumbnail
+    at.button(key=f"thumb_delete::{newest.name}").click().run()
+    no_errors(at)
+    assert ds.counts() == {"good": 1, "defect": 2} and not newest.exists()
+    assert f"Deleted a 'defect' photo ({newest.name})" in texts(at)
+
+
+def test_capture_sets_the_roi_on_the_camera_picture_before_any_photo(home, webrtc, monkeypatch):
+    from types import SimpleNamespace
+
+    from core.tools import ROI
+
+    ToolStore(home).create("casting")
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    at = page("pages/1_Capture.py").run()
+    no_errors(at)
+    assert "Press START under the video: the ROI is drawn on the camera's picture" in texts(at)
+    webrtc.playing = True
+    at.run()
+    webrtc.send("capture", frame)
+    at.run()  # the ROI step takes the camera's picture to draw on
+    no_errors(at)
+    assert at.number_input(key="roi_w::casting").value == 640  # the saved ROI: the whole frame
+
+    import streamlit_drawable_canvas  # only importable once a Streamlit runtime declared it
+
+    drawn = {}
+    dragged = {"objects": [{"type": "rect", "left": 100, "top": 60, "width": 150, "height": 120,
+                            "scaleX": 1.2, "scaleY": 1}]}
+
+    def canvas(**kwargs):
+        """The engineer drags a box (Fabric.js reports it on the 400 x 300 canvas, after the
+        shown ROI); from then on the canvas shows, and sends back, the drawing it is given."""
+        first = not drawn
+        drawn.update(kwargs)
+        shown = kwargs["initial_drawing"]["objects"]
+        return SimpleNamespace(json_data={"objects": shown + dragged["objects"] if first else shown})
+
+    monkeypatch.setattr(streamlit_drawable_canvas, "st_canvas", canvas)
+    at.run()
+    no_errors(at)
+    assert (drawn["width"], drawn["height"]) == (400, 300)
+    assert drawn["initial_drawing"]["objects"][0]["width"] == 400  # the saved ROI is shown
+    numbers = [at.number_input(key=f"roi_{k}::casting").value for k in "xywh"]
+    assert numbers == [160, 96, 288, 192]  # the box in camera pixels (x 1.6)
+    assert "Not saved yet" in texts(at) and ToolStore(home).get("casting").config.roi == ROI()
+
+    at.number_input(key="roi_w::casting").set_value(300).run()  # fine-tuned with the numbers
+    assert drawn["initial_drawing"]["objects"][0]["width"] == 188  # the canvas follows
+    at.button(key="roi_save").click().run()
+    no_errors(at)
+    roi = ToolStore(home).get("casting").config.roi
+    assert roi.to_pixels(640, 480) == (160, 96, 460, 288)
+    assert "ROI of 'casting' saved: 300x192 px at x 160, y 96 of the 640x480 picture" in texts(at)
 
 
 def test_capture_refuses_a_file_that_is_not_an_image(home):
@@ -389,6 +461,20 @@ def test_training_page_trains_in_the_background_without_activating(home):
     assert at.dataframe[0].value["Version"].tolist() == [job.meta["id"]]
     assert ToolStore(home).get("casting").config.active_version is None  # engineer activates
     assert at.button(key="activate").label.startswith(f"Activate {job.meta['id']}")
+
+
+def test_training_page_says_when_uploaded_and_captured_photos_differ(home):
+    from core.datasets import ToolDataset
+
+    tool = fill_tool(ToolStore(home), per_class=5)  # uploaded 300 x 300 photos
+    at = page("pages/3_Training.py").run()
+    assert "All 10 photos were uploaded (300x300 px)" in [i.value for i in at.info][0]
+    wide = read_image(casting_files("good", 1, skip=40)[0])
+    ToolDataset(tool.images_dir, tool.config.classes).add_image("good", np.hstack([wide, wide]))
+    at.run()
+    no_errors(at)
+    message = next(w.value for w in at.warning if "squeezed" in w.value)
+    assert "the 1 'good' photo captured from the camera is 600x300 px (2.00)" in message
 
 
 def test_training_page_refuses_too_few_photos(home):
