@@ -7,9 +7,12 @@ events themselves (a few minutes of rows, found by the time index). So a report 
 second and takes milliseconds on a year of history, where a GROUP BY over millions of events
 takes seconds on SQLite.
 
-What is counted: *parts*, i.e. events caused by a trigger or a verdict change. Heartbeats
-(a continuous-mode verdict that held for ``heartbeat_s``) repeat a verdict without a new part and
-are left out unless the filter asks for them (``EventFilter.causes``).
+What is counted: *parts*, as ``PART_RULE`` says for each cause of event (``is_part`` is the same
+rule in SQL): a trigger judges one part, PASS or FAIL; in continuous mode a change to FAIL is one
+defective part coming into view, while a change back to PASS only ends it and a heartbeat only
+repeats a verdict. Continuous mode never counts the good parts one by one, so the *yield* is the
+PASS share of the triggered parts; FAIL parts of both modes count as FAIL and in the Pareto. A
+filter that names causes (``EventFilter.causes``) counts every event of those causes instead.
 
 Periods are in the station's local time (``local_zone``, daylight saving included): an hour, a
 day, or a shift. Shifts start at ``DEFAULT_SHIFTS`` (06:00, 14:00, 22:00) unless given; a shift
@@ -46,6 +49,7 @@ from core.history import (
     part_counts,
     score_counts,
 )
+from core.live import CHANGE, HEARTBEAT, TRIGGER
 
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 PERIODS = ("hour", "shift", "day")
@@ -160,10 +164,29 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-# ------------------------------------------------------------------ rollup + edges
+# ------------------------------------------------------------------ what a part is
 
-def _parts_only(where: EventFilter) -> EventFilter:
-    return where if where.causes else replace(where, causes=PART_CAUSES)
+PART_RULE = {  # cause of an event -> what it counts as (shown as it is on the History page)
+    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
+    CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
+            "ends it and is no new part (the good parts that follow are not counted one by one)",
+    HEARTBEAT: "no part: the verdict only held",
+}
+YIELD_CAUSES = (TRIGGER,)  # the only parts whose good ones are counted one by one
+
+
+def is_part(table: sa.Table) -> sa.ColumnElement[bool]:
+    """``PART_RULE`` in SQL, for the events and for the rollups (both have cause and verdict)."""
+    return sa.or_(table.c.cause == TRIGGER,
+                  sa.and_(table.c.cause == CHANGE, table.c.verdict == "FAIL"))
+
+
+def _part_clauses(where: EventFilter, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+    """The parts (``is_part``) unless the filter names causes: then every event of those."""
+    return [] if where.causes else [is_part(table)]
+
+
+# ------------------------------------------------------------------ rollup + edges
 
 
 def _tally(store: HistoryStore, where: EventFilter, width_s: int,
@@ -191,7 +214,7 @@ def _tally(store: HistoryStore, where: EventFilter, width_s: int,
         results = [conn.execute(q) for q in queries]
         frames = [frame_of(r.fetchall(), list(r.keys())) for r in results]
     frame = pd.concat(frames, ignore_index=True)
-    counts = [c for c in frame.columns if c in ("n", "parts", "failed")]
+    counts = [c for c in frame.columns if c in ("n", "parts", "failed", "triggered")]
     keys = [c for c in frame.columns if c not in counts]
     frame[counts] = frame[counts].fillna(0).astype("int64")
     return frame.groupby(keys, as_index=False, dropna=False)[counts].sum() if keys else frame
@@ -208,9 +231,9 @@ def _column(name: str) -> Callable[[sa.Table], sa.ColumnElement]:
 def _counts(store: HistoryStore, where: EventFilter,
             keys: dict[str, Callable[[sa.Table], sa.ColumnElement]],
             with_failed: bool = False) -> pd.DataFrame:
-    """Event counts ``n`` (and FAIL counts ``failed``) per key; each key is built from a table
-    with the columns of ``event_counts`` (the rollup, or the events). Parts only unless filtered."""
-    where = _parts_only(where)
+    """Part counts ``n`` (with ``failed``: FAIL parts, and ``triggered``: parts of the yield
+    causes) per key; each key is built from a table with the columns of ``event_counts`` (the
+    rollup, or the events)."""
 
     def select(table: sa.Table, conditions: list) -> sa.Select:
         columns = [make(table).label(name) for name, make in keys.items()]
@@ -219,7 +242,10 @@ def _counts(store: HistoryStore, where: EventFilter,
         if with_failed:
             counts.append(sa.func.sum(sa.case((table.c.verdict == "FAIL", each), else_=0))
                           .label("failed"))
-        return (sa.select(*columns, *counts).where(*conditions, *where.clauses(table))
+            counts.append(sa.func.sum(sa.case((table.c.cause.in_(YIELD_CAUSES), each), else_=0))
+                          .label("triggered"))
+        return (sa.select(*columns, *counts)
+                .where(*conditions, *where.clauses(table), *_part_clauses(where, table))
                 .group_by(*columns))
 
     return _tally(store, where, QUARTER_S,
@@ -232,9 +258,10 @@ def _counts(store: HistoryStore, where: EventFilter,
 
 def yield_over_time(store: HistoryStore, where: EventFilter = EVERYTHING, by: str = "hour",
                     shifts: Sequence[str] = DEFAULT_SHIFTS, zone: tzinfo | None = None) -> pd.DataFrame:
-    """Parts, PASS, FAIL and yield (PASS / parts) per tool per local hour, shift or day.
+    """Parts, PASS, FAIL and yield per tool per local hour, shift or day (``PART_RULE``).
 
-    Columns: period (local start), [shift], tool, parts, passed, failed, yield.
+    Columns: period (local start), [shift], tool, parts, passed, failed, triggered (the parts
+    judged by a trigger), yield (passed / triggered: NaN without triggered parts).
     """
     if by not in PERIODS:
         raise InspectorError(f"unknown period '{by}': use one of {', '.join(PERIODS)}")
@@ -245,7 +272,7 @@ def yield_over_time(store: HistoryStore, where: EventFilter = EVERYTHING, by: st
         "start": lambda t: _period_start(t.c.quarter, by, starts, offsets), "tool": _column("tool"),
     }, with_failed=True)
     out = (counts.rename(columns={"n": "parts"}).sort_values(["start", "tool"], ignore_index=True)
-           .reindex(columns=["start", "tool", "parts", "failed"]))
+           .reindex(columns=["start", "tool", "parts", "failed", "triggered"]))
     out.insert(3, "passed", out["parts"] - out["failed"])
     out.insert(0, "period", pd.to_datetime(out.pop("start").astype("int64") * QUARTER_S, unit="s"))
     if by == "shift":
@@ -253,7 +280,7 @@ def yield_over_time(store: HistoryStore, where: EventFilter = EVERYTHING, by: st
                  for start, end in zip(starts, starts[1:] + starts[:1])}
         minutes = out["period"].dt.hour * 60 + out["period"].dt.minute
         out.insert(1, "shift", minutes.map(lambda m: names[m]))
-    out["yield"] = out["passed"] / out["parts"]
+    out["yield"] = out["passed"] / out["triggered"].where(out["triggered"] > 0)
     return out
 
 
@@ -277,22 +304,22 @@ def defect_pareto(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.Da
 
 
 def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.DataFrame:
-    """Histogram of the smoothed defect score per tool and verdict, in SCORE_BINS bins over 0..1.
+    """Histogram of the parts' smoothed defect score per tool and verdict, in SCORE_BINS bins.
 
     Columns: tool, verdict, bin_low, bin_high, count (empty bins are left out).
     """
-    where = _parts_only(where)
-
     def from_rollup(first: int | None, end: int | None) -> sa.Select:
         keys = [score_counts.c.tool, score_counts.c.verdict, score_counts.c.score_bin]
         return (sa.select(*keys, sa.func.sum(score_counts.c.n).label("n"))
-                .where(*_bucket_range(score_counts.c.day, first, end), *where.clauses(score_counts))
+                .where(*_bucket_range(score_counts.c.day, first, end), *where.clauses(score_counts),
+                       *_part_clauses(where, score_counts))
                 .group_by(*keys))
 
     def from_events(conditions: list) -> sa.Select:
         keys = [events.c.tool, events.c.verdict, events.c.score_bin]
         return (sa.select(*keys, sa.func.count().label("n"))
-                .where(*conditions, *where.clauses(events)).group_by(*keys))
+                .where(*conditions, *where.clauses(events), *_part_clauses(where, events))
+                .group_by(*keys))
 
     counts = _tally(store, where, DAY_S, from_rollup, from_events)
     counts = counts.sort_values(["tool", "verdict", "score_bin"], ignore_index=True)
@@ -304,7 +331,8 @@ def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> 
 def first_pass_yield(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.DataFrame:
     """First-pass yield per station: the share of parts on which every tool passed.
 
-    A *part* is one judged frame of one camera: the trigger or verdict-change events a station
+    Counted from the history writer's per-frame rollup, which predates ``PART_RULE``: a *part*
+    here is one judged frame of one camera: the trigger or verdict-change events a station
     recorded for that camera at the same frame time (a trigger judges all of the camera's tools on
     one frame). It passed first time if none of those events is FAIL. A part re-inspected after
     rework is a new part, so reworked parts lower the figure once, on their failed inspection.

@@ -18,6 +18,7 @@ from core.errors import InspectorError
 from core.history import EventFilter, open_history
 from core.reports import (
     DEFAULT_SHIFTS,
+    PART_RULE,
     PERIODS,
     day_range,
     defect_pareto,
@@ -57,17 +58,26 @@ except InspectorError as exc:
     st.stop()
 
 parts, failed = int(over_time["parts"].sum()), int(over_time["failed"].sum())
+triggered = int(over_time["triggered"].sum())
 fpy = first_pass_yield(store, where)
 cols = st.columns(4)
-cols[0].metric("Tool verdicts", f"{parts:,}", help="One per tool per part judged "
-               "(trigger or verdict change); heartbeats are not counted")
+cols[0].metric("Tool verdicts", f"{parts:,}", help="One per tool per part judged; what a part is: "
+               "see 'What counts as a part' below")
 cols[1].metric("PASS", f"{parts - failed:,}")
 cols[2].metric("FAIL", f"{failed:,}")
-cols[3].metric("Yield", ui.fmt_pct((parts - failed) / parts if parts else None))
+cols[3].metric("Yield", ui.fmt_pct((parts - failed) / triggered if triggered else None),
+               help="PASS share of the triggered parts: continuous mode does not count good parts "
+                    "one by one")
+if parts > triggered:
+    st.caption(f"{parts - triggered:,} FAIL part(s) seen in continuous mode count in FAIL and in "
+               "the defects, not in the yield: continuous mode does not count the good parts.")
+with st.expander("What counts as a part"):
+    for cause, meaning in PART_RULE.items():
+        st.markdown(f"- **{cause}** event: {meaning}.")
 if not parts:
     st.info("No part inspected in this range: widen the dates or clear the filters. Parts are "
-            "triggered verdicts and verdict changes recorded by the Live inspection page or the "
-            "headless station.")
+            "triggered verdicts and defective parts seen in continuous mode, recorded by the Live "
+            "inspection page or the headless station.")
 
 overview, defects, scores, recent, audit = st.tabs(
     ["Yield over time", "Defects", "Scores", "Events", "Tool changes"])

@@ -78,3 +78,33 @@ def test_history_page_with_no_history_says_what_to_do(workspace):
     assert not at.exception and not at.error
     assert "No part inspected in this range" in at.info[0].value
     assert metrics(at)["Tool verdicts"] == "0"
+
+
+def test_continuous_mode_counts_defective_parts_not_verdict_changes(workspace):
+    """A conveyor seen in continuous mode: good, a defective part, good, two defective parts
+    back to back, good. The station records a verdict *change* each time; the page counts the
+    defective parts it can see (2: the two back to back look like one) and no yield, since the
+    good parts were never counted one by one; two triggered parts give the yield."""
+    store = open_history(StationSettings(name="st1"), root=workspace)
+    noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
+    changes = ["PASS", "FAIL", "PASS", "FAIL", "PASS"]
+
+    def event(i: int, verdict: str, cause: str) -> VerdictRecord:
+        return VerdictRecord(noon + i, "weld", verdict, "crack" if verdict == "FAIL" else None,
+                             0.9 if verdict == "FAIL" else 0.1, 0.5, "v1", cause)
+
+    store.write("st1", [event(i, v, "change") for i, v in enumerate(changes)]
+                + [event(10, "PASS", "heartbeat")])
+    try:
+        at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
+        assert not at.exception and not at.error
+        assert metrics(at) == {"Tool verdicts": "2", "PASS": "0", "FAIL": "2", "Yield": "-"}
+        assert "2 FAIL part(s) seen in continuous mode" in at.caption[0].value
+        rule = " ".join(m.value for m in at.markdown)
+        assert "**change** event: a change to FAIL is one defective part" in rule
+
+        store.write("st1", [event(20, "PASS", "trigger"), event(21, "FAIL", "trigger")])
+        at.run()
+        assert metrics(at) == {"Tool verdicts": "4", "PASS": "1", "FAIL": "3", "Yield": "50.0%"}
+    finally:
+        store.close()

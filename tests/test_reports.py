@@ -49,7 +49,11 @@ EVENTS = [
     ("2025-03-30 05:59:59", "st1", "0", "label", "FAIL", None, 0.70, "trigger"),
     ("2025-03-30 09:00:00", "st1", "0", "label", "PASS", None, 1.0, "trigger"),
 ]
-PARTS = [e for e in EVENTS if e[7] != "heartbeat"]
+# Parts (core.reports.PART_RULE): every trigger; in continuous mode a change to FAIL (a defective
+# part comes into view), not the change back to PASS; never a heartbeat.
+PARTS = [e for e in EVENTS if e[7] == "trigger" or (e[7] == "change" and e[4] == "FAIL")]
+TRIGGERED = [e for e in EVENTS if e[7] == "trigger"]
+FRAMES = [e for e in EVENTS if e[7] != "heartbeat"]  # what first-pass yield's rollup counts
 SHIFT_STARTS = (6, 14, 22)
 
 
@@ -92,7 +96,14 @@ def test_yield_per_period_in_local_time(history, by):
            for row in report.itertuples()}
     assert got == expected_counts(by)
     assert (report["passed"] == report["parts"] - report["failed"]).all()
-    assert report["yield"].tolist() == pytest.approx((report["passed"] / report["parts"]).tolist())
+    triggered = expected_counts(by, TRIGGERED)
+    for _, row in report.iterrows():  # the yield: PASS share of the triggered parts only
+        parts, failed = triggered.get((row["period"].to_pydatetime(), row["tool"]), (0, 0))
+        assert row["triggered"] == parts
+        if parts:
+            assert row["yield"] == pytest.approx(1 - failed / parts)
+        else:
+            assert math.isnan(row["yield"])
     if by == "shift":
         names = {(row.period.to_pydatetime(), row.tool): row.shift for row in report.itertuples()}
         for t, _station, _camera, tool, *_ in PARTS:
@@ -114,7 +125,8 @@ def test_filters_cut_exactly_at_the_second(history, since, until):
     assert report["parts"].sum() == len(inside)
     assert report["failed"].sum() == sum(e[4] == "FAIL" for e in inside)
     fpy = first_pass_yield(history, where)
-    assert fpy["parts"].sum() == len({(e[1], e[2], e[0]) for e in inside})
+    frames = [e for e in FRAMES if at(since) <= at(e[0]) < at(until)]
+    assert fpy["parts"].sum() == len({(e[1], e[2], e[0]) for e in frames})
     assert score_distribution(history, where)["count"].sum() == len(inside)
 
 
@@ -146,7 +158,7 @@ def test_score_distribution(history):
 
 def test_first_pass_yield_per_station(history):
     parts: dict = {}
-    for t, station, camera, _tool, verdict, *_ in PARTS:
+    for t, station, camera, _tool, verdict, *_ in FRAMES:
         key = (station, camera, t)
         parts[key] = parts.get(key, True) and verdict == "PASS"
     report = first_pass_yield(history).set_index("station")
