@@ -99,7 +99,7 @@ def parse_shifts(starts: Sequence[str]) -> list[int]:
             raise InspectorError(f"shift start '{text}' is not on a quarter hour (:00 :15 :30 :45)")
         minutes.append(value)
     if not minutes or minutes != sorted(set(minutes)):
-        raise InspectorError(f"shift starts {list(starts)} must be at least one time, in increasing "
+        raise InspectorError(f"shift starts '{','.join(starts)}' must be at least one time, in increasing "
                              "order, e.g. 06:00,14:00,22:00")
     return minutes
 

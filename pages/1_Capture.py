@@ -114,8 +114,7 @@ def roi_panel(playing: bool) -> None:
     fh, fw = picture.shape[:2]
     size = (fw, fh)
     canvas_size = (CANVAS_WIDTH, int(round(CANVAS_WIDTH * fh / fw)))
-    st.caption("Drag a box around the part, or turn on **Edit** in the picture's toolbar (on "
-               "hover) to move or resize the green box; fine-tune below, then **Save ROI**.")
+    actions = st.container()  # above the picture, in view at 1280x720; filled once it is read
     background = Image.fromarray(cv2.resize(ui.to_rgb(picture), canvas_size,
                                             interpolation=cv2.INTER_AREA))
     canvas = st_canvas(fill_color="rgba(0, 255, 0, 0.12)", stroke_width=2,
@@ -136,6 +135,16 @@ def roi_panel(playing: bool) -> None:
     for column, name in zip(st.columns(4), "xywh"):
         column.number_input(labels[name], 0 if name in "xy" else 8, limits[name], step=1,
                             key=f"roi_{name}::{tool.name}", on_change=from_numbers, args=(size,))
+    st.caption("Drag a box around the part, or turn on **Edit** in the picture's toolbar (on "
+               "hover) to move or resize the green box; fine-tune it with the numbers, then "
+               "**Save ROI**.")
+    with actions:
+        roi_actions(playing, size)
+
+
+def roi_actions(playing: bool, size: tuple[int, int]) -> None:
+    """Save, Undo and New picture, their confirmation and whether the ROI shown is saved."""
+    fw, fh = size
     save, undo, again = st.columns([1.2, 1, 1.3])
     if save.button("Save ROI", type="primary", key="roi_save", width="stretch",
                    disabled=view.roi == saved_roi):

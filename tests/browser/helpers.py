@@ -244,3 +244,29 @@ def unplug_camera(page) -> int:
             return n;
         }""")
     return stopped
+
+
+def stream_playing(page, index: int = 0) -> bool:
+    """Whether the index-th stream widget shows a live, playing camera video."""
+    try:
+        return bool(webrtc_frame(page, index).locator("video").first.evaluate(
+            "v => !v.paused && v.readyState >= 2 && !!v.srcObject && v.srcObject.active",
+            timeout=5000))
+    except Exception:  # noqa: BLE001 - no video element: the stream was stopped
+        return False
+
+
+def record_requests(context) -> list[str]:
+    """Every URL the context's pages, frames and workers request from now on (appended live)."""
+    seen: list[str] = []
+    context.on("request", lambda request: seen.append(request.url))
+    return seen
+
+
+def leaving_the_machine(urls: list[str]) -> list[str]:
+    """The URLs among ``urls`` whose host is not loopback (data: and blob: URLs never leave)."""
+    from urllib.parse import urlparse
+
+    loopback = {"127.0.0.1", "localhost", "::1", "[::1]"}
+    return sorted({u for u in urls if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                   and urlparse(u).hostname not in loopback})
