@@ -117,7 +117,7 @@ def roi_panel(playing: bool) -> None:
     actions = st.container()  # above the picture, in view at 1280x720; filled once it is read
     background = Image.fromarray(cv2.resize(ui.to_rgb(picture), canvas_size,
                                             interpolation=cv2.INTER_AREA))
-    canvas = st_canvas(fill_color="rgba(0, 255, 0, 0.12)", stroke_width=2,
+    canvas = st_canvas(fill_color=ui.ROI_FILL, stroke_width=2,
                        stroke_color=ui.ROI_COLOUR, background_image=background,
                        drawing_mode="rect", initial_drawing=ui.roi_drawing(view.roi, canvas_size),
                        width=canvas_size[0], height=canvas_size[1], key=f"roi_canvas::{tool.name}")

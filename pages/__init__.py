@@ -159,6 +159,7 @@ def roi_from_canvas(json_data: dict | None, canvas_size: tuple[int, int],
 
 
 ROI_COLOUR = "#00ff00"  # the ROI box, on the canvas as on the stream (core.explanation's PASS green)
+ROI_FILL = "rgba(0, 255, 0, 0.12)"
 
 
 def roi_drawing(roi: ROI, canvas_size: tuple[int, int]) -> dict:
@@ -168,7 +169,7 @@ def roi_drawing(roi: ROI, canvas_size: tuple[int, int]) -> dict:
     return {"objects": [{
         "type": "Rect", "left": x0, "top": y0, "width": x1 - x0, "height": y1 - y0,
         "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0,
-        "fill": "rgba(0, 255, 0, 0.12)", "stroke": ROI_COLOUR, "strokeWidth": 2,
+        "fill": ROI_FILL, "stroke": ROI_COLOUR, "strokeWidth": 2,
         "strokeUniform": True, "lockRotation": True}]}
 
 

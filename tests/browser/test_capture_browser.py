@@ -33,20 +33,23 @@ VIEWPORT_HEIGHT = 720
 
 
 @pytest.fixture(scope="module")
-def conveyor(tmp_path_factory):
-    """A workspace with a new tool (no photo, no ROI yet), its server, and a Chromium whose
-    webcam films casting parts (unseen by any test model) on a grey conveyor."""
+def conveyor(tmp_path_factory, browser):
+    """A workspace with a new tool (no photo, no ROI yet), its server, and a second Chromium
+    (one Playwright per process: the session's) whose webcam films casting parts on a grey
+    conveyor."""
     home = tmp_path_factory.mktemp("capture_station")
     ToolStore(home).create("impeller")
     parts = [on_conveyor(read_image(p), (HEIGHT, WIDTH))
              for cls in ("good", "defect") for p in helpers.casting_photos(cls, 300, 303)]
     video = helpers.write_y4m(home / "conveyor.y4m", [(parts, 6)], 10)
+    filming = helpers.launch_chromium(browser.browser_type, video)
     try:
-        with helpers.streamlit_server(home, home / "streamlit.log") as url, \
-                helpers.chromium(video) as browser:
-            yield {"home": home, "url": url, "browser": browser}
+        with helpers.streamlit_server(home, home / "streamlit.log") as url:
+            yield {"home": home, "url": url, "browser": filming}
     except BrowserError as exc:
         pytest.fail(str(exc))
+    finally:
+        filming.close()
 
 
 def in_view(locator) -> bool:
