@@ -3,7 +3,8 @@ settings beside it, and what is on the line.
 
 Everything shown here is the station's (``core.live_station``), not this browser's: opening the
 page changes nothing, every widget shows the station's value (another browser's change appears
-within a second) and writes through the station, audited with your name. One browser at a time
+within a second: the widget's key names the value) and writes through the station, audited with
+your name. One browser at a time
 feeds a camera (START where nobody feeds, or an explicit take-over); the others show its verdicts
 and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
 """
@@ -62,10 +63,11 @@ def show_refusal() -> None:
         st.error(message)
 
 
-def synced(key: str, value: Any) -> str:
-    """A widget key showing the station's value (another browser may have changed it)."""
-    st.session_state[key] = value
-    return key
+def station_key(name: str, value: Any) -> str:
+    """A widget's key names the station's value it shows: when another browser changes the
+    value, the widget is drawn anew with it, and a value this browser had sent for the old one
+    (a refresh in flight) cannot come back as a change."""
+    return f"{name}::{value!r}"
 
 
 def layout(camera: str) -> tuple:
@@ -99,7 +101,7 @@ def viewer(camera: str) -> None:
     feeder = session.feeder
     if feeder is not None:
         st.caption(f"Camera {camera} is fed by {feeder.label} since {clock(feeder.since)}: this "
-                   "browser shows its verdicts and picture and changes nothing.")
+                   "browser shows its verdicts and picture; its own camera is not used.")
 
 
 def feed(camera: str, session: LiveSession) -> None:
@@ -185,16 +187,37 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
 
 # ------------------------------------------------------------------ live settings
 
-def change_mode(camera: str) -> None:
-    act(station.set_mode, camera, MODES[st.session_state[f"mode::{camera}"]], actor)
+SHOWN = {"threshold": lambda c: float(c.threshold), "smoothing": lambda c: int(c.smoothing),
+         "tta": lambda c: bool(c.tta.enabled)}  # a tool setting as its widget shows it
+MODE_LABELS = {v: k for k, v in MODES.items()}
 
 
-def change_heatmaps(camera: str) -> None:
-    act(station.set_heatmaps, camera, st.session_state[f"heatmaps::{camera}"], actor)
+def mode_key(camera: str) -> str:
+    return station_key(f"mode::{camera}", station.mode(camera))
 
 
-def try_setting(tool: str, setting: str) -> None:
-    value = st.session_state[f"{setting}::{tool}"]
+def heatmaps_key(camera: str) -> str:
+    return station_key(f"heatmaps::{camera}", station.heatmaps(camera))
+
+
+def setting_key(tool: str, setting: str) -> str:
+    return station_key(f"{setting}::{tool}", SHOWN[setting](station.settings(tool)))
+
+
+def change_mode(camera: str, key: str) -> None:
+    if key == mode_key(camera):  # else drawn from a value the station no longer has
+        act(station.set_mode, camera, MODES[st.session_state[key]], actor)
+
+
+def change_heatmaps(camera: str, key: str) -> None:
+    if key == heatmaps_key(camera):
+        act(station.set_heatmaps, camera, st.session_state[key], actor)
+
+
+def try_setting(tool: str, setting: str, key: str) -> None:
+    if key != setting_key(tool, setting):
+        return  # the widget showed a value the station no longer has (changed elsewhere)
+    value = st.session_state[key]
     if setting == "tta":
         value = replace(station.settings(tool).tta, enabled=value)
     act(station.try_settings, tool, actor, **{setting: value})
@@ -210,9 +233,9 @@ def trigger_all() -> None:
 def controls(camera: str, first: bool) -> None:
     """Mode, trigger and the settings of the camera's tools, as the station has them now."""
     show_refusal()
-    mode = {v: k for k, v in MODES.items()}[station.mode(camera)]
-    st.radio("Mode", list(MODES), key=synced(f"mode::{camera}", mode), horizontal=True,
-             on_change=change_mode, args=(camera,),
+    mode, key = MODE_LABELS[station.mode(camera)], mode_key(camera)
+    st.radio("Mode", list(MODES), index=list(MODES).index(mode), key=key, horizontal=True,
+             on_change=change_mode, args=(camera, key),
              help="Triggered judges one frame per press of TRIGGER (or a trigger from the line) "
                   "and holds the verdict.")
     if first and any(station.mode(c) == TRIGGERED for c in station.cameras()):
@@ -220,23 +243,24 @@ def controls(camera: str, first: bool) -> None:
         st.button("TRIGGER", type="primary", key="live_trigger", width="stretch",
                   shortcut=ui.TRIGGER_KEY, on_click=trigger_all,
                   help=f"Judge the next frame (key {ui.TRIGGER_KEY}).")
-    st.toggle("Show Grad-CAM heatmaps", key=synced(f"heatmaps::{camera}", station.heatmaps(camera)),
-              on_change=change_heatmaps, args=(camera,),
+    key = heatmaps_key(camera)
+    st.toggle("Show Grad-CAM heatmaps", station.heatmaps(camera), key=key,
+              on_change=change_heatmaps, args=(camera, key),
               help="Anomaly tools show their anomaly map: where the part looks unusual.")
     tools = station.session(camera).lineup.tools
     if not tools:
         return
     tool = st.selectbox("Settings of", tools, key=f"tune::{camera}")
     settings = station.settings(tool)
-    st.slider("Threshold (FAIL at or above)", 0.0, 1.0, step=0.01,
-              key=synced(f"threshold::{tool}", float(settings.threshold)),
-              on_change=try_setting, args=(tool, "threshold"))
+    key = setting_key(tool, "threshold")
+    st.slider("Threshold (FAIL at or above)", 0.0, 1.0, float(settings.threshold), step=0.01,
+              key=key, on_change=try_setting, args=(tool, "threshold", key))
+    key = setting_key(tool, "smoothing")
     st.slider("Smoothing (frames averaged)", 1, max(30, settings.smoothing),
-              key=synced(f"smoothing::{tool}", int(settings.smoothing)),
-              on_change=try_setting, args=(tool, "smoothing"))
-    st.toggle("Test-time augmentation (steadier, slower)",
-              key=synced(f"tta::{tool}", bool(settings.tta.enabled)),
-              on_change=try_setting, args=(tool, "tta"))
+              int(settings.smoothing), key=key, on_change=try_setting, args=(tool, "smoothing", key))
+    key = setting_key(tool, "tta")
+    st.toggle("Test-time augmentation (steadier, slower)", bool(settings.tta.enabled), key=key,
+              on_change=try_setting, args=(tool, "tta", key))
     note = station.trial_note(tool)
     if note is None:
         st.caption("A change judges at once, as TRIAL until someone saves it to the tool.")

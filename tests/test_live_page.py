@@ -21,6 +21,7 @@ from tests.test_pages import no_errors, page, texts
 from tests.test_pages import webrtc  # noqa: F401 - the fake stream widget, for every test here
 
 LIVE = "pages/4_Live_inspection.py"
+THRESHOLD = "Threshold (FAIL at or above)"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,11 @@ def browser(name: str | None = None):
     return at
 
 
+def widget(elements, label: str):
+    """The widget with this label (its key names the station's value it shows)."""
+    return next(e for e in elements if e.label == label)
+
+
 def verdicts(at) -> list[str]:
     return [m.value for m in at.markdown if 'class="verdict' in m.value]
 
@@ -64,7 +70,7 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     webrtc.playing = True  # the kiosk pressed START
     kiosk.run()
     no_errors(kiosk)
-    kiosk.radio(key="mode::0").set_value("Triggered").run()
+    widget(kiosk.radio, "Mode").set_value("Triggered").run()
     feed_kiosk = webrtc.callbacks.pop("live::0")
     state = (station_home / STATE_FILE).read_bytes()
     station = live_station()
@@ -75,20 +81,20 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     no_errors(laptop)
     assert "live::0" not in webrtc.callbacks  # a viewer: it shows no camera of its own
     assert "is fed by browser" in texts(laptop) and "(kiosk)" in texts(laptop)
-    assert laptop.radio(key="mode::0").value == "Triggered"
+    assert widget(laptop.radio, "Mode").value == "Triggered"
     assert (station_home / STATE_FILE).read_bytes() == state  # opening changed nothing
     webrtc.callbacks["live::0"] = feed_kiosk  # the kiosk's frames still count, the trigger too
     webrtc.send("live::0", photos["defect"][0])
     assert station.session("0").latest.triggered and station.session("0").latest.verdict == "FAIL"
 
     laptop.sidebar.text_input[0].input("bob").run()
-    laptop.slider(key="threshold::casting").set_value(0.95).run()
+    widget(laptop.slider, THRESHOLD).set_value(0.95).run()
     no_errors(laptop)
     assert station.settings("casting").threshold == pytest.approx(0.95)
     assert ToolStore().get("casting").config.threshold != pytest.approx(0.95)  # a trial
     kiosk.run()  # its next refresh shows the value the laptop set, marked as a trial
     no_errors(kiosk)
-    assert kiosk.slider(key="threshold::casting").value == pytest.approx(0.95)
+    assert widget(kiosk.slider, THRESHOLD).value == pytest.approx(0.95)
     assert "TRIAL threshold 0.95" in kiosk.warning[0].value and "by bob" in kiosk.warning[0].value
     row = audit("threshold (trial)").iloc[0]
     assert row["actor"] == "bob" and row["details"]["new"] == 0.95
@@ -96,7 +102,7 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     kiosk.button(key="revert::casting").click().run()
     no_errors(kiosk)
     laptop.run()
-    assert laptop.slider(key="threshold::casting").value == pytest.approx(
+    assert widget(laptop.slider, THRESHOLD).value == pytest.approx(
         ToolStore().get("casting").config.threshold)
     assert audit("trial reverted").iloc[0]["actor"] == "kiosk"
 
@@ -133,7 +139,7 @@ def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(station_hom
     no_errors(at)
     assert 'class="verdict fail"' in texts(at) and "1 tool(s)" in texts(at)
 
-    at.radio(key="mode::0").set_value("Triggered").run()
+    widget(at.radio, "Mode").set_value("Triggered").run()
     assert "PRESS TRIGGER" in texts(at)  # a continuous verdict is not held as a triggered one
     at.button(key="live_trigger").click().run()
     webrtc.send("live::0", photos["good"][0])
