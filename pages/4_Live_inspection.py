@@ -116,6 +116,7 @@ def feed(camera: str, session: LiveSession) -> None:
     ctx = webrtc_streamer(key=f"live::{camera}", mode=WebRtcMode.SENDRECV,
                           rtc_configuration=ui.RTC_CONFIGURATION,
                           video_frame_callback=frame_callback(session),
+                          on_video_ended=lambda: session.release(browser),  # STOP, page closed
                           media_stream_constraints={"video": True, "audio": False},
                           translations=ui.CAMERA_TRANSLATIONS)
     playing, was_playing = bool(ctx.state.playing), st.session_state.get(f"playing::{camera}")
@@ -156,7 +157,8 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
     if layout(camera) != arranged:
         st.rerun(scope="app")
     session = station.session(camera)
-    problem = session.camera_problem()
+    fed = station.feed_state(camera, browser) != "free"  # a feed silent for long is free here
+    problem = session.camera_problem() if fed else None
     if problem:  # clears by itself as soon as frames arrive again
         st.markdown(ui.verdict_html("NO FRAMES"), unsafe_allow_html=True)
         st.error(problem)
@@ -164,12 +166,12 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
     if session.error:
         st.error(session.error)
     lineup = session.lineup
-    shown = session.current() if session.feeder is not None else None
+    shown = session.current() if fed else None
     if not lineup.runners:
         st.markdown(ui.verdict_html("NO TOOL", "nothing on the line judges this camera"),
                     unsafe_allow_html=True)
     elif shown is None:
-        label = ("START CAMERA" if session.feeder is None else
+        label = ("START CAMERA" if not fed else
                  "WAITING" if session.continuous else "PRESS TRIGGER")
         hint = f"button TRIGGER or key {ui.TRIGGER_KEY}" if label == "PRESS TRIGGER" else ""
         st.markdown(ui.verdict_html(label, hint), unsafe_allow_html=True)
@@ -278,7 +280,7 @@ for index, camera in enumerate(cameras):
     session = station.session(camera)
     if len(cameras) > 1:
         st.subheader(f"Camera {camera}", anchor=False)
-    video_col, verdict_col, control_col = st.columns([5, 4, 3])
+    video_col, verdict_col, control_col = st.columns([4, 5, 3])  # verdict legible from afar
     with video_col:
         feed(camera, session)
     with verdict_col:

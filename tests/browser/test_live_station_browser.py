@@ -81,12 +81,11 @@ def url(line_home, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chromium(line_home):
-    try:
-        with helpers.chromium(line_home["video"]) as browser:
-            yield browser
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+def chromium(browser, line_home):
+    """A second Chromium of the session's Playwright, its webcam showing the conveyor."""
+    conveyor = helpers.launch_chromium(browser.browser_type, line_home["video"])
+    yield conveyor
+    conveyor.close()
 
 
 @pytest.fixture(scope="module")
