@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -227,8 +227,10 @@ class Inspector:
     @staticmethod
     def draw(frame: np.ndarray, results: list[ToolResult], heatmaps: bool = True) -> np.ndarray:
         """A copy of the frame with every tool's ROI, verdict and (optionally) heatmap."""
-        out = frame.copy()
+        out, corners = frame.copy(), Counter()
         for result in results:
+            corner = result.box[:2]
             draw_result(out, result.box, result.label(), result.verdict,
-                        result.heatmap if heatmaps else None)
+                        result.heatmap if heatmaps else None, row=corners[corner])
+            corners[corner] += 1
         return out
