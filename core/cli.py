@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tool", required=True)
     p.set_defaults(run=cmd_versions)
 
-    p = sub.add_parser("activate", help="make a model version live (rollback)")
+    p = sub.add_parser("activate", help="make a model version active (rollback); a running station "
+                       "takes the tool off its line until someone adds it again")
     p.add_argument("--tool", required=True)
     p.add_argument("--version", required=True)
     p.set_defaults(run=cmd_activate)

@@ -119,6 +119,9 @@ def activation(station: LiveStation, actor: str) -> None:
     on_line = station.state.tools.get(tool.name)
     where = (f"'{tool.name}' judges on the line with {on_line.version}" if on_line
              else f"'{tool.name}' is not on the line")
+    note = station.trial_note(tool.name)
+    if note:
+        st.warning(f"{note}: saved or reverted on Live inspection.")
     try:
         if trial is not None and trial[0].version == chosen:
             version, run = trial
