@@ -32,7 +32,7 @@ from core.errors import InspectorError
 from core.line import station_line
 from core.live import LiveSession
 from core.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
-from core.tools import current_actor
+from core.tools import ToolConfig, current_actor
 
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
@@ -181,10 +181,12 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
                     unsafe_allow_html=True)
         for result in shown.results:
             st.markdown(tool_line(result, station.trial_note(result.tool)))
-    if shown is not None:
-        summaries = {t.tool: t.summary() for t in lineup.trials}
+    if shown is not None:  # the trials still running (one may have been promoted since)
+        runs = {(t.tool, t.version): t for t in lineup.trials}
         for result in shown.trials:
-            st.markdown(trial_line(result, summaries[result.tool]))
+            run = runs.get((result.tool, result.version))
+            if run is not None:
+                st.markdown(trial_line(result, run.summary()))
 
 
 # ------------------------------------------------------------------ live settings
@@ -202,8 +204,8 @@ def heatmaps_key(camera: str) -> str:
     return station_key(f"heatmaps::{camera}", station.heatmaps(camera))
 
 
-def setting_key(tool: str, setting: str) -> str:
-    return station_key(f"{setting}::{tool}", SHOWN[setting](station.settings(tool)))
+def setting_key(tool: str, setting: str, settings: ToolConfig) -> str:
+    return station_key(f"{setting}::{tool}", SHOWN[setting](settings))
 
 
 def change_mode(camera: str, key: str) -> None:
@@ -217,8 +219,12 @@ def change_heatmaps(camera: str, key: str) -> None:
 
 
 def try_setting(tool: str, setting: str, key: str) -> None:
-    if key != setting_key(tool, setting):
-        return  # the widget showed a value the station no longer has (changed elsewhere)
+    try:
+        if key != setting_key(tool, setting, station.settings(tool)):
+            return  # the widget showed a value the station no longer has (changed elsewhere)
+    except InspectorError as exc:  # the tool left the line meanwhile
+        st.session_state[REFUSED] = str(exc)
+        return
     value = st.session_state[key]
     if setting == "tta":
         value = replace(station.settings(tool).tta, enabled=value)
@@ -253,14 +259,17 @@ def controls(camera: str, first: bool) -> None:
     if not tools:
         return
     tool = st.selectbox("Settings of", tools, key=f"tune::{camera}")
-    settings = station.settings(tool)
-    key = setting_key(tool, "threshold")
+    try:
+        settings = station.settings(tool)
+    except InspectorError:  # it left the line since the lineup was read: the next run redraws
+        return
+    key = setting_key(tool, "threshold", settings)
     st.slider("Threshold (FAIL at or above)", 0.0, 1.0, float(settings.threshold), step=0.01,
               key=key, on_change=try_setting, args=(tool, "threshold", key))
-    key = setting_key(tool, "smoothing")
+    key = setting_key(tool, "smoothing", settings)
     st.slider("Smoothing (frames averaged)", 1, max(30, settings.smoothing),
               int(settings.smoothing), key=key, on_change=try_setting, args=(tool, "smoothing", key))
-    key = setting_key(tool, "tta")
+    key = setting_key(tool, "tta", settings)
     st.toggle("Test-time augmentation (steadier, slower)", bool(settings.tta.enabled), key=key,
               on_change=try_setting, args=(tool, "tta", key))
     note = station.trial_note(tool)

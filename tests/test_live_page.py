@@ -17,11 +17,22 @@ from core.live_station import STATE_FILE, TRIGGERED, close_live_stations, live_s
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
 from tests.conftest import load_sample
-from tests.test_pages import no_errors, page, texts
-from tests.test_pages import webrtc  # noqa: F401 - the fake stream widget, for every test here
+from tests.test_pages import (  # noqa: F401 - webrtc: autouse, the fake stream widget
+    FakeWebRtc,
+    no_errors,
+    page,
+    texts,
+    webrtc,
+)
 
 LIVE = "pages/4_Live_inspection.py"
 THRESHOLD = "Threshold (FAIL at or above)"
+
+
+@pytest.fixture
+def stream(webrtc) -> FakeWebRtc:  # noqa: F811 - the imported fixture
+    """The fake stream widget of test_pages (AppTest cannot run the real component)."""
+    return webrtc
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +75,14 @@ def audit(action: str):
     return changes[changes["action"] == action]
 
 
-def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(station_home, webrtc,
+def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(station_home, stream,
                                                                           photos):
     kiosk = browser("kiosk")
-    webrtc.playing = True  # the kiosk pressed START
+    stream.playing = True  # the kiosk pressed START
     kiosk.run()
     no_errors(kiosk)
     widget(kiosk.radio, "Mode").set_value("Triggered").run()
-    feed_kiosk = webrtc.callbacks.pop("live::0")
+    feed_kiosk = stream.callbacks.pop("live::0")
     state = (station_home / STATE_FILE).read_bytes()
     station = live_station()
     assert station.mode("0") == TRIGGERED and station.session("0").feeder.label.endswith("(kiosk)")
@@ -79,12 +90,12 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     station.trigger("0", "plc-1")  # a PLC trigger is pending when the second browser opens
     laptop = browser()
     no_errors(laptop)
-    assert "live::0" not in webrtc.callbacks  # a viewer: it shows no camera of its own
+    assert "live::0" not in stream.callbacks  # a viewer: it shows no camera of its own
     assert "is fed by browser" in texts(laptop) and "(kiosk)" in texts(laptop)
     assert widget(laptop.radio, "Mode").value == "Triggered"
     assert (station_home / STATE_FILE).read_bytes() == state  # opening changed nothing
-    webrtc.callbacks["live::0"] = feed_kiosk  # the kiosk's frames still count, the trigger too
-    webrtc.send("live::0", photos["defect"][0])
+    stream.callbacks["live::0"] = feed_kiosk  # the kiosk's frames still count, the trigger too
+    stream.send("live::0", photos["defect"][0])
     assert station.session("0").latest.triggered and station.session("0").latest.verdict == "FAIL"
 
     laptop.sidebar.text_input[0].input("bob").run()
@@ -107,34 +118,34 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     assert audit("trial reverted").iloc[0]["actor"] == "kiosk"
 
 
-def test_a_take_over_moves_the_feed_and_the_old_feeder_becomes_a_viewer(station_home, webrtc,
+def test_a_take_over_moves_the_feed_and_the_old_feeder_becomes_a_viewer(station_home, stream,
                                                                        photos):
     kiosk = browser("kiosk")
-    webrtc.playing = True
+    stream.playing = True
     kiosk.run()
-    feed_kiosk = webrtc.callbacks.pop("live::0")
+    feed_kiosk = stream.callbacks.pop("live::0")
     laptop = browser("ann")
     laptop.button(key="take::0").click().run()
     no_errors(laptop)
-    feed_laptop = webrtc.callbacks["live::0"]  # it shows its own camera now
+    feed_laptop = stream.callbacks["live::0"]  # it shows its own camera now
     station = live_station()
     assert station.session("0").feeder.label.endswith("(ann)")
     assert audit("camera fed by").iloc[0]["details"]["previous"].endswith("(kiosk)")
     feed_kiosk(__import__("av").VideoFrame.from_ndarray(photos["defect"][0], format="bgr24"))
     assert station.session("0").latest is None  # the kiosk's frames no longer count
-    webrtc.callbacks["live::0"] = feed_laptop
-    webrtc.send("live::0", photos["good"][0])
+    stream.callbacks["live::0"] = feed_laptop
+    stream.send("live::0", photos["good"][0])
     assert station.session("0").latest.verdict == "PASS"
-    webrtc.callbacks.clear()
+    stream.callbacks.clear()
     kiosk.run()
-    assert "live::0" not in webrtc.callbacks and "is fed by browser" in texts(kiosk)
+    assert "live::0" not in stream.callbacks and "is fed by browser" in texts(kiosk)
 
 
-def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(station_home, webrtc, photos):
-    webrtc.playing = True
+def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(station_home, stream, photos):
+    stream.playing = True
     at = browser()
     assert "WAITING" in texts(at)
-    webrtc.send("live::0", photos["defect"][0])
+    stream.send("live::0", photos["defect"][0])
     at.run()
     no_errors(at)
     assert 'class="verdict fail"' in texts(at) and "1 tool(s)" in texts(at)
@@ -142,28 +153,28 @@ def test_live_page_shows_streamed_verdicts_and_holds_a_triggered_one(station_hom
     widget(at.radio, "Mode").set_value("Triggered").run()
     assert "PRESS TRIGGER" in texts(at)  # a continuous verdict is not held as a triggered one
     at.button(key="live_trigger").click().run()
-    webrtc.send("live::0", photos["good"][0])
-    webrtc.send("live::0", photos["defect"][0])  # after the triggered frame: not judged
+    stream.send("live::0", photos["good"][0])
+    stream.send("live::0", photos["defect"][0])  # after the triggered frame: not judged
     at.run()
     no_errors(at)
     assert 'class="verdict pass"' in texts(at) and "1 tool(s) at " in texts(at)
     assert at.button(key="live_trigger").proto.shortcut == "t"  # the T key triggers too
 
 
-def test_live_page_shows_one_stream_per_camera_and_adds_a_tool_to_the_line(station_home, webrtc,
+def test_live_page_shows_one_stream_per_camera_and_adds_a_tool_to_the_line(station_home, stream,
                                                                           photos):
     live_station()  # the station runs: a tool made now is not on its line
     ToolStore().duplicate("casting", "casting side").update(camera="1")
-    webrtc.playing = True
+    stream.playing = True
     at = browser()
     no_errors(at)
-    assert sorted(webrtc.callbacks) == ["live::0"]  # a new tool is not on the line
+    assert sorted(stream.callbacks) == ["live::0"]  # a new tool is not on the line
     at.selectbox(key="line_add_tool").select("casting side")
     at.button(key="line_add").click().run()
     no_errors(at)
-    assert sorted(webrtc.callbacks) == ["live::0", "live::1"]
+    assert sorted(stream.callbacks) == ["live::0", "live::1"]
     assert [h.value for h in at.subheader][:2] == ["Camera 0", "Camera 1"]
-    webrtc.send("live::1", photos["defect"][0])  # only camera 1 sees a part
+    stream.send("live::1", photos["defect"][0])  # only camera 1 sees a part
     at.run()
     shown = verdicts(at)
     assert "WAITING" in shown[0] and 'class="verdict fail"' in shown[1]
@@ -171,50 +182,50 @@ def test_live_page_shows_one_stream_per_camera_and_adds_a_tool_to_the_line(stati
     assert at.selectbox(key="tune::1").options == ["casting side"]
 
 
-def test_a_tool_deleted_elsewhere_leaves_the_page_and_the_line(station_home, webrtc, photos):
-    webrtc.playing = True
+def test_a_tool_deleted_elsewhere_leaves_the_page_and_the_line(station_home, stream, photos):
+    stream.playing = True
     at = browser()
-    webrtc.send("live::0", photos["good"][0])
+    stream.send("live::0", photos["good"][0])
     at.run()
     assert "**casting**" in texts(at)
     ToolStore().delete("casting")  # e.g. on the Home page of another browser
-    webrtc.send("live::0", photos["good"][0])
+    stream.send("live::0", photos["good"][0])
     at.run()
     no_errors(at)
     assert "NO TOOL" in texts(at) and "**casting**" not in texts(at)
     assert "deleted" in audit("removed from the line").iloc[0]["details"]["reason"]
 
 
-def test_live_page_says_what_to_do_when_the_camera_sends_no_frames(station_home, webrtc, photos,
+def test_live_page_says_what_to_do_when_the_camera_sends_no_frames(station_home, stream, photos,
                                                                    monkeypatch):
     from core.live import LiveSession
 
     # long enough that a page run on a busy machine never outlasts it right after a frame
     monkeypatch.setattr(LiveSession, "NO_FRAMES_AFTER_S", 1.5)
-    webrtc.playing = True  # START pressed
+    stream.playing = True  # START pressed
     at = browser()
     assert "WAITING" in texts(at) and not at.error
     time.sleep(2.0)
     at.run()  # what the verdict panel shows on its next refresh
     assert "NO FRAMES" in texts(at)
     assert "sends no frames" in at.error[0].value and "press STOP and START" in at.error[0].value
-    webrtc.send("live::0", photos["good"][0])  # the camera streams: the verdict is back by itself
+    stream.send("live::0", photos["good"][0])  # the camera streams: the verdict is back by itself
     at.run()
     no_errors(at)
     assert 'class="verdict pass"' in texts(at)
     time.sleep(2.0)  # the cable is pulled
     at.run()
     assert "stopped sending frames" in at.error[0].value and "check the cable" in at.error[0].value
-    webrtc.send("live::0", photos["good"][0])  # and plugged back in
+    stream.send("live::0", photos["good"][0])  # and plugged back in
     at.run()
     no_errors(at)
-    webrtc.playing = False  # STOP: no problem, just a camera to start
+    stream.playing = False  # STOP: no problem, just a camera to start
     at.run()
     no_errors(at)
     assert "START CAMERA" in texts(at) and live_station().session("0").feeder is None
 
 
-def test_training_page_runs_a_version_as_a_trial_then_promotes_it(station_home, webrtc, photos):
+def test_training_page_runs_a_version_as_a_trial_then_promotes_it(station_home, stream, photos):
     tool = ToolStore().get("casting")
     first = tool.config.active_version
     meta = train_tool(tool, load_sample("casting", 8, seed=4),

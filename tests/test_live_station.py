@@ -316,3 +316,20 @@ def test_modes_triggers_and_a_line_restart(station, photos):
     fired = events(station)
     assert list(fired["trigger_id"]) == ["part-1"] and list(fired["verdict"]) == ["FAIL"]
     assert audit(station, "line restarted").iloc[0]["actor"] == "carla"
+
+
+def test_a_damaged_line_file_leaves_nothing_on_the_line_and_says_what_to_do(casting_tool,
+                                                                           workspace, photos):
+    (workspace / STATE_FILE).write_text('{"schema": 1, "tools": ["casting"]')
+    station = live_station(workspace)
+    try:
+        assert station.state.tools == {} and station.session("0").lineup.runners == ()
+        assert judge(station, photos["defect"][0]).results == ()  # fail safe: no verdict
+        assert "cannot be read" in station.problems()[0]
+        assert "add the tools again" in station.problems()[0]
+        station.add_to_line("casting", "ann")  # the way back, audited like any change
+        assert station.problems() == [] and "casting" in json.loads(
+            (workspace / STATE_FILE).read_text())["tools"]
+    finally:
+        close_live_stations()
+        close_lines()

@@ -161,7 +161,7 @@ def test_two_cameras_each_judge_their_own_tools(page, server, station):
     store = ToolStore(station["home"])
     store.duplicate("casting", "casting side").update(camera="1")
     try:
-        open_live(page, server)  # the new tool shows in 'Add to line' 
+        open_live(page, server)  # the new tool shows in 'Add to line'
         assert page.get_by_role("heading", name="Camera 1").count() == 0
         page.get_by_role("button", name="Add to line").click()
         page.get_by_role("heading", name="Camera 1").wait_for(timeout=30_000)
