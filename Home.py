@@ -19,6 +19,7 @@ from core.errors import InspectorError
 from core.exchange import export_tool, import_tool
 from core.guidance import active_balanced_accuracy, next_steps
 from core.line import station_line
+from core.live_station import line_summary
 from core.reports import local_zone
 
 ui.page_setup("Shopfloor Inspector")
@@ -39,7 +40,7 @@ with st.container():  # as many rows and hints as tools, in one slot
             history, zone = station_line().history, local_zone()
         except InspectorError:  # page_setup has said why
             history = None
-        rows = []
+        rows, on_line = [], line_summary()
         for tool in tools:
             c = tool.config
             last = history.last_event(tool.name) if history else None
@@ -49,7 +50,7 @@ with st.container():  # as many rows and hints as tools, in one slot
                 "Images": ", ".join(f"{k} {v}" for k, v in counts.items()),
                 "Active version": c.active_version or "none",
                 "Validation bal. acc.": ui.fmt_pct(active_balanced_accuracy(tool)),
-                "Threshold": round(c.threshold, 3),
+                "Threshold": round(c.threshold, 3), "Line": on_line.get(tool.name, ""),
                 "Last verdict": (f"{last['verdict']} ({last['time'].tz_convert(zone):%m-%d %H:%M:%S})"
                                  if last else "-"),
             })

@@ -22,8 +22,9 @@ from core.explanation import blend_heatmap
 from core.headless import parse_sources, run_station
 from core.history_cli import add_parser as add_history_parser
 from core.inference import TrainedModel
-from core.line import close_lines, station_line
+from core.line import close_lines
 from core.live import camera_name
+from core.live_station import close_live_stations, live_station
 from core.metrics import pass_fail_metrics
 from core.preprocessing import crop_roi
 from core.station import StationSettings, load_settings, save_settings
@@ -218,10 +219,10 @@ def cmd_station_run(args: argparse.Namespace) -> None:
         timer = threading.Timer(args.duration, stop.set)
         timer.daemon = True
         timer.start()
-    line = station_line()
     try:
-        frames = run_station(line, sources, continuous=not args.triggered, stop=stop)
+        frames = run_station(live_station(), sources, triggered=args.triggered, stop=stop)
     finally:
+        close_live_stations()
         close_lines()
     print(json.dumps({"frames": frames}))
 
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tool", required=True)
     p.set_defaults(run=cmd_versions)
 
-    p = sub.add_parser("activate", help="make a model version live (rollback)")
+    p = sub.add_parser("activate", help="make a model version active (rollback); a running station "
+                       "takes the tool off its line until someone adds it again")
     p.add_argument("--tool", required=True)
     p.add_argument("--version", required=True)
     p.set_defaults(run=cmd_activate)
@@ -311,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = station_sub.add_parser("run", help="inspect cameras without a browser: history, MQTT, OPC UA")
     p.add_argument("--camera", action="append", required=True, metavar="[NAME=]SOURCE",
                    help="a device index, video file or stream URL; repeat for several cameras")
-    p.add_argument("--triggered", action="store_true", help="one verdict per trigger from the line")
+    p.add_argument("--triggered", action="store_true",
+                   help="switch these cameras to one verdict per trigger from the line (otherwise "
+                        "each camera keeps the mode the station has for it)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(run=cmd_station_run)
     add_history_parser(sub)

@@ -25,8 +25,9 @@ def blend_heatmap(image: np.ndarray, heat: np.ndarray, strength: float = 0.6) ->
 
 
 def draw_result(frame: np.ndarray, box: tuple[int, int, int, int], label: str, verdict: str,
-                heat: np.ndarray | None = None) -> None:
-    """Draw one tool's ROI, heatmap and verdict onto ``frame`` in place."""
+                heat: np.ndarray | None = None, row: int = 0) -> None:
+    """Draw one tool's ROI, heatmap and verdict onto ``frame`` in place; ``row`` stacks the
+    labels of tools sharing a ROI corner instead of writing one over the other."""
     x0, y0, x1, y1 = box
     if heat is not None:
         frame[y0:y1, x0:x1] = blend_heatmap(frame[y0:y1, x0:x1], heat)
@@ -36,6 +37,7 @@ def draw_result(frame: np.ndarray, box: tuple[int, int, int, int], label: str, v
     scale = max(0.5, frame.shape[1] / 900)
     (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     ty = y0 - 6 if y0 - th - base - 6 > 0 else min(frame.shape[0] - base, y0 + th + 6)
+    ty = min(frame.shape[0] - base, ty + row * (th + base + 6))
     cv2.rectangle(frame, (x0, ty - th - 4), (x0 + tw + 8, ty + base), colour, -1)
     cv2.putText(frame, label, (x0 + 4, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                 thickness, cv2.LINE_AA)

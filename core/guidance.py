@@ -33,7 +33,8 @@ def next_steps(tool: Tool) -> list[str]:
     if not versions:
         return ["Enough photos: train a first model on the Training page."]
     if not tool.config.active_version:
-        return ["A model is trained but none is active: activate one on the Training page."]
+        return ["A model is trained but none is active: run it as a trial on the line (Training page), "
+        "then promote it."]
     hints = []
     if sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
         hints.append("New photos since the last training: retrain to use them.")

@@ -1,6 +1,9 @@
 """A station without a browser: each camera read with OpenCV into its live session, verdicts and
 triggers through the station's line (history, MQTT, OPC UA).
 
+It runs the same live state as the browser station (``core.live_station``): the tools on the
+line, each camera's mode and the trial settings and versions, all as ``line.json`` keeps them.
+
 A camera is a device index ("0"), a video file or a stream URL (rtsp://...). One that cannot be
 opened or stops sending frames is reopened with back-off and never stops the other cameras; a
 video file is played at its own frame rate, as a camera would deliver it, and loops.
@@ -16,10 +19,8 @@ from collections.abc import Callable
 import cv2
 
 from core.errors import InspectorError
-from core.inference import Inspector
-from core.line import Line
-from core.live import LiveSession, by_camera, camera_name
-from core.tools import ToolStore
+from core.live import LiveSession, camera_name
+from core.live_station import TRIGGERED, LiveStation
 
 LOG = logging.getLogger("shopfloor_inspector.headless")
 
@@ -99,26 +100,27 @@ class CameraReader(threading.Thread):
         self.problem = problem
 
 
-def run_station(line: Line, sources: dict[str, str], continuous: bool = True,
-                stop: threading.Event | None = None, store: ToolStore | None = None) -> dict[str, int]:
-    """Inspect every camera in ``sources`` with the trained, enabled tools bound to it until
-    ``stop`` is set; returns the number of frames judged per camera."""
+def run_station(station: LiveStation, sources: dict[str, str], triggered: bool = False,
+                stop: threading.Event | None = None, actor: str = "inspector station run"
+                ) -> dict[str, int]:
+    """Inspect every camera in ``sources`` with the tools the station has on the line for it
+    until ``stop`` is set (``triggered`` switches those cameras to triggered mode, audited);
+    returns the number of frames judged per camera."""
     stop = stop or threading.Event()
-    tools = [t for t in (store or ToolStore()).all() if t.config.active_version and t.config.enabled]
-    groups = by_camera(tools)
-    unknown = sorted(set(groups) - set(sources))
+    unknown = sorted(set(station.cameras()) - set(sources))
     if unknown:
         LOG.warning("no source given for camera(s) %s: their tools are not inspected", unknown)
     readers = []
     for camera, source in sources.items():
-        if camera not in groups:
-            raise InspectorError(f"no trained, enabled tool watches camera '{camera}': bind a "
-                                 "tool to it (inspector set --tool NAME --camera ...) or train one")
-        session = LiveSession(Inspector.from_tools(groups[camera]), line.sink, camera,
-                              heartbeat_s=line.settings.heartbeat_s)
-        session.continuous = continuous
-        line.attach(session)
-        readers.append(CameraReader(source, session, stop, line.camera_problem))
+        session = station.session(camera)
+        if not session.lineup.runners and not session.lineup.trials:
+            raise InspectorError(f"no tool on the line watches camera '{camera}': bind a tool to "
+                                 "it (inspector set --tool NAME --camera ...) and put it on the "
+                                 "line (Live inspection: Add to line)")
+        if triggered:
+            station.set_mode(camera, TRIGGERED, actor)
+        readers.append(CameraReader(source, session, stop,  # the line may be restarted meanwhile
+                                    lambda c, p: station.line.camera_problem(c, p)))
     for reader in readers:
         reader.start()
     try:
@@ -130,5 +132,4 @@ def run_station(line: Line, sources: dict[str, str], continuous: bool = True,
         stop.set()
         for reader in readers:
             reader.join(timeout=5)
-            line.detach(reader.session)
     return {r.session.camera: r.frames for r in readers}

@@ -6,15 +6,16 @@ tools sharing a network profile run in one batch whatever their kind.
 
 ``Inspector.inspect(frame)`` is what the webcam callback calls on its own thread. Settings
 (threshold, smoothing window, TTA, ROI) may be changed from another thread at any moment through
-``ToolRunner.configure``; each frame reads one consistent snapshot of them under a lock, so a
-change takes effect on the next frame without restarting anything.
+``ToolRunner.use`` / ``configure``; each frame reads one consistent snapshot of them under a lock,
+so a change takes effect on the next frame without restarting anything. Which runners judge a
+camera's frames, and with which settings, is the station's business (``core.live_station``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -140,11 +141,11 @@ class TrainedModel:
 
 
 class ToolRunner:
-    """One tool's live state: its model, its settings snapshot and its moving average."""
+    """One tool's live state: a model version, its settings snapshot and its moving average."""
 
-    def __init__(self, tool: Tool):
+    def __init__(self, tool: Tool, version: str | None = None):
         self.tool = tool
-        self.model = TrainedModel(tool)
+        self.model = TrainedModel(tool, version)
         self._config = tool.config
         self._scores: deque[float] = deque(maxlen=tool.config.smoothing)
         self._lock = threading.Lock()
@@ -155,26 +156,23 @@ class ToolRunner:
         with self._lock:
             return self._config
 
-    def configure(self, persist: bool = False, **changes: Any) -> ToolConfig:
-        """Change threshold, smoothing, tta, roi... for the next frame; optionally save them."""
+    def use(self, config: ToolConfig) -> ToolConfig:
+        """Judge the next frames with these settings; the moving average restarts when the ROI
+        changes (it averaged another part of the frame) and keeps its newest scores when only
+        the window changes."""
         with self._lock:
-            config = replace(self._config, **changes)
             if config.roi != self._config.roi or config.smoothing != self._config.smoothing:
                 self._scores = deque(self._scores if config.roi == self._config.roi else (),
                                      maxlen=config.smoothing)
             self._config = config
-        if persist:
-            self.tool.update(**changes)
         return config
+
+    def configure(self, **changes: Any) -> ToolConfig:
+        """Change threshold, smoothing, tta, roi... for the next frame (nothing is saved)."""
+        return self.use(replace(self.config, **changes))
 
     def reset(self) -> None:
         with self._lock:
-            self._scores.clear()
-
-    def swap_model(self, model: TrainedModel) -> None:
-        """Put another model version live (after training or a rollback) between two frames."""
-        with self._lock:
-            self.model = model
             self._scores.clear()
 
     def _prepare(self, frame: np.ndarray) -> tuple[ToolConfig, TrainedModel, list[np.ndarray]]:
@@ -204,10 +202,6 @@ class Inspector:
     def __init__(self, runners: list[ToolRunner]):
         self.runners = runners
 
-    @classmethod
-    def from_tools(cls, tools: list[Tool]) -> Inspector:
-        return cls([ToolRunner(t) for t in tools if t.config.enabled and t.config.active_version])
-
     def inspect(self, frame: np.ndarray, heatmaps: bool = True) -> list[ToolResult]:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
             raise InspectorError(f"expected a BGR colour frame, got an array of shape {frame.shape}")
@@ -233,8 +227,10 @@ class Inspector:
     @staticmethod
     def draw(frame: np.ndarray, results: list[ToolResult], heatmaps: bool = True) -> np.ndarray:
         """A copy of the frame with every tool's ROI, verdict and (optionally) heatmap."""
-        out = frame.copy()
+        out, corners = frame.copy(), Counter()
         for result in results:
+            corner = result.box[:2]
             draw_result(out, result.box, result.label(), result.verdict,
-                        result.heatmap if heatmaps else None)
+                        result.heatmap if heatmaps else None, row=corners[corner])
+            corners[corner] += 1
         return out

@@ -50,22 +50,23 @@ class Line:
         self.sink: VerdictSink = Fanout(self.recorder, *self.links)
 
     def attach(self, session: LiveSession) -> None:
-        """Make this the live session of its camera (it replaces the previous one, e.g. after a
-        new model version): the line's triggers go to it, OPC UA shows its tools."""
+        """Make this the live session of its camera: the line's triggers go to it, OPC UA
+        shows its tools."""
         with self._lock:
             self._sessions[session.camera] = session
-        self._publish_tools()
+        self.publish_tools()
 
     def detach(self, session: LiveSession) -> None:
         with self._lock:
             if self._sessions.get(session.camera) is session:
                 del self._sessions[session.camera]
-        self._publish_tools()
+        self.publish_tools()
 
-    def _publish_tools(self) -> None:
+    def publish_tools(self) -> None:
+        """Show the line the tools its sessions run now (after the station changed a lineup)."""
         with self._lock:
             tools = {r.tool.name: r.tool.config.classes
-                     for s in self._sessions.values() for r in s.inspector.runners}
+                     for s in self._sessions.values() for r in s.lineup.runners}
         for link in self.links:
             if hasattr(link, "update_tools"):
                 link.update_tools(tools)
@@ -120,6 +121,17 @@ def station_line(root: Path | None = None) -> Line:
         if root not in _lines:
             _lines[root] = Line(load_settings(root), root)
         return _lines[root]
+
+
+def reopen_line(root: Path | None = None) -> Line:
+    """Close the workspace's line and open it again with the settings saved since (history
+    database, heartbeat, MQTT, OPC UA); its sessions must be attached again."""
+    root = (root or workspace_root()).resolve()
+    with _lines_lock:
+        line = _lines.pop(root, None)
+    if line is not None:
+        line.close()
+    return station_line(root)
 
 
 def close_lines() -> None:

@@ -1,24 +1,33 @@
-"""Live inspection as a session: the latest webcam frame, continuous or triggered judging, and
+"""Live inspection as a session: one camera's latest frame, continuous or triggered judging, and
 the verdict events it produces.
 
 A *verdict event* is what a station records: one row per part, not per frame. In continuous
 mode one per change of a tool's smoothed verdict (PASS to FAIL or back; the first verdict of a
 session counts as a change) plus a heartbeat when a verdict has held for ``heartbeat_s``; in
-triggered mode one per trigger, whatever the verdict, carrying the trigger's id. ``LiveSession``
+triggered mode one per trigger, whatever the verdict, carrying the trigger's id. A trigger that
+reaches a camera in continuous mode is answered too (the next frame's verdicts, as trigger
+events with its id), so a PLC waiting for a result is never left hanging. ``LiveSession``
 hands its events to a sink with a ``remember(records)`` method, called on the video thread, so
 a sink must never block (the history store and the line integrations queue them). ``Fanout``
 hands them to several sinks (``core.line`` gives every session the station's); ``RecentVerdicts``
 keeps the latest ones in memory.
 
-A station may have several cameras: each tool names the camera it watches (``ToolConfig.camera``)
-and ``by_camera`` groups the running tools so that each camera gets its own session.
-``LiveSession.camera_problem`` tells the operator what to do when a started camera sends no
-frames (unplugged, refused, used by another program) and clears as soon as frames come back.
+What a session runs is its ``Lineup``: the runners of the tools on the line (their verdicts are
+the station's) and ``TrialRun``s beside them (a model version judging the same frames, its
+verdicts counted and compared with the line's, never sent anywhere). The station
+(``core.live_station``) builds lineups and swaps them in between two frames.
 
-``LiveSession.process`` runs on the webcam thread; the page script reads ``current()`` and
-changes ``continuous`` / ``heatmaps`` / ``trigger`` from its own thread. Results are published
-as one immutable ``LiveResults`` object, so a reader never sees results of one frame with the
-time of another.
+A station may have several cameras: each tool names the camera it watches (``ToolConfig.camera``)
+and ``by_camera`` groups tools so that each camera gets its own session. Only one *feeder* (a
+browser page, or the headless camera reader) feeds a session at a time: frames of two cameras
+interleaved in one moving average would be wrong, so ``offer`` judges only the feeder's frames.
+``LiveSession.camera_problem`` tells the operator what to do when the feeder sends no frames
+(unplugged, refused, used by another program) and clears as soon as frames come back.
+
+``LiveSession.process`` runs on the video thread; page scripts read ``current()`` and the
+station changes ``lineup`` / ``continuous`` / ``heatmaps`` and requests triggers from other
+threads. Results are published as one immutable ``LiveResults`` object, so a reader never sees
+results of one frame with the time of another.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+import cv2
 import numpy as np
 
 from core.errors import InspectorError
@@ -43,7 +53,7 @@ DEFAULT_CAMERA = "0"  # ToolConfig.camera of a new tool: the station's first cam
 _CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
 CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
 HEARTBEAT = "heartbeat"  # cause of a continuous-mode event: the verdict held for heartbeat_s
-TRIGGER = "trigger"  # cause of a triggered-mode event: one per trigger
+TRIGGER = "trigger"  # cause of an event asked for by a trigger: one per trigger
 
 
 class FrameHolder:
@@ -174,39 +184,129 @@ class Fanout:
                 LOG.exception("a verdict sink failed")
 
 
+# ------------------------------------------------------------------ trials
+
+class Disagreement(NamedTuple):
+    """One frame on which a trial version and the line's version gave different verdicts."""
+
+    time: float
+    line_verdict: str
+    line_score: float
+    trial_verdict: str
+    trial_score: float
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """What a trial has shown so far (counted since it started in this process)."""
+
+    version: str
+    judged: int  # frames the trial version judged
+    compared: int  # of which the line's version of the tool judged too
+    agreed: int
+    failed: int  # trial verdicts that were FAIL
+    disagreements: tuple[Disagreement, ...]  # the latest ones, oldest first
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of compared frames with the same verdict (None: nothing to compare with yet)."""
+        return self.agreed / self.compared if self.compared else None
+
+
+class TrialRun:
+    """A model version judging a camera's frames beside the line: its verdicts are counted and
+    compared with the line's version of the same tool on the video thread, never sent."""
+
+    KEEP_DISAGREEMENTS = 20
+
+    def __init__(self, runner: ToolRunner):
+        self.runner = runner
+        self._lock = threading.Lock()
+        self._judged = self._compared = self._agreed = self._failed = 0
+        self._disagreements: deque[Disagreement] = deque(maxlen=self.KEEP_DISAGREEMENTS)
+
+    @property
+    def tool(self) -> str:
+        return self.runner.tool.name
+
+    @property
+    def version(self) -> str:
+        return self.runner.model.version
+
+    def count(self, trial: ToolResult, line: ToolResult | None, when: float) -> None:
+        with self._lock:
+            self._judged += 1
+            self._failed += not trial.passed
+            if line is None:
+                return
+            self._compared += 1
+            if line.verdict == trial.verdict:
+                self._agreed += 1
+            else:
+                self._disagreements.append(Disagreement(when, line.verdict, line.smoothed,
+                                                        trial.verdict, trial.smoothed))
+
+    def summary(self) -> TrialSummary:
+        with self._lock:
+            return TrialSummary(self.version, self._judged, self._compared, self._agreed,
+                                self._failed, tuple(self._disagreements))
+
+
 # ------------------------------------------------------------------ the session
 
 @dataclass(frozen=True)
+class Lineup:
+    """What a session judges every frame with: the line's runners and the trials beside them."""
+
+    runners: tuple[ToolRunner, ...] = ()
+    trials: tuple[TrialRun, ...] = ()
+
+    @property
+    def tools(self) -> list[str]:
+        return [r.tool.name for r in self.runners]
+
+
+@dataclass(frozen=True)
 class LiveResults:
-    """Every running tool's result on one frame, with when the frame arrived."""
+    """The line's results on one frame (and the trials'), with when the frame arrived."""
 
     results: tuple[ToolResult, ...]
     time: float  # time.time() of the judged frame
-    triggered: bool  # judged because of a trigger (triggered mode)
+    triggered: bool  # judged because of a trigger
+    trials: tuple[ToolResult, ...] = ()  # shown and counted, never part of the verdict
 
     @property
     def verdict(self) -> str:
-        """The station's verdict on the frame: FAIL if any tool fails."""
+        """The station's verdict on the frame: FAIL if any tool on the line fails."""
         return "FAIL" if any(not r.passed for r in self.results) else "PASS"
 
     def age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.time
 
 
-class LiveSession:
-    """The live inspection state shared by the video thread and the page script.
+@dataclass(frozen=True)
+class Feeder:
+    """Who feeds a session its frames: one browser page (or the headless camera reader)."""
 
-    Settings of a tool change through ``runners[name].configure``; the mode (``continuous``),
-    ``heatmaps`` and triggers (``request_trigger``) may be changed at any time: each frame reads
-    them afresh, so a change takes effect on the next frame without restarting the stream.
+    browser: str  # an id unique to the page (a browser tab) or reader
+    label: str  # how it is shown: "browser 3f2a1c (ann)"
+    since: float  # time.time() it started feeding
+
+
+class LiveSession:
+    """One camera's live inspection, shared by its video thread, the station and page scripts.
+
+    ``lineup``, ``continuous`` and ``heatmaps`` may be replaced at any time and triggers
+    requested (``request_trigger``): each frame reads them afresh, so a change takes effect on
+    the next frame without restarting the stream.
     """
 
     STALE_AFTER_S = 3.0  # continuous results older than this are not shown as current
-    NO_FRAMES_AFTER_S = 3.0  # a started camera silent for longer than this has a problem
+    NO_FRAMES_AFTER_S = 3.0  # a feeder silent for longer than this has a problem
 
-    def __init__(self, inspector: Inspector, sink: VerdictSink, camera: str = DEFAULT_CAMERA,
+    def __init__(self, lineup: Lineup, sink: VerdictSink, camera: str = DEFAULT_CAMERA,
                  heartbeat_s: float | None = 60.0):
-        self.inspector = inspector
+        self.lineup = lineup
         self.camera = camera
         self.sink = sink
         self.heartbeat_s = heartbeat_s
@@ -215,48 +315,96 @@ class LiveSession:
         self.heatmaps = False
         self.trigger = threading.Event()
         self.latest: LiveResults | None = None
+        self.overlay: np.ndarray | None = None  # the latest frame as drawn, for viewers
         self.error: str | None = None
+        self.feeder: Feeder | None = None
+        self._feeder_lock = threading.Lock()
         self._trigger_id: str | None = None
         self._last_events: dict[str, tuple[str, float]] = {}  # tool -> (verdict, time)
-        self._playing_since: float | None = None
-
-    def request_trigger(self, trigger_id: str | None = None) -> None:
-        """Judge the next frame (triggered mode); its events carry ``trigger_id``."""
-        self._trigger_id = trigger_id
-        self.trigger.set()
 
     @property
     def runners(self) -> dict[str, ToolRunner]:
-        return {r.tool.name: r for r in self.inspector.runners}
+        return {r.tool.name: r for r in self.lineup.runners}
+
+    # -------------------------------------------------------------- who feeds it
+
+    def claim(self, feeder: Feeder) -> Feeder | None:
+        """Make ``feeder`` the one whose frames are judged; returns the one it replaces."""
+        with self._feeder_lock:
+            previous, self.feeder = self.feeder, feeder
+        return previous
+
+    def release(self, browser: str) -> bool:
+        """The feeder stopped (STOP pressed, page closed); True if ``browser`` was feeding."""
+        with self._feeder_lock:
+            if self.feeder is None or self.feeder.browser != browser:
+                return False
+            self.feeder = None
+        return True
+
+    def silent_for(self, now: float | None = None) -> float | None:
+        """Seconds since the feeder's last frame (or its start); None when nobody feeds."""
+        feeder = self.feeder
+        if feeder is None:
+            return None
+        return (time.time() if now is None else now) - max(self.frames.stamp, feeder.since)
+
+    def offer(self, browser: str, image: np.ndarray) -> np.ndarray:
+        """A frame from ``browser``: judged and drawn if it feeds this camera, else returned
+        with a note (another browser feeds the camera; its frames are the ones judged)."""
+        feeder = self.feeder
+        if feeder is not None and feeder.browser == browser:
+            return self.process(image)
+        note = image.copy()
+        text = (f"not judged: camera {self.camera} is fed by {feeder.label}" if feeder else
+                f"not judged yet: camera {self.camera} starts with this browser")
+        cv2.putText(note, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1,
+                    cv2.LINE_AA)
+        return note
+
+    # -------------------------------------------------------------- judging
+
+    def request_trigger(self, trigger_id: str | None = None) -> None:
+        """Judge the next frame as a part of its own; its events carry ``trigger_id``."""
+        self._trigger_id = trigger_id
+        self.trigger.set()
 
     def process(self, image: np.ndarray) -> np.ndarray:
         """Inspect a BGR frame (every frame, or the next one after a trigger) and draw on it."""
         arrived = self.frames.put(image)
         try:
-            if self.continuous:
-                self.trigger.clear()  # a trigger means nothing in continuous mode
-                shown = self._judge(image, arrived, triggered=False)
-            elif self.trigger.is_set():
-                shown = self._judge(image, arrived, triggered=True)
+            triggered = self.trigger.is_set()
+            if self.continuous or triggered:
+                shown = self._judge(image, arrived, triggered)
             else:
                 shown = self.current()  # the held verdict of the last trigger, if any
-            return Inspector.draw(image, list(shown.results), self.heatmaps) if shown else image
+            out = Inspector.draw(image, list(shown.results), self.heatmaps) if shown else image
+            self.overlay = out
+            return out
         except InspectorError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the stream must survive; the page shows it
             LOG.exception("live inspection failed on a frame")
             self.error = f"inspection failed on a frame: {exc}"
+        self.overlay = image
         return image
 
     def _judge(self, image: np.ndarray, arrived: float, triggered: bool) -> LiveResults:
+        lineup = self.lineup
         trigger_id = None
         if triggered:
             trigger_id, self._trigger_id = self._trigger_id, None
             self.trigger.clear()
-            for runner in self.inspector.runners:
-                runner.reset()  # a triggered verdict judges this part only
-        results = LiveResults(tuple(self.inspector.inspect(image, heatmaps=self.heatmaps)),
-                              arrived, triggered)
+            if not self.continuous:
+                for runner in (*lineup.runners, *(t.runner for t in lineup.trials)):
+                    runner.reset()  # a triggered verdict judges this part only
+        runners = [*lineup.runners, *(t.runner for t in lineup.trials)]
+        judged = Inspector(runners).inspect(image, heatmaps=self.heatmaps) if runners else []
+        line, trials = judged[:len(lineup.runners)], judged[len(lineup.runners):]
+        by_tool = {r.tool: r for r in line}
+        for trial, result in zip(lineup.trials, trials):
+            trial.count(result, by_tool.get(result.tool), arrived)
+        results = LiveResults(tuple(line), arrived, triggered, tuple(trials))
         self.latest, self.error = results, None
         events = self._events(results, image, trigger_id)
         if events:
@@ -293,24 +441,16 @@ class LiveSession:
             return latest if latest.age(now) <= self.STALE_AFTER_S else None
         return latest if latest.triggered else None
 
-    def camera_problem(self, playing: bool, now: float | None = None) -> str | None:
-        """What the operator should do if the camera was started but sends no frames, else None.
+    def camera_problem(self, now: float | None = None) -> str | None:
+        """What the operator should do if the feeder sends no frames, else None.
 
-        ``playing`` is whether the browser's stream is started (the page knows it). A camera
-        that was never started is no problem (the page asks to start it); one that starts
-        sending frames again clears the problem on the next call.
+        Nobody feeding is no problem (a page asks to start the camera); frames arriving again
+        clear the problem on the next call.
         """
-        now = time.time() if now is None else now
-        if not playing:
-            self._playing_since = None
+        feeder, silent = self.feeder, self.silent_for(now)
+        if feeder is None or silent is None or silent <= self.NO_FRAMES_AFTER_S:
             return None
-        if self._playing_since is None:
-            self._playing_since = now
-        last_frame = self.frames.stamp
-        silent = now - max(last_frame, self._playing_since)
-        if silent <= self.NO_FRAMES_AFTER_S:
-            return None
-        if last_frame < self._playing_since:
+        if self.frames.stamp < feeder.since:
             return (f"Camera {self.camera} sends no frames ({silent:.0f} s since START): check "
                     "that it is plugged in, that the browser may use it and that no other "
                     "program holds it, then press STOP and START under the video.")

@@ -73,9 +73,14 @@ def acting_as(actor: str) -> Iterator[None]:
         _actor.reset(token)
 
 
+def current_actor() -> str:
+    """Who the changes made here are attributed to: ``acting_as`` / ``set_actor``, else the OS user."""
+    return _actor.get() or getpass.getuser()
+
+
 def announce(tool: str, action: str, **details: Any) -> None:
-    """Tell the listeners about a change (the OS user is the actor unless ``acting_as`` says)."""
-    change = ToolChange(tool, action, details, _actor.get() or getpass.getuser(), time.time())
+    """Tell the listeners about a change, made by ``current_actor()``."""
+    change = ToolChange(tool, action, details, current_actor(), time.time())
     for listener in list(_listeners):
         listener(change)
 

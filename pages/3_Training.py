@@ -1,4 +1,5 @@
-"""Training: train a new model version in the background, review it, then activate (or roll back)."""
+"""Training: train a new model version in the background, review it, run it as a trial on the
+line, then promote it (or roll back to an older version)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from core.datasets import check_trainable, read_image
 from core.errors import InspectorError
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
+from core.live_station import LiveStation, clock, live_station
+from core.tools import current_actor
 
 MAX_MISCLASSIFIED = 12
 
@@ -83,7 +86,7 @@ def training_status() -> None:
         v = job.meta["validation"]
         st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s: validation "
                    f"balanced accuracy {ui.fmt_pct(v.get('balanced_accuracy'))}. Review it below, "
-                   "then activate it.")
+                   "then run it as a trial on the line.")
 
 
 training_status()
@@ -108,17 +111,72 @@ st.dataframe(table, hide_index=True, width="stretch")
 ids = [v["id"] for v in reversed(versions)]
 chosen = st.selectbox("Review version", ids, key=f"review::{tool.name}")
 meta = next(v for v in versions if v["id"] == chosen)
-if meta["active"]:
-    st.caption(f"{chosen} is active, threshold {tool.config.threshold:.3f}.")
-elif st.button(f"Activate {chosen} (threshold {meta['suggested_threshold']:.3f})", type="primary",
-               key="activate"):
+
+
+def activation(station: LiveStation, actor: str) -> None:
+    """A new version runs as a trial on the line before it is promoted; an older one may be
+    rolled back to at once. Every step goes through the station, audited."""
+    trial = station.trial(tool.name)
+    on_line = station.state.tools.get(tool.name)
+    where = (f"'{tool.name}' judges on the line with {on_line.version}" if on_line
+             else f"'{tool.name}' is not on the line")
+    note = station.trial_note(tool.name)
+    if note:
+        st.warning(f"{note}: saved or reverted on Live inspection.")
     try:
-        tool.activate(chosen)
-        ui.flash(f"{chosen} is now the active model of '{tool.name}' (threshold "
-                 f"{meta['suggested_threshold']:.3f}); the Live inspection page loads it.")
-        st.rerun()
+        if trial is not None and trial[0].version == chosen:
+            version, run = trial
+            summary = run.summary() if run else None
+            figures = ("it cannot run yet" if summary is None else
+                       f"{summary.judged} frames judged, {summary.failed} FAIL" + (
+                           "" if summary.agreement is None else
+                           f", agrees with {on_line.version if on_line else 'the line'} on "
+                           f"{summary.agreement:.1%} of {summary.compared} frames"))
+            st.info(f"{chosen} runs as a trial on camera {tool.config.camera} since "
+                    f"{clock(version.at)} (by {version.by}): {figures}. {where}; the trial's "
+                    "verdicts show on Live inspection and are never sent to the line.")
+            promote, stop = st.columns(2)
+            if promote.button(f"Promote {chosen} to active" if on_line else
+                              f"Promote {chosen} and add '{tool.name}' to the line",
+                              type="primary", key="promote"):
+                station.promote(tool.name, actor)
+                ui.flash(f"{chosen} is the active model of '{tool.name}' and judges on the line.")
+                st.rerun()
+            if stop.button("Stop the trial", key="trial_stop"):
+                station.stop_trial(tool.name, actor)
+                ui.flash(f"The trial of {chosen} stopped; {where}.")
+                st.rerun()
+        elif meta["active"]:
+            st.caption(f"{chosen} is active, threshold {tool.config.threshold:.3f}; {where}.")
+        else:
+            order = [v["id"] for v in versions]
+            older = tool.config.active_version in order and (
+                order.index(chosen) < order.index(tool.config.active_version))
+            start, back = st.columns(2)
+            if start.button(f"Run {chosen} as trial on the line (threshold "
+                            f"{meta['suggested_threshold']:.3f})", type="primary",
+                            key="trial_start", disabled=trial is not None,
+                            help="It judges the same frames as the line, its verdicts counted "
+                                 "and compared, never sent; promote it when it agrees."):
+                station.start_trial(tool.name, chosen, actor)
+                ui.flash(f"{chosen} runs as a trial on the line: watch it on Live inspection, "
+                         "then promote it here.")
+                st.rerun()
+            if older and back.button(f"Roll back to {chosen} now", key="rollback",
+                                     help="No trial: it was active before."):
+                station.rollback(tool.name, chosen, actor)
+                ui.flash(f"Rolled back '{tool.name}' to {chosen}.")
+                st.rerun()
+            if trial is not None:
+                st.caption(f"A trial of {trial[0].version} is running: promote or stop it first.")
     except InspectorError as exc:
         st.error(str(exc))
+
+
+try:
+    activation(live_station(), current_actor())
+except InspectorError as exc:
+    st.error(str(exc))
 
 v = meta["validation"]
 m1, m2, m3, m4, m5 = st.columns(5)

@@ -1,212 +1,357 @@
-"""Live inspection: the webcam stream(s) judged frame by frame, a large PASS/FAIL, live settings.
+"""Live inspection: each camera of the station judged frame by frame, a large PASS/FAIL, the live
+settings beside it, and what is on the line.
 
-One stream per camera of the station, each with the tools bound to it (a tool's camera is set on
-the Home page). Triggered mode judges one frame per TRIGGER (button or key T). A started camera
-that sends no frames shows what to do, and the verdict returns by itself when frames come back.
+Everything shown here is the station's (``core.live_station``), not this browser's: opening the
+page changes nothing, every widget shows the station's value (another browser's change appears
+within a second: the widget's key names the value) and writes through the station, audited with
+your name. One browser at a time
+feeds a camera (START where nobody feeds, or an explicit take-over); the others show its verdicts
+and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import av
+import pandas as pd
 import streamlit as st
-from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
-from core import live as live_core
 from core.errors import InspectorError
-from core.inference import Inspector
 from core.line import station_line
 from core.live import LiveSession
-from core.workspace import workspace_root
+from core.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
+from core.tools import ToolConfig, current_actor
 
-ui.page_setup("Live inspection", ":material/videocam:")
+MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
+REFUSED = "live_refused"
 
-all_tools = ui.store().all()
-trained = [t for t in all_tools if t.config.active_version and t.config.enabled]
-if not trained:
-    st.info("No trained tool yet: capture photos, then train a tool on the Training page.")
-chosen = st.sidebar.multiselect("Tools to run", [t.name for t in trained],
-                                default=[t.name for t in trained], key="live_tools")
-running_tools = [t for t in trained if t.name in chosen]
-# one stream per camera, with the tools bound to it (Home page: 'Camera' of a tool)
-cameras = live_core.by_camera(running_tools) or {live_core.DEFAULT_CAMERA: []}
-
-
-@st.cache_resource(show_spinner="Loading the models...", max_entries=8)
-def live_session(home: str, camera: str, tools: tuple[tuple[str, str], ...]) -> LiveSession:
-    """One live session per workspace, camera and set of (tool, active version): a new version
-    or a different choice of tools builds a new one; settings changes do not."""
-    store = ui.store()
-    line = station_line()
-    session = LiveSession(Inspector.from_tools([store.get(name) for name, _ in tools]),
-                          line.sink, camera, heartbeat_s=line.settings.heartbeat_s)
-    line.attach(session)  # verdicts to the history and the line, the line's triggers to it
-    return session
-
-
+ui.page_setup("Live inspection")
 try:
-    sessions = {camera: live_session(str(workspace_root()), camera,
-                                     tuple((t.name, t.config.active_version) for t in tools))
-                for camera, tools in cameras.items()}
+    with st.spinner("Loading the models of the line..."):
+        station = live_station()
 except InspectorError as exc:
     st.error(str(exc))
     st.stop()
+browser = st.session_state.setdefault("live_browser", uuid.uuid4().hex[:6])  # this tab
+actor = current_actor()
+label = f"browser {browser} ({actor})"
 
-# ------------------------------------------------------------------ settings (next frame)
-with st.sidebar:
-    for problem in station_line().problems():
-        st.warning(problem, icon=":material/lan:")
-    mode = st.radio("Mode", ["Continuous", "Triggered"], key="live_mode", horizontal=True,
-                    help="Triggered judges one frame per press of TRIGGER (or an external "
-                         "trigger) and holds the verdict.")
-    heatmaps = st.toggle("Show Grad-CAM heatmaps", key="live_heatmaps",
-                         help="Anomaly tools show their anomaly map: where the part looks unusual.")
-    for live in sessions.values():
-        live.continuous, live.heatmaps = mode == "Continuous", heatmaps
-    runners = {name: r for live in sessions.values() for name, r in live.runners.items()}
-    if runners:
-        tune = st.selectbox("Settings of", list(runners), key="live_tune")
-        runner = runners[tune]
-        cfg = runner.config
-        keys = {k: f"live_{k}::{tune}::{runner.model.version}" for k in ("threshold", "smoothing", "tta")}
-        st.session_state.setdefault(keys["threshold"], float(cfg.threshold))
-        st.session_state.setdefault(keys["smoothing"], int(cfg.smoothing))
-        st.session_state.setdefault(keys["tta"], bool(cfg.tta.enabled))
-        threshold = st.slider("Threshold (FAIL at or above)", 0.0, 1.0, step=0.01,
-                              key=keys["threshold"])
-        smoothing = st.slider("Smoothing (frames averaged)", 1, 30, key=keys["smoothing"])
-        tta = st.toggle("Test-time augmentation (steadier, slower)", key=keys["tta"])
-        changes = {}
-        if abs(threshold - cfg.threshold) > 1e-9:
-            changes["threshold"] = float(threshold)
-        if smoothing != cfg.smoothing:
-            changes["smoothing"] = int(smoothing)
-        if tta != cfg.tta.enabled:
-            changes["tta"] = replace(cfg.tta, enabled=tta)
-        try:
-            if changes:
-                runner.configure(**changes)
-            if st.button("Save settings to the tool", key="live_save"):
-                runner.configure(persist=True, threshold=float(threshold), smoothing=int(smoothing),
-                                 tta=replace(cfg.tta, enabled=tta))
-                st.success(f"Saved to '{tune}'.")
-        except InspectorError as exc:
-            st.error(str(exc))
-        if changes or threshold != runner.tool.config.threshold:
-            st.caption("Live now; 'Save settings' keeps them for the next start.")
 
-# ------------------------------------------------------------------ streams and verdicts
+def act(change: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """A station change from a widget; a refusal is shown on the next run, where it happened."""
+    try:
+        change(*args, **kwargs)
+    except InspectorError as exc:
+        st.session_state[REFUSED] = str(exc)
 
-def frame_callback(live: LiveSession):
-    def on_frame(frame: av.VideoFrame) -> av.VideoFrame:  # webcam thread: no st.* in here
-        out = live.process(frame.to_ndarray(format="bgr24"))
+
+def show_refusal() -> None:
+    message = st.session_state.pop(REFUSED, None)
+    if message:
+        st.error(message)
+
+
+def station_key(name: str, value: Any) -> str:
+    """A widget's key names the station's value it shows: when another browser changes the
+    value, the widget is drawn anew with it, and a value this browser had sent for the old one
+    (a refresh in flight) cannot come back as a change."""
+    return f"{name}::{value!r}"
+
+
+def layout(camera: str) -> tuple:
+    """What the page's arrangement depends on: when it changes, the whole page is redrawn."""
+    lineup = station.session(camera).lineup
+    return (tuple(station.cameras()), station.feed_state(camera, browser), tuple(lineup.tools),
+            tuple(t.tool for t in lineup.trials), tuple(sorted(station.state.trials)))
+
+
+for problem in station_line().problems():
+    st.sidebar.warning(problem)
+for problem in station.problems():
+    st.warning(problem)
+show_refusal()
+
+# ------------------------------------------------------------------ the camera: feed or view
+
+def frame_callback(session: LiveSession):
+    def on_frame(frame: av.VideoFrame) -> av.VideoFrame:  # video thread: no st.* in here
+        out = session.offer(browser, frame.to_ndarray(format="bgr24"))
         return av.VideoFrame.from_ndarray(out, format="bgr24")
     return on_frame
 
 
+@st.fragment(run_every=0.5)
+def viewer(camera: str) -> None:
+    """The feeding browser's processed picture, a few times a second."""
+    session = station.session(camera)
+    if session.overlay is not None:
+        st.image(ui.to_rgb(session.overlay), width="stretch")
+    feeder = session.feeder
+    if feeder is not None:
+        st.caption(f"Camera {camera} is fed by {feeder.label} since {clock(feeder.since)}: this "
+                   "browser shows its verdicts and picture; its own camera is not used.")
+
+
+def feed(camera: str, session: LiveSession) -> None:
+    """Feed the camera from this browser (START where nobody feeds) or view another's feed."""
+    state = station.feed_state(camera, browser)
+    if state == "other":
+        viewer(camera)
+        st.button(f"Use this browser's camera for camera {camera}", key=f"take::{camera}",
+                  on_click=act, args=(station.claim_feed, camera, browser, label, actor),
+                  help="Its frames are judged from now on, the other browser's no longer.")
+        return
+    ctx = webrtc_streamer(key=f"live::{camera}", mode=WebRtcMode.SENDRECV,
+                          rtc_configuration=ui.RTC_CONFIGURATION,
+                          video_frame_callback=frame_callback(session),
+                          on_video_ended=lambda: session.release(browser),  # STOP, page closed
+                          media_stream_constraints={"video": True, "audio": False},
+                          translations=ui.CAMERA_TRANSLATIONS)
+    playing, was_playing = bool(ctx.state.playing), st.session_state.get(f"playing::{camera}")
+    st.session_state[f"playing::{camera}"] = playing
+    if playing and state == "free":
+        station.claim_feed(camera, browser, label, actor)
+    elif was_playing and not playing and state == "mine":
+        station.release_feed(camera, browser)
+    elif state == "free" and session.feeder is not None:
+        st.caption(f"Camera {camera} was fed by {session.feeder.label}, silent since "
+                   f"{clock(max(session.frames.stamp, session.feeder.since))}: START feeds it "
+                   "from this browser.")
+    ui.camera_help(ctx)
+
+
+# ------------------------------------------------------------------ verdicts
+
+def tool_line(result, note: str | None) -> str:
+    icon = ":green[PASS]" if result.passed else f":red[FAIL {result.defect_class or ''}]"
+    text = (f"**{result.tool}** {icon} · score {result.smoothed:.2f} (frame {result.score:.2f}) / "
+            f"threshold {result.threshold:.2f} · {result.latency_ms:.0f} ms · {result.version}")
+    return text + (f"  \n:orange[{note}]" if note else "")
+
+
+def trial_line(result, summary) -> str:
+    verdict = ":green[PASS]" if result.passed else ":red[FAIL]"
+    if summary.agreement is None:
+        agreement = f"{summary.judged} frames judged, nothing on the line to compare with"
+    else:
+        agreement = (f"agrees on {summary.agreement:.1%} of {summary.compared} frames "
+                     f"({summary.compared - summary.agreed} disagreements)")
+    return (f":orange[TRIAL] **{result.tool}** {result.version} {verdict} · score "
+            f"{result.smoothed:.2f} / {result.threshold:.2f} · {agreement} · not sent to the line")
+
+
 @st.fragment(run_every=0.4)
-def verdict_panel(live: LiveSession, playing: bool) -> None:
-    problem = live.camera_problem(playing)
+def verdict_panel(camera: str, arranged: tuple) -> None:
+    if layout(camera) != arranged:
+        st.rerun(scope="app")
+    session = station.session(camera)
+    fed = station.feed_state(camera, browser) != "free"  # a feed silent for long is free here
+    problem = session.camera_problem() if fed else None
     if problem:  # clears by itself as soon as frames arrive again
         st.markdown(ui.verdict_html("NO FRAMES"), unsafe_allow_html=True)
-        st.error(problem, icon=":material/videocam_off:")
+        st.error(problem)
         return
-    shown = live.current() if playing else None  # a stopped camera's verdict is not current
-    if live.error:
-        st.error(live.error)
-    if not live.inspector.runners:
-        st.markdown(ui.verdict_html("NO TOOL"), unsafe_allow_html=True)
-        return
-    if shown is None:
-        label = "START CAMERA" if not playing else (
-            "WAITING" if live.continuous else "PRESS TRIGGER")
+    if session.error:
+        st.error(session.error)
+    lineup = session.lineup
+    shown = session.current() if fed else None
+    if not lineup.runners:
+        st.markdown(ui.verdict_html("NO TOOL", "nothing on the line judges this camera"),
+                    unsafe_allow_html=True)
+    elif shown is None:
+        label = ("START CAMERA" if not fed else
+                 "WAITING" if session.continuous else "PRESS TRIGGER")
         hint = f"button TRIGGER or key {ui.TRIGGER_KEY}" if label == "PRESS TRIGGER" else ""
         st.markdown(ui.verdict_html(label, hint), unsafe_allow_html=True)
-        return
-    when = "" if live.continuous else f" at {datetime.fromtimestamp(shown.time):%H:%M:%S}"
-    st.markdown(ui.verdict_html(shown.verdict, f"{len(shown.results)} tool(s){when}"),
-                unsafe_allow_html=True)
-    for r in shown.results:
-        icon = ":green[PASS]" if r.passed else f":red[FAIL {r.defect_class or ''}]"
-        st.markdown(f"**{r.tool}** {icon} · score {r.smoothed:.2f} (frame {r.score:.2f}) / "
-                    f"threshold {r.threshold:.2f} · {r.latency_ms:.0f} ms · {r.version}")
-
-
-trigger_slot = None
-streaming: dict[str, bool] = {}
-for camera, live in sessions.items():
-    if len(sessions) > 1:
-        st.subheader(f"Camera {camera}", anchor=False)
-    video_col, verdict_col = st.columns([3, 2])
-    with video_col:
-        ctx = webrtc_streamer(key=f"live::{camera}", mode=WebRtcMode.SENDRECV,
-                              rtc_configuration=ui.RTC_CONFIGURATION,
-                              video_frame_callback=frame_callback(live),
-                              media_stream_constraints={"video": True, "audio": False},
-                              translations=ui.CAMERA_TRANSLATIONS)
-        streaming[camera] = bool(ctx.state.playing)
-        ui.camera_help(ctx)
-    with verdict_col:
-        if trigger_slot is None:
-            trigger_slot = st.container()
-        verdict_panel(live, streaming[camera])
-
-if mode == "Triggered":
-    # one trigger judges the next frame of every camera; the T key (or a pedal sending T) too
-    with trigger_slot:
-        if st.button("TRIGGER", type="primary", key="live_trigger", width="stretch",
-                     shortcut=ui.TRIGGER_KEY, disabled=not any(streaming.values()),
-                     help=f"Judge the next frame (key {ui.TRIGGER_KEY})."):
-            for live in sessions.values():
-                live.request_trigger()
-
-# ------------------------------------------------------------------ region of interest
-with st.expander("Region of interest", expanded=False):
-    from streamlit_drawable_canvas import st_canvas
-
-    tool_names = [t.name for t in all_tools]
-    if not tool_names:
-        st.caption("Create a tool first.")
     else:
-        roi_tool = st.selectbox("Tool", tool_names, key="roi_tool")
-        roi_camera = next(t.config.camera for t in all_tools if t.name == roi_tool)
-        snap_from = sessions.get(roi_camera) or next(iter(sessions.values()))  # its camera
-        if st.button("Take a snapshot of the current frame", key="roi_snapshot"):
-            frame = snap_from.frames.get()
-            if frame is None:
-                st.warning("No frame yet: start the camera first.")
-            else:
-                st.session_state["roi_frame"] = frame
-        frame = st.session_state.get("roi_frame")
-        if frame is not None:
-            fh, fw = frame.shape[:2]
-            cw = 640
-            ch = int(round(cw * fh / fw))
-            st.caption("Drag a rectangle around the part, then save. The last rectangle counts.")
-            canvas = st_canvas(fill_color="rgba(0, 255, 0, 0.15)", stroke_width=3,
-                               stroke_color="#00ff00",
-                               background_image=Image.fromarray(ui.to_rgb(frame).copy()),
-                               drawing_mode="rect", width=cw, height=ch, key="roi_canvas")
-            if st.button("Save ROI", type="primary", key="roi_save"):
-                try:
-                    roi = ui.roi_from_canvas(canvas.json_data, (cw, ch), (fw, fh))
-                    if roi is None:
-                        st.warning("Draw a rectangle first.")
-                    else:
-                        if roi_tool in runners:
-                            runners[roi_tool].configure(persist=True, roi=roi)
-                        else:
-                            ui.store().get(roi_tool).update(roi=roi)
-                        st.success(f"ROI of '{roi_tool}' saved: x {roi.x:.2f}, y {roi.y:.2f}, "
-                                   f"w {roi.w:.2f}, h {roi.h:.2f}. Live now.")
-                except InspectorError as exc:
-                    st.error(str(exc))
+        when = "" if session.continuous else f" at {datetime.fromtimestamp(shown.time):%H:%M:%S}"
+        st.markdown(ui.verdict_html(shown.verdict, f"{len(shown.results)} tool(s){when}"),
+                    unsafe_allow_html=True)
+        for result in shown.results:
+            st.markdown(tool_line(result, station.trial_note(result.tool)))
+    if shown is not None:  # the trials still running (one may have been promoted since)
+        runs = {(t.tool, t.version): t for t in lineup.trials}
+        for result in shown.trials:
+            run = runs.get((result.tool, result.version))
+            if run is not None:
+                st.markdown(trial_line(result, run.summary()))
+
+
+# ------------------------------------------------------------------ live settings
+
+SHOWN = {"threshold": lambda c: float(c.threshold), "smoothing": lambda c: int(c.smoothing),
+         "tta": lambda c: bool(c.tta.enabled)}  # a tool setting as its widget shows it
+MODE_LABELS = {v: k for k, v in MODES.items()}
+
+
+def mode_key(camera: str) -> str:
+    return station_key(f"mode::{camera}", station.mode(camera))
+
+
+def heatmaps_key(camera: str) -> str:
+    return station_key(f"heatmaps::{camera}", station.heatmaps(camera))
+
+
+def setting_key(tool: str, setting: str, settings: ToolConfig) -> str:
+    return station_key(f"{setting}::{tool}", SHOWN[setting](settings))
+
+
+def change_mode(camera: str, key: str) -> None:
+    if key == mode_key(camera):  # else drawn from a value the station no longer has
+        act(station.set_mode, camera, MODES[st.session_state[key]], actor)
+
+
+def change_heatmaps(camera: str, key: str) -> None:
+    if key == heatmaps_key(camera):
+        act(station.set_heatmaps, camera, st.session_state[key], actor)
+
+
+def try_setting(tool: str, setting: str, key: str) -> None:
+    try:
+        if key != setting_key(tool, setting, station.settings(tool)):
+            return  # the widget showed a value the station no longer has (changed elsewhere)
+    except InspectorError as exc:  # the tool left the line meanwhile
+        st.session_state[REFUSED] = str(exc)
+        return
+    value = st.session_state[key]
+    if setting == "tta":
+        value = replace(station.settings(tool).tta, enabled=value)
+    act(station.try_settings, tool, actor, **{setting: value})
+
+
+def trigger_all() -> None:
+    for camera in station.cameras():
+        if station.mode(camera) == TRIGGERED:
+            station.trigger(camera)
+
+
+@st.fragment(run_every=1.0)
+def controls(camera: str, first: bool) -> None:
+    """Mode, trigger and the settings of the camera's tools, as the station has them now."""
+    show_refusal()
+    mode, key = MODE_LABELS[station.mode(camera)], mode_key(camera)
+    st.radio("Mode", list(MODES), index=list(MODES).index(mode), key=key, horizontal=True,
+             on_change=change_mode, args=(camera, key),
+             help="Triggered judges one frame per press of TRIGGER (or a trigger from the line) "
+                  "and holds the verdict.")
+    if first and any(station.mode(c) == TRIGGERED for c in station.cameras()):
+        # one trigger judges the next frame of every triggered camera; the T key (or a pedal) too
+        st.button("TRIGGER", type="primary", key="live_trigger", width="stretch",
+                  shortcut=ui.TRIGGER_KEY, on_click=trigger_all,
+                  help=f"Judge the next frame (key {ui.TRIGGER_KEY}).")
+    key = heatmaps_key(camera)
+    st.toggle("Show Grad-CAM heatmaps", station.heatmaps(camera), key=key,
+              on_change=change_heatmaps, args=(camera, key),
+              help="Anomaly tools show their anomaly map: where the part looks unusual.")
+    tools = station.session(camera).lineup.tools
+    if not tools:
+        return
+    tool = st.selectbox("Settings of", tools, key=f"tune::{camera}")
+    try:
+        settings = station.settings(tool)
+    except InspectorError:  # it left the line since the lineup was read: the next run redraws
+        return
+    key = setting_key(tool, "threshold", settings)
+    st.slider("Threshold (FAIL at or above)", 0.0, 1.0, float(settings.threshold), step=0.01,
+              key=key, on_change=try_setting, args=(tool, "threshold", key))
+    key = setting_key(tool, "smoothing", settings)
+    st.slider("Smoothing (frames averaged)", 1, max(30, settings.smoothing),
+              int(settings.smoothing), key=key, on_change=try_setting, args=(tool, "smoothing", key))
+    key = setting_key(tool, "tta", settings)
+    st.toggle("Test-time augmentation (steadier, slower)", bool(settings.tta.enabled), key=key,
+              on_change=try_setting, args=(tool, "tta", key))
+    note = station.trial_note(tool)
+    if note is None:
+        st.caption("A change judges at once, as TRIAL until someone saves it to the tool.")
+        return
+    st.warning(note)
+    save, revert = st.columns(2)
+    save.button("Save to the tool", key=f"save::{tool}", type="primary",
+                on_click=act, args=(station.save_settings, tool, actor))
+    revert.button("Revert", key=f"revert::{tool}", on_click=act,
+                  args=(station.revert_settings, tool, actor))
+
+
+cameras = station.cameras()
+for index, camera in enumerate(cameras):
+    session = station.session(camera)
+    if len(cameras) > 1:
+        st.subheader(f"Camera {camera}", anchor=False)
+    video_col, verdict_col, control_col = st.columns([4, 5, 3])  # verdict legible from afar
+    with video_col:
+        feed(camera, session)
+    with verdict_col:
+        verdict_panel(camera, layout(camera))
+    with control_col:
+        controls(camera, first=index == 0)
+
+# ------------------------------------------------------------------ the line
+
+st.subheader("On the line", anchor=False)
+tools = ui.store().all()
+summary = line_summary()
+st.dataframe(pd.DataFrame([{"Tool": t.name, "Camera": t.config.camera, "Kind": t.config.kind,
+                            "Active version": t.config.active_version or "none",
+                            "Line": summary.get(t.name, "")} for t in tools]),
+             hide_index=True, width="stretch")
+on_line = sorted(station.state.tools)
+addable = [t.name for t in tools if t.name not in on_line and t.config.active_version
+           and t.config.enabled]
+left, right = st.columns(2)
+with left:
+    if addable:
+        added = st.selectbox("Tool not on the line", addable, key="line_add_tool",
+                             help="Trained tools judge on the line only once someone adds them.")
+        st.button("Add to line", key="line_add", on_click=act,
+                  args=(station.add_to_line, added, actor))
+with right:
+    if on_line:
+        removed = st.selectbox("Tool on the line", on_line, key="line_remove_tool")
+        st.button("Remove from line", key="line_remove", on_click=act,
+                  args=(station.remove_from_line, removed, actor))
+
+
+@st.fragment(run_every=2.0)
+def trials() -> None:
+    for name, version in sorted(station.state.trials.items()):
+        found = station.trial(name)
+        run = found[1] if found else None
+        beside = station.state.tools.get(name)
+        summary = run.summary() if run else None
+        figures = ("not running" if summary is None else
+                   f"{summary.judged} frames judged, {summary.failed} FAIL"
+                   + ("" if summary.agreement is None else
+                      f", agrees with {beside.version if beside else 'the line'} on "
+                      f"{summary.agreement:.1%} of {summary.compared}"))
+        st.markdown(f":orange[TRIAL] **{name}** {version.version} since {clock(version.at)} by "
+                    f"{version.by}: {figures}")
+        if summary and summary.disagreements:
+            st.caption("Latest disagreements: " + "; ".join(
+                f"{clock(d.time)} line {d.line_verdict} {d.line_score:.2f} / trial "
+                f"{d.trial_verdict} {d.trial_score:.2f}" for d in summary.disagreements[-3:]))
+        promote, stop = st.columns(2)
+        promote.button(f"Promote {version.version} to active" if beside else
+                       f"Promote {version.version} and add {name} to the line",
+                       key=f"promote::{name}", type="primary", on_click=act,
+                       args=(station.promote, name, actor))
+        stop.button("Stop the trial", key=f"trial_stop::{name}", on_click=act,
+                    args=(station.stop_trial, name, actor))
+
+
+if station.state.trials:
+    st.subheader("Trials", anchor=False)
+    trials()
+st.caption("Region of interest: draw it on the Capture page; a saved ROI judges from the next "
+           "frame. New versions go through a trial: Training page, 'Run as trial on the line'.")

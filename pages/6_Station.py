@@ -1,7 +1,8 @@
 """Station: its name, where its history goes and its line integrations (MQTT, OPC UA).
 
 The settings are saved in ``station.json`` in the workspace (``inspector station show|set`` from a
-shell); the line integrations start with the app, so a change applies at the next start.
+shell); the history writer and the line integrations start with the line, so a change applies
+when the line restarts ('Restart the line': the live sessions go on with the new line).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import streamlit as st
 import pages as ui
 from core.errors import InspectorError
 from core.line import station_line
+from core.live_station import restart_line
 from core.station import HISTORY_URL_ENV, load_settings, save_settings
+from core.tools import current_actor
 
 ui.page_setup("Station")
 try:
@@ -36,6 +39,18 @@ for problem in line.problems():
     st.warning(problem)
 if not line.status():
     st.caption("No line integration is running.")
+if line.settings != current:
+    st.info("Saved settings differ from those the line runs with: restart the line to apply them.")
+if st.button("Restart the line", key="station_restart",
+             help="Closes the history writer, MQTT and OPC UA and opens them again with the saved "
+                  "settings; live inspection goes on (a few milliseconds of events are held)."):
+    try:
+        line = restart_line(current_actor())
+        ui.flash(f"The line restarted: history in {line.history.location}, "
+                 f"{len(line.status())} integration(s).")
+        st.rerun()
+    except InspectorError as exc:
+        st.error(str(exc))
 
 with st.form("station_settings"):
     st.subheader("Settings", anchor=False)
@@ -87,5 +102,6 @@ if saved:
     except InspectorError as exc:
         st.error(str(exc))
     else:
-        st.success("Saved. Restart the station app to apply them (the live inspection, the "
-                   "history and the integrations start with it).")
+        ui.flash("Saved. Press 'Restart the line' to apply them (the history and the "
+                 "integrations start with the line).")
+        st.rerun()

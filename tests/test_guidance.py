@@ -51,4 +51,5 @@ def test_a_trained_tool_is_ready_until_photos_are_added_or_validation_is_weak(ca
 
     casting_tool.update(active_version=None)
     assert next_steps(casting_tool) == [
-        "A model is trained but none is active: activate one on the Training page."]
+        "A model is trained but none is active: run it as a trial on the line (Training page), "
+        "then promote it."]

@@ -163,3 +163,16 @@ def test_a_tool_without_a_model_says_to_train_it(workspace):
     tool = ToolStore().create("untrained")
     with pytest.raises(InspectorError, match="train it first"):
         ToolRunner(tool)
+
+
+def test_labels_of_tools_sharing_a_roi_are_stacked_not_overwritten():
+    from core.explanation import FAIL_COLOUR, PASS_COLOUR
+    from core.inference import ToolResult
+
+    def result(tool: str, verdict: str) -> ToolResult:
+        return ToolResult(tool, verdict, None, 0.1, 0.1, 0.5, (100, 60, 300, 260), None, 5.0, "v1")
+
+    out = Inspector.draw(np.full((360, 480, 3), 110, np.uint8),
+                         [result("weld", "PASS"), result("label", "FAIL")])
+    assert tuple(out[50, 102]) == PASS_COLOUR  # the first label above the ROI
+    assert tuple(out[66, 102]) == FAIL_COLOUR  # the second one just under it

@@ -16,9 +16,10 @@ from core.cli import main
 from core.errors import InspectorError
 from core.headless import CameraReader, parse_sources, run_station
 from core.history import EventFilter
-from core.inference import Inspector
+from core.inference import ToolRunner
 from core.line import Line, close_lines, station_line
-from core.live import CHANGE, TRIGGER, LiveSession, RecentVerdicts
+from core.live import CHANGE, TRIGGER, Lineup, LiveSession, RecentVerdicts
+from core.live_station import close_live_stations, live_station
 from core.station import load_settings
 from tests.conftest import load_sample
 
@@ -44,6 +45,7 @@ def line(casting_tool, workspace):
     casting_tool.update(smoothing=1)
     line = station_line(workspace)
     yield line
+    close_live_stations()
     close_lines()
 
 
@@ -56,7 +58,7 @@ def test_sources_name_their_camera():
         parse_sources(["../x=a"])
 
 
-def test_a_headless_station_records_each_part_change_in_the_history(line, video):
+def test_a_headless_station_records_each_part_change_in_the_history(line, video, workspace):
     stop = threading.Event()
 
     def watch() -> None:  # until the 4 s video has looped (PASS, FAIL, PASS), 60 s at most
@@ -68,7 +70,7 @@ def test_a_headless_station_records_each_part_change_in_the_history(line, video)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    frames = run_station(line, {"0": video}, stop=stop)
+    frames = run_station(live_station(workspace), {"0": video}, stop=stop)
     watcher.join()
     assert frames["0"] >= 4 * FPS
     assert line.recorder.flush(10)
@@ -83,8 +85,8 @@ def test_a_headless_station_records_each_part_change_in_the_history(line, video)
 def test_a_trigger_from_the_line_judges_one_frame_of_the_camera_it_names(line, casting_tool):
     sample = load_sample("casting", 12, seed=1)
     defect = sample.images[sample.labels.index(1)]
-    session = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="0")
-    other = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="side")
+    session = LiveSession(Lineup((ToolRunner(casting_tool),)), line.sink, camera="0")
+    other = LiveSession(Lineup((ToolRunner(casting_tool),)), line.sink, camera="side")
     session.continuous = other.continuous = False
     line.attach(session)
     line.attach(other)
@@ -111,7 +113,7 @@ def test_tool_changes_reach_the_history_with_who_made_them(line, casting_tool):
 
 
 def test_a_camera_that_cannot_be_opened_is_reported_and_retried(casting_tool):
-    session = LiveSession(Inspector.from_tools([casting_tool]), RecentVerdicts(), camera="0")
+    session = LiveSession(Lineup((ToolRunner(casting_tool),)), RecentVerdicts(), camera="0")
     stop = threading.Event()
     reader = CameraReader("/nonexistent/camera.avi", session, stop)
     reader.RETRY_S = (0.1, 0.2)
@@ -123,9 +125,9 @@ def test_a_camera_that_cannot_be_opened_is_reported_and_retried(casting_tool):
     assert "cannot be opened" in reader.problem and "retrying" in reader.problem
 
 
-def test_a_camera_without_a_tool_is_refused_with_what_to_do(line, video):
-    with pytest.raises(InspectorError, match="no trained, enabled tool watches camera 'side'"):
-        run_station(line, {"side": video})
+def test_a_camera_without_a_tool_is_refused_with_what_to_do(line, video, workspace):
+    with pytest.raises(InspectorError, match="no tool on the line watches camera 'side'"):
+        run_station(live_station(workspace), {"side": video})
 
 
 def test_station_commands_set_show_and_run(casting_tool, workspace, video, capsys):
@@ -163,7 +165,7 @@ def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
                             namespace="urn:cell-9")))
     subscriber = MqttSubscriber(broker, "shopfloor-inspector/cell-9/#")
     line = station_line(workspace)
-    session = LiveSession(Inspector.from_tools([casting_tool]), line.sink, camera="0")
+    session = LiveSession(Lineup((ToolRunner(casting_tool),)), line.sink, camera="0")
     session.continuous = False
     line.attach(session)
     sample = load_sample("casting", 12, seed=1)

@@ -1,5 +1,6 @@
 """The live session on real casting photos: continuous and triggered modes, verdict events,
-timestamps, staleness, errors that must not stop the stream, and the recent verdicts buffer."""
+timestamps, staleness, triggers in both modes, trials beside the line, one feeder at a time,
+errors that must not stop the stream, and the recent verdicts buffer."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import time
 import numpy as np
 import pytest
 
-from core.inference import Inspector
+from core.inference import ToolRunner
 from core.live import (
     CHANGE,
     HEARTBEAT,
     TRIGGER,
     Fanout,
+    Feeder,
     FrameHolder,
+    Lineup,
     LiveSession,
     RecentVerdicts,
+    TrialRun,
     VerdictRecord,
 )
 from core.tools import ToolStore
@@ -32,9 +36,9 @@ def photos() -> dict[str, list[np.ndarray]]:
             for label, name in enumerate(("good", "defect"))}
 
 
-def session(tools, sink=None, heartbeat_s=None) -> LiveSession:
-    return LiveSession(Inspector.from_tools(tools), sink if sink is not None else RecentVerdicts(),
-                       heartbeat_s=heartbeat_s)
+def session(tools, sink=None, heartbeat_s=None, trials=()) -> LiveSession:
+    return LiveSession(Lineup(tuple(ToolRunner(t) for t in tools), tuple(trials)),
+                       sink if sink is not None else RecentVerdicts(), heartbeat_s=heartbeat_s)
 
 
 def test_frame_holder_keeps_the_latest_frame_and_waits_for_a_new_one():
@@ -82,22 +86,37 @@ def test_continuous_mode_records_one_event_per_verdict_change(casting_tool, phot
     assert fail.version == casting_tool.config.active_version
 
 
-def test_continuous_results_go_stale_and_triggers_are_ignored(casting_tool, photos):
+def test_continuous_results_go_stale(casting_tool, photos):
     live = session([casting_tool])
-    live.request_trigger()  # means nothing in continuous mode
     live.process(photos["good"][0])
     latest = live.latest
-    assert not live.trigger.is_set() and not latest.triggered
-    assert live.current() is latest
+    assert not latest.triggered and live.current() is latest
     assert live.current(now=latest.time + LiveSession.STALE_AFTER_S + 0.1) is None
     live.continuous = False  # a continuous verdict is not held as a triggered one
     assert live.current() is None
 
 
+def test_a_trigger_in_continuous_mode_is_answered_not_eaten(casting_tool, photos):
+    casting_tool.update(smoothing=3)
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink)
+    live.process(photos["good"][0])
+    live.process(photos["good"][1])
+    live.request_trigger("plc-9")  # a PLC asks while the camera runs continuously
+    live.process(photos["good"][2])
+    assert not live.trigger.is_set()
+    events = sink.recent()
+    assert [(e.cause, e.trigger_id) for e in events] == [(CHANGE, None), (TRIGGER, "plc-9")]
+    assert live.latest.results[0].smoothed != pytest.approx(live.latest.results[0].score)  # the
+    # moving average of continuous mode was not reset by the trigger
+    live.process(photos["good"][0])
+    assert len(sink.recent()) == 2  # back to one event per change
+
+
 def test_triggered_mode_judges_one_frame_per_trigger_and_holds_it(casting_tool, photos):
     runner_sink = RecentVerdicts()
     live = session([casting_tool], runner_sink)
-    assert live.runners["casting"].config.smoothing == 5
+    assert live.runners["casting"].config.smoothing == 5 and live.lineup.tools == ["casting"]
     for image in photos["good"]:  # continuous first: the moving average fills with PASS scores
         live.process(image)
     live.continuous = False
@@ -190,3 +209,45 @@ def test_recent_verdicts_are_bounded_and_searchable_by_tool():
     assert buffer.last("c") is None
     buffer.recent().clear()
     assert len(buffer.recent()) == 3  # a copy
+
+
+def test_a_trial_judges_the_same_frames_counted_but_never_sent(casting_tool, photos):
+    casting_tool.update(smoothing=1)
+    strict = TrialRun(ToolRunner(casting_tool))
+    strict.runner.configure(threshold=0.0)  # this 'version' fails everything
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink, trials=[strict])
+    for image in photos["good"] + photos["defect"]:
+        live.process(image)
+    summary = strict.summary()
+    assert (summary.judged, summary.compared, summary.failed) == (6, 6, 6)
+    assert summary.agreed == 3 and summary.agreement == pytest.approx(0.5)  # the defects agree
+    assert [d.line_verdict for d in summary.disagreements] == ["PASS"] * 3
+    assert [r.verdict for r in live.latest.trials] == ["FAIL"]
+    assert [(e.tool, e.verdict) for e in sink.recent()] == [("casting", "PASS"), ("casting", "FAIL")]
+    assert all(e.version == casting_tool.config.active_version for e in sink.recent())
+
+    alone = TrialRun(ToolRunner(casting_tool))  # a first version: nothing to agree with
+    first = session([], sink, trials=[alone])
+    first.process(photos["good"][0])
+    assert alone.summary().judged == 1 and alone.summary().agreement is None
+    assert first.latest.results == () and first.latest.verdict == "PASS"
+    assert len(sink.recent()) == 2  # still nothing sent
+
+
+def test_only_the_feeder_s_frames_are_judged(casting_tool, photos):
+    live = session([casting_tool])
+    assert live.feeder is None and live.camera_problem() is None
+    out = live.offer("kiosk", photos["defect"][0])  # nobody feeds yet: not judged
+    assert live.latest is None and not np.array_equal(out, photos["defect"][0])  # says so
+
+    assert live.claim(Feeder("kiosk", "browser kiosk", time.time())) is None
+    live.offer("kiosk", photos["defect"][0])
+    assert live.latest.verdict == "FAIL" and live.overlay is not None
+    previous = live.claim(Feeder("laptop", "browser laptop", time.time()))
+    assert previous.browser == "kiosk"
+    live.offer("kiosk", photos["defect"][0])  # the old feeder's frames no longer count
+    assert live.frames.count == 1
+    live.offer("laptop", photos["good"][0])
+    assert live.frames.count == 2
+    assert not live.release("kiosk") and live.release("laptop") and live.feeder is None

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core.inference import Inspector
+from core.inference import ToolRunner
 from core.integrations.mqtt import MqttLink, parse_trigger
-from core.live import TRIGGER, Fanout, LiveSession, RecentVerdicts, VerdictRecord
+from core.live import TRIGGER, Fanout, Lineup, LiveSession, RecentVerdicts, VerdictRecord
 from core.station import MqttSettings
 from tests.conftest import load_sample
 from tests.servers import Mosquitto, MqttSubscriber, wait_until
@@ -118,7 +118,7 @@ def test_a_trigger_from_the_line_gives_exactly_one_verdict(mosquitto, link_of, c
     commander = MqttSubscriber(mosquitto, "nothing/here")
     commander.client.publish("plant/line3/st1/cmd/trigger", b'{"id": "stale"}', qos=1, retain=True)
     link = link_of(settings(mosquitto), "st1", on_trigger)  # gets the stale command as retained
-    live = LiveSession(Inspector.from_tools([casting_tool]), Fanout(sink, link))
+    live = LiveSession(Lineup((ToolRunner(casting_tool),)), Fanout(sink, link))
     live.continuous = False
     listener = MqttSubscriber(mosquitto, "plant/line3/st1/+/+/verdict")
     wait_until(lambda: link.status().connected, what="the link's connection")

@@ -11,9 +11,9 @@ import time
 import pytest
 from asyncua.sync import Client
 
-from core.inference import Inspector
+from core.inference import ToolRunner
 from core.integrations.opcua import OpcUaLink
-from core.live import CHANGE, TRIGGER, Fanout, LiveSession, RecentVerdicts, VerdictRecord
+from core.live import CHANGE, TRIGGER, Fanout, Lineup, LiveSession, RecentVerdicts, VerdictRecord
 from core.station import OpcUaSettings
 from tests.conftest import load_sample
 from tests.servers import free_port, wait_until
@@ -80,7 +80,7 @@ def test_the_plc_handshake_drives_one_inspection_per_trigger(start_link, casting
         live.request_trigger(trigger_id)
 
     link = start_link({"casting": casting_tool.config.classes}, on_trigger)
-    live = LiveSession(Inspector.from_tools([casting_tool]), Fanout(sink, link))
+    live = LiveSession(Lineup((ToolRunner(casting_tool),)), Fanout(sink, link))
     live.continuous = False
     frame = {"image": photos.images[0]}  # the good photo first, then the defect one
     stop = threading.Event()

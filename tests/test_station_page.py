@@ -42,3 +42,32 @@ def test_station_page_saves_settings_and_refuses_bad_ones(workspace):
         assert load_settings() == saved  # nothing half-saved
     finally:
         close_lines()
+
+
+def test_restart_the_line_applies_saved_settings_with_the_live_sessions_going_on(casting_tool,
+                                                                                 workspace):
+    from core.line import station_line
+    from core.live_station import close_live_stations, live_station
+
+    try:
+        station = live_station(workspace)
+        session = station.session("0")
+        at = run_page()
+        at.text_input(key="station_name").input("cell-4")
+        at.button(key="station_save").click().run()
+        assert "Restart the line" in at.success[0].value
+        assert "differ from those the line runs with" in at.info[0].value
+        at.sidebar.text_input[0].input("dana").run()
+        at.button(key="station_restart").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert "The line restarted" in at.success[0].value and not at.info
+        line = station_line(workspace)
+        assert line is station.line and line.settings.name == "cell-4"
+        assert session.sink is line.sink and line.trigger("0", "after-restart") == 1
+        assert line.recorder.flush(10)
+        restarted = line.history.changes()
+        restarted = restarted[restarted["action"] == "line restarted"].iloc[0]
+        assert (restarted["actor"], restarted["station"]) == ("dana", "cell-4")
+    finally:
+        close_live_stations()
+        close_lines()

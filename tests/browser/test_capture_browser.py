@@ -142,14 +142,9 @@ PAGES = {"": "Shopfloor Inspector", "Capture": "Capture", "Labeling": "Labeling"
          "Training": "Training", "Live_inspection": "Live inspection", "History": "History",
          "Station": "Station"}
 CAMERA_PAGES = {"Capture", "Live_inspection"}
-LIVE_ICON = pytest.mark.xfail(
-    reason="Live inspection still sets page_icon=':material/videocam:' (its favicon comes from "
-           "fonts.gstatic.com) until the live-station branch, which rewrites the page, is merged",
-    strict=False)
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=LIVE_ICON) if p == "Live_inspection"
-                                  else p for p in PAGES])
+@pytest.mark.parametrize("path", list(PAGES))
 def test_no_page_request_leaves_the_machine(browser, server, path):
     """Every request of the page, its frames (the stream widget's iframe) and its workers goes
     to the station itself: icons, fonts and components are served locally."""

@@ -2,7 +2,7 @@
 (a video of real casting photos: good parts, then defective ones) shows PASS, then FAIL, with a
 verdict legible at 1280x720; triggered mode answers the keyboard; an unplugged camera shows what
 to do and the page recovers when it streams again; two cameras each judge their own tools; the
-threshold changes the verdict live; the History page then counts the verdicts."""
+threshold changes the verdict live (as a trial); the History page then counts the verdicts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from core.live_station import LiveStation
 from core.tools import ToolStore
 from tests.browser.helpers import (
     ARTIFACTS,
@@ -42,8 +43,10 @@ def test_page_renders(page, server, path):
 
 
 def open_live(page, server) -> None:
+    """Live inspection, its camera ready to START (the previous test's page fed it: its feed is
+    free once silent for FEED_LOST_S)."""
     open_page(page, server["url"], "Live_inspection", "Live inspection")
-    assert read_verdict(page) == "START CAMERA"
+    wait_verdict(page, {"START CAMERA"}, LiveStation.FEED_LOST_S + 15)
 
 
 def test_live_inspection_passes_good_parts_and_fails_defective_ones(page, server, station):
@@ -154,10 +157,14 @@ def test_a_refused_camera_says_how_to_allow_it(browser, server, station):
 
 
 def test_two_cameras_each_judge_their_own_tools(page, server, station):
+    open_live(page, server)  # the station runs: a tool made now is not on its line
     store = ToolStore(station["home"])
     store.duplicate("casting", "casting side").update(camera="1")
     try:
-        open_page(page, server["url"], "Live_inspection", "Live inspection", "Camera 1")
+        open_live(page, server)  # the new tool shows in 'Add to line'
+        assert page.get_by_role("heading", name="Camera 1").count() == 0
+        page.get_by_role("button", name="Add to line").click()
+        page.get_by_role("heading", name="Camera 1").wait_for(timeout=30_000)
         assert page.get_by_role("heading", name="Camera 0").count() == 1
         start_camera(page, 0)
         start_camera(page, 1)
@@ -176,14 +183,15 @@ def test_two_cameras_each_judge_their_own_tools(page, server, station):
 
 
 def test_threshold_slider_changes_the_verdict_without_restarting(page, server):
-    """Last in this file: it leaves the live threshold at 1.0 in the server's session."""
+    """Last in this file: it leaves a trial threshold of 1.0 on the station's line."""
     open_live(page, server)
     start_camera(page)
     wait_verdict(page, VERDICTS, 60)
-    slider = page.get_by_role("slider").first
+    slider = page.get_by_role("slider", name="Threshold (FAIL at or above)")
     slider.focus()
     slider.press("Home")  # threshold 0: every score fails
     wait_verdict(page, {"FAIL"}, 15)
+    slider.focus()  # drawn anew with the station's new value
     slider.press("End")  # threshold 1: every score passes
     wait_verdict(page, {"PASS"}, 15)
     page.screenshot(path=str(ARTIFACTS / "live-threshold.png"))
