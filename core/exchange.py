@@ -242,8 +242,9 @@ class _FullModel(nn.Module):
 def export_onnx(tool: Tool, destination: Path, check_images: list[np.ndarray] | None = None) -> dict:
     """Export the active model as one ONNX graph and check onnxruntime agrees with the engine.
 
-    Input ``image``: float32 (N, 3, S, S), RGB scaled to 0..1 then normalised with the profile's
-    mean and std (stored in the graph's metadata). Outputs: ``probabilities`` and ``defect_score``.
+    Input ``image``: float32 (N, 3, H, W), RGB scaled to 0..1 then normalised with the profile's
+    mean and std (shape, mean and std are stored in the graph's metadata). Outputs:
+    ``probabilities`` and ``defect_score``.
     """
     import onnx
     import onnxruntime as ort
@@ -253,17 +254,18 @@ def export_onnx(tool: Tool, destination: Path, check_images: list[np.ndarray] | 
         raise InspectorError(f"'{tool.name}' is an anomaly tool: ONNX export covers classifier tools; "
                              "move it to another station with 'inspector export --out FILE' instead")
     full = _FullModel(tool, model.head).eval()
-    size = model.profile.input_size
+    shape = model.input_shape
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(full, torch.zeros(1, 3, size, size), buffer, input_names=["image"],
+        torch.onnx.export(full, torch.zeros(1, 3, shape.height, shape.width), buffer, input_names=["image"],
                           output_names=["probabilities", "defect_score"], opset_version=17,
                           dynamo=False, dynamic_axes={"image": {0: "n"}, "probabilities": {0: "n"},
                                                       "defect_score": {0: "n"}})
     graph = onnx.load_from_string(buffer.getvalue())
     info = {"tool": tool.name, "version": model.version, "classes": json.dumps(model.head.classes),
-            "input_size": str(size), "mean": json.dumps(model.profile.mean),
+            "input_height": str(shape.height), "input_width": str(shape.width),
+            "mean": json.dumps(model.profile.mean),
             "std": json.dumps(model.profile.std), "channel_order": "RGB",
             "threshold": str(tool.config.threshold)}
     for key, value in info.items():
@@ -271,9 +273,9 @@ def export_onnx(tool: Tool, destination: Path, check_images: list[np.ndarray] | 
         entry.key, entry.value = key, value
     data = graph.SerializeToString()
 
-    images = check_images or [np.random.default_rng(0).integers(0, 255, (size, size, 3), np.uint8)
-                              for _ in range(4)]
-    batch = to_tensor(images, size, model.profile.mean, model.profile.std)
+    images = check_images or [np.random.default_rng(0).integers(0, 255, (shape.height, shape.width, 3),
+                                                                  np.uint8) for _ in range(4)]
+    batch = to_tensor(images, shape, model.profile.mean, model.profile.std)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     onnx_scores = session.run(None, {"image": batch})[1]
     engine_scores = model.head.defect_scores(model.probabilities(images))

@@ -26,7 +26,7 @@ from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
 from core.model import ClassifierHead
-from core.preprocessing import crop_roi, tta_variants
+from core.preprocessing import InputShape, crop_roi, tta_variants
 from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig
 
@@ -78,6 +78,7 @@ class TrainedModel:
         meta = tool.version_meta(self.version)
         self.kind = meta.get("kind", "classifier")
         self.profile = get_profile(meta["profile"])
+        self.input_shape = InputShape.from_json(meta.get("input"), self.profile.input_size)
         folder = tool.version_dir(self.version)
         self.head = ClassifierHead.load(folder) if self.kind == "classifier" else None
         self.anomaly = AnomalyModel.load(folder) if self.kind == "anomaly" else None
@@ -89,7 +90,7 @@ class TrainedModel:
 
     def maps(self, images: list[np.ndarray]) -> FeatureMaps:
         """The maps of ROI images: everything either kind of model needs, one pass."""
-        return self.extractor.maps(self.extractor.tensor(self.inputs(images)))
+        return self.extractor.maps(self.extractor.tensor(self.inputs(images), self.input_shape))
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
@@ -207,14 +208,14 @@ class Inspector:
             raise InspectorError(f"expected a BGR colour frame, got an array of shape {frame.shape}")
         start = time.perf_counter()
         prepared = [runner._prepare(frame) for runner in self.runners]
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, InputShape], list[int]] = {}
         for index, (_, model, _) in enumerate(prepared):
-            groups.setdefault(model.profile.name, []).append(index)
+            groups.setdefault((model.profile.name, model.input_shape), []).append(index)
         outputs: list[tuple[float, str, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
-        for indices in groups.values():
+        for (_, shape), indices in groups.items():
             images = [im for i in indices for im in prepared[i][2]]
             extractor = prepared[indices[0]][1].extractor
-            maps = extractor.maps(extractor.tensor(images))
+            maps = extractor.maps(extractor.tensor(images, shape))
             offset = 0
             for i in indices:
                 _, model, own = prepared[i]

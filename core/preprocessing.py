@@ -6,12 +6,61 @@ video thread where a frame must be ready in a few milliseconds.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 import cv2
 import numpy as np
 
 from core.tools import ROI
 
 NORMALISED_STD = 51.0  # grey levels: a fifth of the range, so a normalised photo rarely clips
+MAX_ASPECT = 4.0  # a longer ROI is taken as 4:1; its sides are still kept in proportion up to there
+_STEP = 32  # the backbones' coarsest stride: each input side is a multiple of it
+_SQUARE_WITHIN = 1.15  # an ROI this close to square is fed as the profile's square
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """The network input (height, width) a model was trained at, so live ROIs are fed alike.
+
+    A long narrow part squashed into a square loses its thin cracks across the short side, so
+    the input keeps the photos' aspect ratio at about the area of the profile's square (the
+    same cost); near-square photos get exactly the profile's square.
+    """
+
+    height: int
+    width: int
+
+    @classmethod
+    def keeping_aspect(cls, aspect: float, side: int) -> InputShape:
+        """The shape for photos ``aspect`` = width / height wide, at the area of ``side`` squared."""
+        aspect = float(np.clip(aspect, 1 / MAX_ASPECT, MAX_ASPECT))
+        if abs(math.log(aspect)) <= math.log(_SQUARE_WITHIN):
+            return cls(side, side)
+        height = max(_STEP, int(round(side / math.sqrt(aspect) / _STEP)) * _STEP)
+        width = max(_STEP, int(round(side * math.sqrt(aspect) / _STEP)) * _STEP)
+        return cls(height, width)
+
+    @classmethod
+    def of_photos(cls, images: list[np.ndarray], side: int) -> InputShape:
+        """The shape for a tool's photos: their median aspect ratio."""
+        return cls.keeping_aspect(float(np.median([im.shape[1] / im.shape[0] for im in images])), side)
+
+    @property
+    def square(self) -> bool:
+        return self.height == self.width
+
+    def to_json(self) -> dict[str, int]:
+        return {"height": self.height, "width": self.width}
+
+    @classmethod
+    def from_json(cls, data: Any, side: int) -> InputShape:
+        """A version's stored shape; versions saved before shapes existed used the square."""
+        if data is None:
+            return cls(side, side)
+        return cls(int(data["height"]), int(data["width"]))
 
 
 def crop_roi(frame: np.ndarray, roi: ROI) -> np.ndarray:
@@ -19,11 +68,13 @@ def crop_roi(frame: np.ndarray, roi: ROI) -> np.ndarray:
     return frame[y0:y1, x0:x1]
 
 
-def to_tensor(images: list[np.ndarray], size: int, mean: tuple[float, ...],
+def to_tensor(images: list[np.ndarray], shape: InputShape, mean: tuple[float, ...],
               std: tuple[float, ...]) -> np.ndarray:
-    """BGR uint8 images -> normalised RGB float32 batch (N, 3, size, size)."""
-    resized = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA
-                          if min(im.shape[:2]) > size else cv2.INTER_LINEAR) for im in images]
+    """BGR uint8 images -> normalised RGB float32 batch (N, 3, height, width)."""
+    size = (shape.width, shape.height)
+    resized = [cv2.resize(im, size, interpolation=cv2.INTER_AREA
+                          if im.shape[0] > shape.height and im.shape[1] > shape.width
+                          else cv2.INTER_LINEAR) for im in images]
     batch = cv2.dnn.blobFromImages(resized, 1.0 / 255.0, swapRB=True)
     batch -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     batch /= np.asarray(std, np.float32).reshape(1, 3, 1, 1)

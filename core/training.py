@@ -35,7 +35,7 @@ from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
 from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
-from core.preprocessing import augment
+from core.preprocessing import InputShape, augment
 from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig, announce
 from core.workspace import atomic_write_json, fsync_dir
@@ -84,31 +84,45 @@ class _Reporter:
             self.callback(Progress(stage, done, total, elapsed, eta))
 
 
-ORIENTATIONS = 8  # quarter turns x mirror
+ORIENTATIONS = 8  # quarter turns x mirror, for a square input
+SHAPE_KEEPING_ORIENTATIONS = 4  # the photo, its half turn and its two mirrors: a long part stays long
 RETAKES = 4  # the photo and 3 random re-takes, for a part that is not taken mirrored
+_QUARTER_TURNS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
 
 
-def view_count(allow_flips: bool, options: TrainingOptions) -> int:
-    """Views per photo: as the options say, else all 8 orientations of a part that looks the same
-    mirrored, else ``RETAKES``."""
+def orientation_count(shape: InputShape) -> int:
+    """Orientations of a part that looks the same mirrored: quarter turns only fit a square input."""
+    return ORIENTATIONS if shape.square else SHAPE_KEEPING_ORIENTATIONS
+
+
+def view_count(allow_flips: bool, shape: InputShape, options: TrainingOptions) -> int:
+    """Views per photo: as the options say, else every orientation of a part that looks the same
+    mirrored (``orientation_count``), else ``RETAKES``."""
     if options.views_per_image:
         return options.views_per_image
-    return ORIENTATIONS if allow_flips else RETAKES
+    return orientation_count(shape) if allow_flips else RETAKES
 
 
-def view_of(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool) -> np.ndarray:
-    """View 0 is the photo. A part that looks the same mirrored is taken to look the same in any
-    orientation, so its next views are its 7 other quarter turns and mirrors (exact copies of real
-    texture, measured better than random re-takes); further views, and every view of other parts,
-    are random re-takes."""
-    if view == 0:
-        return image
-    if not allow_flips or view >= ORIENTATIONS:
-        return augment(image, rng, allow_flips)
+def oriented(image: np.ndarray, view: int, shape: InputShape) -> np.ndarray:
+    """Orientation ``view`` of a photo (0 is the photo itself), see ``orientation_count``."""
+    if not shape.square:
+        return (image, cv2.rotate(image, cv2.ROTATE_180), cv2.flip(image, 1), cv2.flip(image, 0))[view]
     if view >= 4:
         image = cv2.flip(image, 1)
-    return image if view % 4 == 0 else cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180,
-                                                          cv2.ROTATE_90_COUNTERCLOCKWISE)[view % 4 - 1])
+    return image if view % 4 == 0 else cv2.rotate(image, _QUARTER_TURNS[view % 4 - 1])
+
+
+def view_of(image: np.ndarray, view: int, rng: np.random.Generator, allow_flips: bool,
+            shape: InputShape) -> np.ndarray:
+    """View 0 is the photo. A part that looks the same mirrored is taken to look the same in any
+    orientation that fits its input, so its next views are its other orientations (exact copies
+    of real texture, measured better than random re-takes); further views, and every view of
+    other parts, are random re-takes."""
+    if view == 0:
+        return image
+    if not allow_flips or view >= orientation_count(shape):
+        return augment(image, rng, allow_flips)
+    return oriented(image, view, shape)
 
 
 @dataclass
@@ -133,25 +147,27 @@ class ViewFeatures:
 
 
 def view_maps(images: list[np.ndarray], views: int, seed: int, allow_flips: bool, profile_name: str,
-              report: Callable[[str, int, int], None],
+              shape: InputShape, report: Callable[[str, int, int], None],
               inputs: Callable[[list[np.ndarray]], list[np.ndarray]] = list) -> Iterator[FeatureMaps]:
-    """The maps of ``views`` views of every image (see ``view_of``), image by image, one batch at a
-    time; ``inputs`` prepares the pictures as the model feeds them to the backbone."""
+    """The maps of ``views`` views of every image (see ``view_of``) at input ``shape``, image by
+    image, one batch at a time; ``inputs`` prepares the pictures as the model feeds them to the
+    backbone."""
     extractor = get_extractor(profile_name)
     rng = np.random.default_rng(seed)
     jobs = [(i, v) for i in range(len(images)) for v in range(views)]
     for start in range(0, len(jobs), BATCH):
         chunk = jobs[start:start + BATCH]
-        pictures = inputs([view_of(images[i], v, rng, allow_flips) for i, v in chunk])
-        yield extractor.maps(extractor.tensor(pictures))
+        pictures = inputs([view_of(images[i], v, rng, allow_flips, shape) for i, v in chunk])
+        yield extractor.maps(extractor.tensor(pictures, shape))
         report("extracting features", start + len(chunk), len(jobs))
 
 
-def extract_view_features(images: list[np.ndarray], profile_name: str, views: int, seed: int,
-                          allow_flips: bool, report: Callable[[str, int, int], None]) -> ViewFeatures:
+def extract_view_features(images: list[np.ndarray], profile_name: str, shape: InputShape, views: int,
+                          seed: int, allow_flips: bool,
+                          report: Callable[[str, int, int], None]) -> ViewFeatures:
     """What a classifier head learns from, for ``views`` views of every image."""
     pooled, mids = [], []
-    for maps in view_maps(images, views, seed, allow_flips, profile_name, report):
+    for maps in view_maps(images, views, seed, allow_flips, profile_name, shape, report):
         pooled.append(pool_features(maps))
         mids.append(maps.mid)
     return ViewFeatures(np.concatenate(pooled), np.concatenate(mids),
@@ -239,12 +255,12 @@ def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[st
 
 
 def _calibrate_cam_scale(head: ClassifierHead, images: list[np.ndarray], labels: np.ndarray,
-                         profile_name: str) -> float:
+                         profile_name: str, shape: InputShape) -> float:
     """Typical peak of defect evidence on defect photos, so heatmaps mean the same across models."""
     defect_rows = [i for i, y in enumerate(labels) if y != head.good_index][:24]
     if not defect_rows:
         return 1.0
-    maps = get_extractor(profile_name).images([images[i] for i in defect_rows])
+    maps = get_extractor(profile_name).images([images[i] for i in defect_rows], shape)
     targets = head.top_defect(head.probabilities(maps))
     peaks = [head.gradcam(maps, j, int(targets[j])).max() for j in range(len(defect_rows))]
     return float(max(np.median(peaks), 1e-3))
@@ -278,8 +294,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     meta = {
         "id": _new_version_id(tool), "kind": config.kind, "profile": config.profile,
         "classes": list(config.classes), "created": datetime.now(timezone.utc).isoformat(),
-        "images": counts, "views_per_image": view_count(config.allow_flips, options), "seed": options.seed,
-        **details, "suggested_threshold": threshold, "validation": validation,
+        "images": counts, "seed": options.seed, **details, "suggested_threshold": threshold, "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
         "skipped": [str(p) for p in data.skipped],
         "training_seconds": round(time.perf_counter() - started, 2),
@@ -298,25 +313,29 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
                       ) -> tuple[ClassifierHead, np.ndarray, float, dict, dict]:
     """Head, out-of-fold defect scores, suggested threshold, validation figures, extra metadata."""
     labels = np.asarray(data.labels)
-    last_channels = get_extractor(config.profile).channels["last"]
-    features = extract_view_features(data.images, config.profile, view_count(config.allow_flips, options),
-                                     options.seed, config.allow_flips, report)
+    extractor = get_extractor(config.profile)
+    last_channels = extractor.channels["last"]
+    shape = InputShape.of_photos(data.images, extractor.profile.input_size)
+    views = view_count(config.allow_flips, shape, options)
+    features = extract_view_features(data.images, config.profile, shape, views, options.seed,
+                                     config.allow_flips, report)
     oof, folds = cross_validate(features, labels, config.classes, last_channels, options.folds,
                                 options.seed, report)
     head = fit_head(features, labels[features.groups], config.classes, last_channels, options.seed)
-    head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile)
+    head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile, shape)
     is_defect = labels != head.good_index
     scores = head.defect_scores(oof)
     threshold = suggest_threshold(is_defect, scores)
     validation = pass_fail_metrics(is_defect, scores, threshold)
     validation["method"] = f"{folds}-fold cross-validation"
     validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
-    return head, scores, threshold, validation, {}
+    return head, scores, threshold, validation, {"input": shape.to_json(), "views_per_image": views}
 
 
-def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings) -> FeatureMaps:
+def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings,
+                    shape: InputShape) -> FeatureMaps:
     """Feature maps of photos as the live engine computes them for an anomaly tool."""
-    return get_extractor(profile_name).images(settings.inputs(images), BATCH)
+    return get_extractor(profile_name).images(settings.inputs(images), shape, BATCH)
 
 
 def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
@@ -330,12 +349,14 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     settings = options.anomaly
     labels = np.asarray(data.labels)
     good_rows = np.flatnonzero(labels == config.classes.index("good"))
-    projection = settings.random_last_projection(
-        get_extractor(config.profile).channels["last"], options.seed)
-    views = view_count(config.allow_flips, options)
+    extractor = get_extractor(config.profile)
+    projection = settings.random_last_projection(extractor.channels["last"], options.seed)
+    good_images = [data.images[i] for i in good_rows]
+    shape = InputShape.of_photos(good_images, extractor.profile.input_size)
+    views = view_count(config.allow_flips, shape, options)
     features = [patch_features(maps, settings, projection)
-                for maps in view_maps([data.images[i] for i in good_rows], views, options.seed,
-                                      config.allow_flips, config.profile, report, settings.inputs)]
+                for maps in view_maps(good_images, views, options.seed, config.allow_flips,
+                                      config.profile, shape, report, settings.inputs)]
     sources = np.repeat(np.arange(len(good_rows)), views)  # the good photo each view shows
     model, held_out = fit_memory(np.concatenate(features), sources, np.arange(len(good_rows)) * views,
                                  settings, projection, options.seed, report)
@@ -344,7 +365,7 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     defect_rows = np.flatnonzero(labels != config.classes.index("good"))
     for start in range(0, len(defect_rows), BATCH):
         rows = defect_rows[start:start + BATCH]
-        maps = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings)
+        maps = anomaly_maps_of([data.images[i] for i in rows], config.profile, settings, shape)
         scores[rows] = model.score(maps)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")
@@ -355,7 +376,8 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     validation["good_raw_scores"] = {"median": model.floor, "quantile": model.centre,
                                      "quantile_level": settings.good_quantile}
     return model, scores, threshold, validation, {"anomaly": settings.to_json(),
-                                                  "memory_patches": int(len(model.memory))}
+                                                  "memory_patches": int(len(model.memory)),
+                                                  "input": shape.to_json(), "views_per_image": views}
 
 
 class SavableModel(Protocol):

@@ -6,7 +6,7 @@ import torch
 
 from core.backbones import available_profiles, create_backbone, get_profile
 from core.errors import InspectorError
-from core.preprocessing import to_tensor
+from core.preprocessing import InputShape, to_tensor
 from core.runtime import FeatureExtractor
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
@@ -35,7 +35,7 @@ def test_imagenet_features_separate_real_parts_from_noise():
     """Pretrained (not random) weights: real photos of one part type have similar features."""
     backbone = create_backbone("fast")
     photos = load_sample("casting", 4, seed=60).images[:4]
-    batch = torch.from_numpy(to_tensor(photos, 224, (0.5,) * 3, (0.5,) * 3))
+    batch = torch.from_numpy(to_tensor(photos, InputShape(224, 224), (0.5,) * 3, (0.5,) * 3))
     noise = torch.rand_like(batch) * 2 - 1
     with torch.no_grad():
         real = backbone(batch)[1].mean((2, 3))

@@ -99,16 +99,16 @@ def test_onnx_export_matches_the_engine_on_real_photos(casting_tool, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from core.preprocessing import to_tensor
+    from core.preprocessing import InputShape, to_tensor
 
     images = load_sample("casting", 3, seed=42).images
     report = export_onnx(casting_tool, tmp_path / "casting.onnx", check_images=images)
     assert report["max_score_difference"] < 1e-4
     graph = onnx.load(str(tmp_path / "casting.onnx"))
     meta = {p.key: p.value for p in graph.metadata_props}
-    assert json.loads(meta["classes"]) == ["good", "defect"] and meta["input_size"] == "192"
+    assert json.loads(meta["classes"]) == ["good", "defect"] and (meta["input_height"], meta["input_width"]) == ("192", "192")
     session = ort.InferenceSession(str(tmp_path / "casting.onnx"), providers=["CPUExecutionProvider"])
-    batch = to_tensor(images, 192, json.loads(meta["mean"]), json.loads(meta["std"]))
+    batch = to_tensor(images, InputShape(192, 192), json.loads(meta["mean"]), json.loads(meta["std"]))
     scores = session.run(["defect_score"], {"image": batch})[0]
     engine = TrainedModel(casting_tool)
     np.testing.assert_allclose(scores, 1 - engine.probabilities(images)[:, 0], atol=1e-4)
