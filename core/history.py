@@ -21,7 +21,8 @@ Streamlit server, the headless station, the CLI) share the file.
 
 Besides the events, the writer keeps three small rollups in the same transaction (counts per
 tool and 15 minutes, smoothed-score bins per tool and UTC day, parts per station and 15 minutes):
-``core.reports`` reads those, so a report over a year of history takes milliseconds.
+``core.reports`` reads those, so a report over a year of history takes milliseconds. What a
+*part* is (``PART_RULE``) is defined here once.
 
 FAIL images (``keep_fail_images``) are stored as JPEG blobs in ``fail_images``, keyed by their
 event's id, not as files: the event and its image commit in one transaction (a crash never
@@ -56,7 +57,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from core import tools
 from core.errors import InspectorError
-from core.live import VerdictRecord
+from core.live import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
 from core.station import StationSettings, load_settings
 from core.tools import ToolChange
 
@@ -119,6 +120,25 @@ part_counts = sa.Table(
     _col("station", sa.String(), primary_key=True), _col("quarter", sa.Integer(), primary_key=True),
     _col("parts", sa.BigInteger()), _col("failed", sa.BigInteger()),
 )
+
+
+# ------------------------------------------------------------------ what a part is
+
+PART_VERDICTS = {TRIGGER: ("PASS", "FAIL"), CHANGE: ("FAIL",)}  # cause -> verdicts that are a part
+PART_RULE = {  # PART_VERDICTS in words, per cause (shown as it is on the History page)
+    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
+    CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
+            "ends it and is no new part (the good parts that follow are not counted one by one)",
+    HEARTBEAT: "no part: the verdict only held",
+}
+# the causes whose good parts are counted one by one: a yield is the PASS share of their parts
+YIELD_CAUSES = tuple(cause for cause, verdicts in PART_VERDICTS.items() if "PASS" in verdicts)
+
+
+def is_part(table: sa.TableClause) -> sa.ColumnElement[bool]:
+    """``PART_RULE`` in SQL, for the events and the rollups (every table with cause and verdict)."""
+    return sa.or_(*[sa.and_(table.c.cause == cause, table.c.verdict.in_(verdicts))
+                    for cause, verdicts in PART_VERDICTS.items()])
 
 
 def score_bin(score: float) -> int:

@@ -7,12 +7,13 @@ events themselves (a few minutes of rows, found by the time index). So a report 
 second and takes milliseconds on a year of history, where a GROUP BY over millions of events
 takes seconds on SQLite.
 
-What is counted: *parts*, as ``PART_RULE`` says for each cause of event (``is_part`` is the same
-rule in SQL): a trigger judges one part, PASS or FAIL; in continuous mode a change to FAIL is one
-defective part coming into view, while a change back to PASS only ends it and a heartbeat only
-repeats a verdict. Continuous mode never counts the good parts one by one, so the *yield* is the
-PASS share of the triggered parts; FAIL parts of both modes count as FAIL and in the Pareto. A
-filter that names causes (``EventFilter.causes``) counts every event of those causes instead.
+What is counted: *parts*, as ``core.history.PART_RULE`` says for each cause of event (``is_part``
+is the same rule in SQL): a trigger judges one part, PASS or FAIL; in continuous mode a change to
+FAIL is one defective part coming into view, while a change back to PASS only ends it and a
+heartbeat only repeats a verdict. Continuous mode never counts the good parts one by one, so the
+*yield* is the PASS share of the triggered parts; FAIL parts of both modes count as FAIL and in
+the Pareto. A filter that names causes (``EventFilter.causes``) counts every event of those causes
+instead.
 
 Periods are in the station's local time (``local_zone``, daylight saving included): an hour, a
 day, or a shift. Shifts start at ``DEFAULT_SHIFTS`` (06:00, 14:00, 22:00) unless given; a shift
@@ -41,15 +42,16 @@ from core.history import (
     PART_CAUSES,
     QUARTER_S,
     SCORE_BINS,
+    YIELD_CAUSES,
     EventFilter,
     HistoryStore,
     event_counts,
     events,
     frame_of,
+    is_part,
     part_counts,
     score_counts,
 )
-from core.live import CHANGE, HEARTBEAT, TRIGGER
 
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 PERIODS = ("hour", "shift", "day")
@@ -164,29 +166,12 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-# ------------------------------------------------------------------ what a part is
-
-PART_RULE = {  # cause of an event -> what it counts as (shown as it is on the History page)
-    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
-    CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
-            "ends it and is no new part (the good parts that follow are not counted one by one)",
-    HEARTBEAT: "no part: the verdict only held",
-}
-YIELD_CAUSES = (TRIGGER,)  # the only parts whose good ones are counted one by one
-
-
-def is_part(table: sa.Table) -> sa.ColumnElement[bool]:
-    """``PART_RULE`` in SQL, for the events and for the rollups (both have cause and verdict)."""
-    return sa.or_(table.c.cause == TRIGGER,
-                  sa.and_(table.c.cause == CHANGE, table.c.verdict == "FAIL"))
+# ------------------------------------------------------------------ rollup + edges
 
 
 def _part_clauses(where: EventFilter, table: sa.Table) -> list[sa.ColumnElement[bool]]:
     """The parts (``is_part``) unless the filter names causes: then every event of those."""
     return [] if where.causes else [is_part(table)]
-
-
-# ------------------------------------------------------------------ rollup + edges
 
 
 def _tally(store: HistoryStore, where: EventFilter, width_s: int,

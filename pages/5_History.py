@@ -15,10 +15,9 @@ import streamlit as st
 
 import pages as ui
 from core.errors import InspectorError
-from core.history import EventFilter, open_history
+from core.history import PART_RULE, EventFilter, open_history
 from core.reports import (
     DEFAULT_SHIFTS,
-    PART_RULE,
     PERIODS,
     day_range,
     defect_pareto,
