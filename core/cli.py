@@ -37,7 +37,8 @@ def _classes_in(folder: Path) -> tuple[str, ...]:
         raise InspectorError(f"no folder at {folder}: give DIR with one sub-folder per class")
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if "good" not in names:
-        raise InspectorError(f"{folder} has no 'good' sub-folder (found {names or 'none'})")
+        found = f"its sub-folders are {', '.join(names)}" if names else "it has no sub-folder"
+        raise InspectorError(f"{folder} has no 'good' sub-folder ({found})")
     return ("good", *[n for n in names if n != "good"])
 
 
@@ -67,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     figures = (f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}"
                if v["balanced_accuracy"] is not None else
                f"{v['confusion']['false_fail']} of {v['n']} good photos above the threshold held out")
-    print(f"trained {tool.name} {meta['id']} on {meta['images']} in {meta['training_seconds']} s: "
+    photos = ", ".join(f"{n} {name}" for name, n in meta["images"].items())
+    print(f"trained {tool.name} {meta['id']} on {photos} photos in {meta['training_seconds']} s: "
           f"{figures}, suggested threshold {meta['suggested_threshold']:.3f}"
           + ("" if args.no_activate else " (active)"))
 
@@ -87,9 +89,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
     else:
+        confusion = result["confusion"]
+        good, defect = (sum(row) for row in confusion["matrix"])  # rows: true good, true defect
+        figures = ("no balanced accuracy or ROC AUC (they need good and defect photos)"
+                   if result["balanced_accuracy"] is None else
+                   f"balanced accuracy {result['balanced_accuracy']:.3f}, ROC AUC {result['auroc']:.3f}")
         print(f"{tool.name} {model.version} on {result['n']} images at threshold "
-              f"{result['threshold']:.3f}: balanced accuracy {result['balanced_accuracy']}, "
-              f"ROC AUC {result['auroc']}, confusion {result['confusion']['matrix']}")
+              f"{result['threshold']:.3f}: {figures}; {confusion['false_fail']} of {good} good "
+              f"photo(s) failed, {confusion['missed_defect']} of {defect} defect photo(s) passed")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -131,9 +131,11 @@ def _read_members(source: Path) -> tuple[dict, dict[str, bytes]]:
                 raise InspectorError(f"refused: '{info.filename}' does not match its checksum; "
                                      "the file is damaged or was altered")
             members[info.filename] = data
-        missing = set(listed) - set(members)
+        missing = sorted(set(listed) - set(members))
         if missing:
-            raise InspectorError(f"refused: the file lacks {sorted(missing)}")
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise InspectorError(f"refused: the file lacks {', '.join(missing[:3])}{more}, listed in "
+                                 "its manifest")
     return manifest, members
 
 
@@ -153,8 +155,9 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
     if has_model:
         meta = _model_meta(members, config)
         if model_files != {"model/meta.json", f"model/{_WEIGHTS_OF_KIND[meta['kind']]}"}:
+            found = ", ".join(sorted(PurePosixPath(member).name for member in model_files))
             raise InspectorError(f"refused: a {meta['kind']} model must hold exactly meta.json and "
-                                 f"{_WEIGHTS_OF_KIND[meta['kind']]} (found {sorted(model_files)})")
+                                 f"{_WEIGHTS_OF_KIND[meta['kind']]}; it holds {found}")
         get_profile(meta["profile"])
     for member, data in members.items():
         if member.startswith("images/") and decode_image(data) is None:

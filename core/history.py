@@ -21,7 +21,8 @@ Streamlit server, the headless station, the CLI) share the file.
 
 Besides the events, the writer keeps three small rollups in the same transaction (counts per
 tool and 15 minutes, smoothed-score bins per tool and UTC day, parts per station and 15 minutes):
-``core.reports`` reads those, so a report over a year of history takes milliseconds.
+``core.reports`` reads those, so a report over a year of history takes milliseconds. What a
+*part* is (``PART_RULE``) is defined here once, for the writer, the reports and the migrations.
 
 FAIL images (``keep_fail_images``) are stored as JPEG blobs in ``fail_images``, keyed by their
 event's id, not as files: the event and its image commit in one transaction (a crash never
@@ -56,7 +57,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from core import tools
 from core.errors import InspectorError
-from core.live import VerdictRecord
+from core.live import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
 from core.station import StationSettings, load_settings
 from core.tools import ToolChange
 
@@ -65,7 +66,6 @@ LOG = logging.getLogger("shopfloor_inspector.history")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 QUARTER_S = 900  # the rollups' time bucket: 15 minutes fit every time zone and shift boundary
 SCORE_BINS = 20  # smoothed-score histogram bins of width 0.05
-PART_CAUSES = ("trigger", "change")  # events that judge a part (a heartbeat only repeats one)
 _MIGRATION_LOCK = 7_384_210_311  # PostgreSQL advisory lock id: one station migrates at a time
 
 # ------------------------------------------------------------------ schema (head revision)
@@ -114,11 +114,55 @@ score_counts = sa.Table(
     *[_col(k, sa.String(), primary_key=True) for k in ("cause", "verdict")],
     _col("score_bin", sa.Integer(), primary_key=True), _col("n", sa.BigInteger()),
 )
-part_counts = sa.Table(
+part_counts = sa.Table(  # parts_of_events per station and quarter
     "part_counts", metadata,
     _col("station", sa.String(), primary_key=True), _col("quarter", sa.Integer(), primary_key=True),
-    _col("parts", sa.BigInteger()), _col("failed", sa.BigInteger()),
+    _col("parts", sa.BigInteger()), _col("failed", sa.BigInteger()), _col("triggered", sa.BigInteger()),
 )
+
+
+# ------------------------------------------------------------------ what a part is
+
+PART_VERDICTS = {TRIGGER: ("PASS", "FAIL"), CHANGE: ("FAIL",)}  # cause -> verdicts that are a part
+PART_RULE = {  # PART_VERDICTS in words, per cause (shown as it is on the History page)
+    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
+    CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
+            "ends it and is no new part (the good parts that follow are not counted one by one)",
+    HEARTBEAT: "no part: the verdict only held",
+}
+# the causes whose good parts are counted one by one: a yield is the PASS share of their parts
+YIELD_CAUSES = tuple(cause for cause, verdicts in PART_VERDICTS.items() if "PASS" in verdicts)
+
+
+def counts_as_part(cause: str, verdict: str) -> bool:
+    """``PART_RULE`` for one event (the writer's rollups)."""
+    return verdict in PART_VERDICTS.get(cause, ())
+
+
+def is_part(table: sa.TableClause) -> sa.ColumnElement[bool]:
+    """``PART_RULE`` in SQL, for the events and the rollups (every table with cause and verdict)."""
+    return sa.or_(*[sa.and_(table.c.cause == cause, table.c.verdict.in_(verdicts))
+                    for cause, verdicts in PART_VERDICTS.items()])
+
+
+def parts_of_events(table: sa.TableClause, conditions: Iterable[sa.ColumnElement[bool]] = (),
+                    per_quarter: bool = False) -> sa.Select:
+    """SQL: parts, failed and triggered per station (and quarter hour: what ``part_counts`` holds)
+    counted from the events of ``table`` that match ``conditions``.
+
+    A part here spans a camera's tools: the part events (``is_part``) of one camera at one frame
+    time (a trigger judges all of the camera's tools on one frame); it failed if one of them is
+    FAIL and was triggered if one is of ``YIELD_CAUSES``. The writer counts its batches alike.
+    """
+    failed = sa.func.max(sa.case((table.c.verdict == "FAIL", 1), else_=0)).label("failed")
+    triggered = sa.func.max(sa.case((table.c.cause.in_(YIELD_CAUSES), 1), else_=0)).label("triggered")
+    frames = (sa.select(table.c.station, table.c.quarter, failed, triggered)
+              .where(is_part(table), *conditions)
+              .group_by(table.c.station, table.c.quarter, table.c.camera, table.c.time).subquery())
+    keys = [frames.c.station, frames.c.quarter] if per_quarter else [frames.c.station]
+    return (sa.select(*keys, sa.func.count().label("parts"), sa.func.sum(frames.c.failed).label("failed"),
+                      sa.func.sum(frames.c.triggered).label("triggered"))
+            .group_by(*keys))
 
 
 def score_bin(score: float) -> int:
@@ -262,21 +306,24 @@ class HistoryStore:
                           r["defect_class"] or "") for r in rows)
         scores = Counter((r["station"], r["tool"], r["quarter"] // 96, r["cause"], r["verdict"],
                           r["score_bin"]) for r in rows)
-        part_failed: dict[tuple, bool] = {}  # (station, quarter, camera, time): any FAIL
+        frames: dict[tuple, list[bool]] = {}  # parts_of_events in Python: frame -> failed, triggered
         for r in rows:
-            if r["cause"] in PART_CAUSES:
-                key = (r["station"], r["quarter"], r["camera"], r["time"])
-                part_failed[key] = part_failed.get(key, False) or r["verdict"] == "FAIL"
+            if counts_as_part(r["cause"], r["verdict"]):
+                frame = frames.setdefault((r["station"], r["quarter"], r["camera"], r["time"]),
+                                          [False, False])
+                frame[0] |= r["verdict"] == "FAIL"
+                frame[1] |= r["cause"] in YIELD_CAUSES
         parts: dict[tuple, list[int]] = {}
-        for (station, quarter, _, _), failed in part_failed.items():
-            tally = parts.setdefault((station, quarter), [0, 0])
+        for (station, quarter, _, _), (failed, triggered) in frames.items():
+            tally = parts.setdefault((station, quarter), [0, 0, 0])
             tally[0] += 1
             tally[1] += failed
+            tally[2] += triggered
         for table, tally in ((event_counts, counts), (score_counts, scores)):
             names = [c.name for c in table.columns]
             self._upsert(conn, table, [dict(zip(names, (*key, n))) for key, n in tally.items()])
-        self._upsert(conn, part_counts, [{"station": s, "quarter": q, "parts": p, "failed": f}
-                                         for (s, q), (p, f) in parts.items()])
+        self._upsert(conn, part_counts, [{"station": s, "quarter": q, "parts": p, "failed": f,
+                                          "triggered": t} for (s, q), (p, f, t) in parts.items()])
 
     def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """Add the rows' counts to the rollup (insert the keys it does not have yet)."""

@@ -7,12 +7,13 @@ events themselves (a few minutes of rows, found by the time index). So a report 
 second and takes milliseconds on a year of history, where a GROUP BY over millions of events
 takes seconds on SQLite.
 
-What is counted: *parts*, as ``PART_RULE`` says for each cause of event (``is_part`` is the same
-rule in SQL): a trigger judges one part, PASS or FAIL; in continuous mode a change to FAIL is one
-defective part coming into view, while a change back to PASS only ends it and a heartbeat only
-repeats a verdict. Continuous mode never counts the good parts one by one, so the *yield* is the
-PASS share of the triggered parts; FAIL parts of both modes count as FAIL and in the Pareto. A
-filter that names causes (``EventFilter.causes``) counts every event of those causes instead.
+What is counted: *parts*, as ``core.history.PART_RULE`` says for each cause of event (``is_part``
+is the same rule in SQL, the one the writer's rollups follow): a trigger judges one part, PASS or
+FAIL; in continuous mode a change to FAIL is one defective part coming into view, while a change
+back to PASS only ends it and a heartbeat only repeats a verdict. Continuous mode never counts the
+good parts one by one, so the *yield* and the *first-pass yield* are PASS shares of the triggered
+parts; FAIL parts of both modes count as FAIL and in the Pareto. A filter that names causes
+(``EventFilter.causes``) counts every event of those causes instead.
 
 Periods are in the station's local time (``local_zone``, daylight saving included): an hour, a
 day, or a shift. Shifts start at ``DEFAULT_SHIFTS`` (06:00, 14:00, 22:00) unless given; a shift
@@ -38,18 +39,19 @@ import sqlalchemy as sa
 from core.errors import InspectorError
 from core.history import (
     EVERYTHING,
-    PART_CAUSES,
     QUARTER_S,
     SCORE_BINS,
+    YIELD_CAUSES,
     EventFilter,
     HistoryStore,
     event_counts,
     events,
     frame_of,
+    is_part,
     part_counts,
+    parts_of_events,
     score_counts,
 )
-from core.live import CHANGE, HEARTBEAT, TRIGGER
 
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 PERIODS = ("hour", "shift", "day")
@@ -164,29 +166,12 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-# ------------------------------------------------------------------ what a part is
-
-PART_RULE = {  # cause of an event -> what it counts as (shown as it is on the History page)
-    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
-    CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
-            "ends it and is no new part (the good parts that follow are not counted one by one)",
-    HEARTBEAT: "no part: the verdict only held",
-}
-YIELD_CAUSES = (TRIGGER,)  # the only parts whose good ones are counted one by one
-
-
-def is_part(table: sa.Table) -> sa.ColumnElement[bool]:
-    """``PART_RULE`` in SQL, for the events and for the rollups (both have cause and verdict)."""
-    return sa.or_(table.c.cause == TRIGGER,
-                  sa.and_(table.c.cause == CHANGE, table.c.verdict == "FAIL"))
+# ------------------------------------------------------------------ rollup + edges
 
 
 def _part_clauses(where: EventFilter, table: sa.Table) -> list[sa.ColumnElement[bool]]:
     """The parts (``is_part``) unless the filter names causes: then every event of those."""
     return [] if where.causes else [is_part(table)]
-
-
-# ------------------------------------------------------------------ rollup + edges
 
 
 def _tally(store: HistoryStore, where: EventFilter, width_s: int,
@@ -329,38 +314,34 @@ def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> 
 
 
 def first_pass_yield(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.DataFrame:
-    """First-pass yield per station: the share of parts on which every tool passed.
+    """First-pass yield per station: the share of triggered parts on which every tool passed.
 
-    Counted from the history writer's per-frame rollup, which predates ``PART_RULE``: a *part*
-    here is one judged frame of one camera: the trigger or verdict-change events a station
-    recorded for that camera at the same frame time (a trigger judges all of the camera's tools on
-    one frame). It passed first time if none of those events is FAIL. A part re-inspected after
-    rework is a new part, so reworked parts lower the figure once, on their failed inspection.
-    Heartbeats are not parts; the tool and verdict filters do not apply (a part spans tools).
+    A *part* here spans tools (``parts_of_events``): the events that are parts by ``PART_RULE``
+    of one camera at one frame time; it passed first time if none of them is FAIL. As for the
+    yield, only triggered parts count their good ones, so the first-pass yield is the PASS share
+    of the triggered parts; defective parts seen in continuous mode count in parts and failed. A
+    part re-inspected after rework is a new part, so reworked parts lower the figure once, on
+    their failed inspection. The tool, verdict and cause filters do not apply (a part spans tools).
 
-    Columns: station, parts, passed, fpy.
+    Columns: station, parts, passed, failed, triggered, fpy (passed / triggered: NaN without
+    triggered parts).
     """
-    where = EventFilter(since=where.since, until=where.until, stations=where.stations,
-                        causes=PART_CAUSES)
+    where = EventFilter(since=where.since, until=where.until, stations=where.stations)
+    counted = ("parts", "failed", "triggered")
 
     def from_rollup(first: int | None, end: int | None) -> sa.Select:
-        return (sa.select(part_counts.c.station, sa.func.sum(part_counts.c.parts).label("parts"),
-                          sa.func.sum(part_counts.c.failed).label("failed"))
+        return (sa.select(part_counts.c.station, *[sa.func.sum(part_counts.c[c]).label(c) for c in counted])
                 .where(*_bucket_range(part_counts.c.quarter, first, end), *where.clauses(part_counts))
                 .group_by(part_counts.c.station))
 
     def from_events(conditions: list) -> sa.Select:
-        failed = sa.func.max(sa.case((events.c.verdict == "FAIL", 1), else_=0)).label("failed")
-        frames = (sa.select(events.c.station, failed).where(*conditions, *where.clauses(events))
-                  .group_by(events.c.station, events.c.camera, events.c.time).subquery())
-        return (sa.select(frames.c.station, sa.func.count().label("parts"),
-                          sa.func.sum(frames.c.failed).label("failed")).group_by(frames.c.station))
+        return parts_of_events(events, [*conditions, *where.clauses(events)])
 
     counts = _tally(store, where, QUARTER_S, from_rollup, from_events)
     counts = counts[counts["parts"] > 0].sort_values("station", ignore_index=True)
     counts["passed"] = counts["parts"] - counts["failed"]
-    counts["fpy"] = counts["passed"] / counts["parts"]
-    return counts[["station", "parts", "passed", "fpy"]]
+    counts["fpy"] = counts["passed"] / counts["triggered"].where(counts["triggered"] > 0)
+    return counts[["station", "parts", "passed", "failed", "triggered", "fpy"]]
 
 
 REPORTS: dict[str, Callable[..., pd.DataFrame]] = {

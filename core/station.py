@@ -93,8 +93,8 @@ class StationSettings:
             known = {f.name for f in fields(kind)}
             unknown = set(values) - known
             if unknown:
-                raise InspectorError(f"{SETTINGS_FILE}: unknown setting(s) {sorted(unknown)} in "
-                                     f"{where}; known: {sorted(known)}")
+                raise InspectorError(f"{SETTINGS_FILE}: unknown setting(s) {', '.join(sorted(unknown))} "
+                                     f"in {where}; known: {', '.join(sorted(known))}")
             return kind(**values)
 
         data = dict(data)

@@ -15,10 +15,9 @@ import streamlit as st
 
 import pages as ui
 from core.errors import InspectorError
-from core.history import EventFilter, open_history
+from core.history import PART_RULE, EventFilter, open_history
 from core.reports import (
     DEFAULT_SHIFTS,
-    PART_RULE,
     PERIODS,
     day_range,
     defect_pareto,
@@ -99,10 +98,13 @@ with overview:
                                      alt.Tooltip("yield:Q", format=".1%")],
         ).properties(title=f"Yield per tool per {by}", height=260), width="stretch")
     if not fpy.empty:
-        st.markdown("**First-pass yield per station** (parts on which every tool passed)")
-        st.dataframe(fpy.assign(fpy=fpy["fpy"].map(ui.fmt_pct)).rename(columns={
+        st.markdown("**First-pass yield per station**: the share of triggered parts on which every "
+                    "tool passed (a part spans the tools of its camera; FAIL parts seen in "
+                    "continuous mode count as failed, not in the yield)")
+        st.dataframe(fpy.assign(fpy=[ui.fmt_pct(v if triggered else None) for v, triggered
+                                     in zip(fpy["fpy"], fpy["triggered"])]).rename(columns={
             "station": "Station", "parts": "Parts", "passed": "Passed first time",
-            "fpy": "First-pass yield"}), hide_index=True)
+            "failed": "Failed", "triggered": "Triggered", "fpy": "First-pass yield"}), hide_index=True)
 
 with defects:
     pareto = defect_pareto(store, where)

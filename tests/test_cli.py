@@ -35,6 +35,7 @@ def test_train_evaluate_predict_export_import(tmp_path, folders):
                         "--profile", "fast", "--allow-flips")
     assert trained.returncode == 0, trained.stderr
     assert "trained impeller v001" in trained.stdout and "(active)" in trained.stdout
+    assert " on 10 good, 10 defect photos in " in trained.stdout
     assert "extracting features" in trained.stderr
 
     evaluated = inspector(home, "evaluate", "--tool", "impeller", "--data", str(folders / "test"),
@@ -43,6 +44,12 @@ def test_train_evaluate_predict_export_import(tmp_path, folders):
     figures = json.loads(evaluated.stdout)
     assert figures["n"] == 20 and figures["balanced_accuracy"] >= 0.7 and figures["auroc"] >= 0.75
     assert set(figures) >= {"n", "balanced_accuracy", "auroc", "threshold", "confusion"}
+    in_words = inspector(home, "evaluate", "--tool", "impeller", "--data", str(folders / "test"))
+    assert in_words.returncode == 0, in_words.stderr
+    assert f"balanced accuracy {figures['balanced_accuracy']:.3f}" in in_words.stdout
+    assert (f"{figures['confusion']['false_fail']} of 10 good photo(s) failed, "
+            f"{figures['confusion']['missed_defect']} of 10 defect photo(s) passed") in in_words.stdout
+    assert "[" not in in_words.stdout  # no Python list of the confusion matrix
 
     images = sorted((folders / "test" / "defect").iterdir())[:2]
     predicted = inspector(home, "predict", "--tool", "impeller", *map(str, images), "--json",
@@ -81,7 +88,8 @@ def test_versions_and_rollback(tmp_path, folders):
 @pytest.mark.parametrize("args, message", [
     (("evaluate", "--tool", "ghost", "--data", "."), "no tool named 'ghost'"),
     (("train", "--tool", "t", "--data", "/nonexistent"), "no folder at /nonexistent"),
-    (("train", "--tool", "t", "--data", str(DATASETS / "casting")), "no 'good' sub-folder"),
+    (("train", "--tool", "t", "--data", str(DATASETS / "casting")),
+     "no 'good' sub-folder (its sub-folders are images)"),
     (("import", "/etc/hostname"), "not a Shopfloor Inspector tool file"),
     (("train", "--tool", "../x", "--data", str(DATASETS / "casting" / "images")), "not allowed"),
     (("train", "--tool", "t", "--profile", "huge", "--data", str(DATASETS / "casting" / "images")),

@@ -69,6 +69,10 @@ def add_listed(members, name, data):
     (lambda m: m.update({"manifest.json": b'{"format": "something else"}'}), "does not describe"),
     (lambda m: m.update({"manifest.json": m["manifest.json"].replace(b'"threshold"', b'"thresh"')}),
      "unknown field"),
+    (lambda m: m.pop("model/meta.json"), r"lacks model/meta\.json, listed in its manifest$"),
+    (lambda m: add_listed(m, "model/memory.safetensors", b"\0" * 8),
+     r"classifier model must hold exactly meta\.json and head\.safetensors; it holds head\.safetensors, "
+     r"memory\.safetensors, meta\.json$"),
 ])
 def test_bad_tool_files_are_refused_and_nothing_is_installed(casting_tool, tmp_path, change, message):
     good = export_tool(casting_tool, tmp_path / "good.inspector")

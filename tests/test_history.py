@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import cv2
@@ -160,14 +161,20 @@ def test_a_writer_killed_mid_write_leaves_every_committed_row(tmp_path):
         reopened.close()
 
 
-def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+def migrated_to(url: str, revision: str) -> sa.Engine:
+    """A database at an older schema revision, as an older release created it."""
     engine = sa.create_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
+    return engine
+
+
+def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = migrated_to(url, "0001")
     t = 1_700_000_000.0  # rows as the first release wrote them
     rows = [(t, "old", "0", "weld", "v1", "PASS", None, 0.1, 0.1, 0.5, 9.0, "trigger", "A"),
             (t, "old", "0", "label", "v1", "FAIL", "torn", 0.8, 0.8, 0.5, 9.0, "trigger", "A"),
@@ -186,7 +193,7 @@ def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
 
     store = open_history(StationSettings(history_url=url))
     try:
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"
         frame = store.events(newest_first=False)
         assert list(frame["trigger_id"].fillna("-")) == ["A", "A", "B", "-"]
         assert list(frame["defect_class"].fillna("-")) == ["-", "torn", "-", "-"]
@@ -196,6 +203,101 @@ def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
         assert (fpy.iloc[0]["parts"], fpy.iloc[0]["passed"]) == (2, 1)  # part A failed, B passed
         by_tool = yield_over_time(store, by="day").groupby("tool")["parts"].sum().to_dict()
         assert by_tool == {"label": 1, "weld": 2}  # the heartbeat is not a part
+    finally:
+        store.close()
+
+
+# (seconds after T0, camera, tool, verdict, cause): triggered parts, then a conveyor seen in
+# continuous mode by camera 2, whose two tools see one defective part come and go
+T0 = 1_700_000_000.0  # quarter hours start at T0 - 800, T0 + 100, T0 + 1000
+UPGRADE_EVENTS = [
+    (0, "0", "weld", "PASS", "trigger"), (0, "0", "label", "FAIL", "trigger"),
+    (60, "0", "weld", "PASS", "trigger"), (60, "0", "label", "PASS", "trigger"),
+    (60, "1", "weld", "PASS", "trigger"),
+    (120, "0", "weld", "PASS", "heartbeat"),
+    (950, "2", "surface", "PASS", "change"), (950, "2", "edge", "PASS", "change"),
+    (1010, "2", "surface", "FAIL", "change"), (1010, "2", "edge", "FAIL", "change"),
+    (1020, "2", "surface", "PASS", "change"), (1020, "2", "edge", "PASS", "change"),
+    (1030, "2", "surface", "PASS", "heartbeat"),
+]
+
+
+def part_counts_of(events: list[tuple], counts_as_part) -> dict[int, tuple[int, int, int]]:
+    """Parts, failed and triggered per quarter hour: one part per camera frame with part events."""
+    frames: dict = {}  # (quarter, camera, offset) -> (failed, triggered)
+    for offset, camera, _tool, verdict, cause in events:
+        if counts_as_part(cause, verdict):
+            key = (int((T0 + offset) // 900), camera, offset)
+            failed, triggered = frames.get(key, (False, False))
+            frames[key] = (failed or verdict == "FAIL", triggered or cause == "trigger")
+    tally: dict = {}
+    for (quarter, _, _), (failed, triggered) in frames.items():
+        parts, fails, triggers = tally.get(quarter, (0, 0, 0))
+        tally[quarter] = (parts + 1, fails + failed, triggers + triggered)
+    return tally
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path) -> str:
+    """The URL of a new empty database: a SQLite file, or one on the module's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.sqlite'}"
+    server = sa.make_url(request.getfixturevalue("postgres_url"))
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def test_an_upgrade_from_revision_2_recounts_parts_by_the_part_rule(empty_database_url):
+    """Revision 0002 counted every trigger or change frame as a part (the change back to PASS
+    too); the upgrade recounts station 'old' so that its first-pass yield equals that of station
+    'new', whose same events go through the recorder after the upgrade."""
+    url = empty_database_url
+    engine = migrated_to(url, "0002")
+    rows = [{"time": T0 + offset, "station": "old", "camera": camera, "tool": tool, "version": "v1",
+             "verdict": verdict, "defect_class": "crack" if verdict == "FAIL" else None,
+             "raw_score": 0.5, "score": 0.9 if verdict == "FAIL" else 0.1, "threshold": 0.5,
+             "latency_ms": 9.0, "cause": cause, "trigger_id": None,
+             "quarter": int((T0 + offset) // 900), "score_bin": 18 if verdict == "FAIL" else 2}
+            for offset, camera, tool, verdict, cause in UPGRADE_EVENTS]
+    revision_2_parts = part_counts_of(UPGRADE_EVENTS, lambda cause, _: cause in ("trigger", "change"))
+    events_table = sa.table("verdict_events", *[sa.column(c) for c in rows[0]])
+    old_counts = sa.table("part_counts", *[sa.column(c) for c in ("station", "quarter", "parts", "failed")])
+    with engine.begin() as conn:
+        conn.execute(events_table.insert(), rows)
+        conn.execute(old_counts.insert(), [{"station": "old", "quarter": q, "parts": p, "failed": f}
+                                           for q, (p, f, _) in revision_2_parts.items()])
+    engine.dispose()
+
+    store = open_history(StationSettings(history_url=url))
+    try:
+        assert store.revision() == "0003"
+        recorder = store.recorder("new")
+        for offset, camera in sorted({(e[0], e[1]) for e in UPGRADE_EVENTS}):  # one call per frame
+            recorder.remember([VerdictRecord(T0 + offset, tool, verdict, None, 0.5, 0.5, "v1", cause,
+                                             camera) for o, c, tool, verdict, cause in UPGRADE_EVENTS
+                               if (o, c) == (offset, camera)])
+        assert recorder.flush(30), recorder.error
+
+        expected = part_counts_of(UPGRADE_EVENTS, lambda cause, verdict: cause == "trigger" or (
+            cause == "change" and verdict == "FAIL"))
+        assert expected != revision_2_parts  # what the upgrade fixes
+        with store.engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT station, quarter, parts, failed, triggered "
+                                          "FROM part_counts")).all()
+        for station in ("old", "new"):
+            assert {q: (p, f, t) for s, q, p, f, t in stored if s == station} == expected
+        assert len(store.events(EventFilter(stations=("old",)), limit=None)) == len(UPGRADE_EVENTS)
+
+        fpy = first_pass_yield(store).set_index("station")
+        assert fpy.loc["old"].to_dict() == fpy.loc["new"].to_dict() == {
+            "parts": 4, "passed": 2, "failed": 2, "triggered": 3, "fpy": pytest.approx(2 / 3)}
+        for since, until in ((T0 - 30, T0 + 1015), (T0 + 30, T0 + 70), (T0 + 1000, T0 + 1100)):
+            cut = first_pass_yield(store, EventFilter(since=since, until=until)).set_index("station")
+            assert cut.loc["old"].equals(cut.loc["new"])  # rollup and edges agree (NaN fpy too)
     finally:
         store.close()
 
@@ -331,7 +433,7 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
 
     store = open_history(StationSettings(history_url=postgres_url))
     try:
-        assert store.dialect == "postgresql" and store.revision() == "0002"
+        assert store.dialect == "postgresql" and store.revision() == "0003"
         frame = store.events(limit=None)
         assert frame.groupby("station").size().to_dict() == {"line1-st1": 2 * parts,
                                                              "line1-st2": 2 * parts}

@@ -84,7 +84,8 @@ def test_continuous_mode_counts_defective_parts_not_verdict_changes(workspace):
     """A conveyor seen in continuous mode: good, a defective part, good, two defective parts
     back to back, good. The station records a verdict *change* each time; the page counts the
     defective parts it can see (2: the two back to back look like one) and no yield, since the
-    good parts were never counted one by one; two triggered parts give the yield."""
+    good parts were never counted one by one; two triggered parts give the yield. First-pass
+    yield counts its parts alike."""
     store = open_history(StationSettings(name="st1"), root=workspace)
     noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
     changes = ["PASS", "FAIL", "PASS", "FAIL", "PASS"]
@@ -102,9 +103,13 @@ def test_continuous_mode_counts_defective_parts_not_verdict_changes(workspace):
         assert "2 FAIL part(s) seen in continuous mode" in at.caption[0].value
         rule = " ".join(m.value for m in at.markdown)
         assert "**change** event: a change to FAIL is one defective part" in rule
+        fpy = at.dataframe[0].value.set_index("Station").loc["st1"]
+        assert (fpy["Parts"], fpy["Failed"], fpy["Triggered"], fpy["First-pass yield"]) == (2, 2, 0, "-")
 
         store.write("st1", [event(20, "PASS", "trigger"), event(21, "FAIL", "trigger")])
         at.run()
         assert metrics(at) == {"Tool verdicts": "4", "PASS": "1", "FAIL": "3", "Yield": "50.0%"}
+        fpy = at.dataframe[0].value.set_index("Station").loc["st1"]
+        assert (fpy["Parts"], fpy["Passed first time"], fpy["First-pass yield"]) == (4, 1, "50.0%")
     finally:
         store.close()

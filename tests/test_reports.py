@@ -49,11 +49,10 @@ EVENTS = [
     ("2025-03-30 05:59:59", "st1", "0", "label", "FAIL", None, 0.70, "trigger"),
     ("2025-03-30 09:00:00", "st1", "0", "label", "PASS", None, 1.0, "trigger"),
 ]
-# Parts (core.reports.PART_RULE): every trigger; in continuous mode a change to FAIL (a defective
+# Parts (core.history.PART_RULE): every trigger; in continuous mode a change to FAIL (a defective
 # part comes into view), not the change back to PASS; never a heartbeat.
 PARTS = [e for e in EVENTS if e[7] == "trigger" or (e[7] == "change" and e[4] == "FAIL")]
 TRIGGERED = [e for e in EVENTS if e[7] == "trigger"]
-FRAMES = [e for e in EVENTS if e[7] != "heartbeat"]  # what first-pass yield's rollup counts
 SHIFT_STARTS = (6, 14, 22)
 
 
@@ -125,8 +124,8 @@ def test_filters_cut_exactly_at_the_second(history, since, until):
     assert report["parts"].sum() == len(inside)
     assert report["failed"].sum() == sum(e[4] == "FAIL" for e in inside)
     fpy = first_pass_yield(history, where)
-    frames = [e for e in FRAMES if at(since) <= at(e[0]) < at(until)]
-    assert fpy["parts"].sum() == len({(e[1], e[2], e[0]) for e in frames})
+    assert fpy["parts"].sum() == len({(e[1], e[2], e[0]) for e in inside})  # a frame spans tools
+    assert fpy["triggered"].sum() == len({(e[1], e[2], e[0]) for e in inside if e[7] == "trigger"})
     assert score_distribution(history, where)["count"].sum() == len(inside)
 
 
@@ -157,16 +156,25 @@ def test_score_distribution(history):
 
 
 def test_first_pass_yield_per_station(history):
-    parts: dict = {}
-    for t, station, camera, _tool, verdict, *_ in FRAMES:
-        key = (station, camera, t)
-        parts[key] = parts.get(key, True) and verdict == "PASS"
+    """A part spans the tools judged on one frame of a camera; st2, seen in continuous mode, has
+    two defective parts and no yield (the changes back to PASS are no parts)."""
+    parts: dict = {}  # (station, camera, time) -> passed, triggered
+    for t, station, camera, _tool, verdict, _defect, _score, cause in PARTS:
+        passed, _ = parts.get((station, camera, t), (True, False))
+        parts[(station, camera, t)] = (passed and verdict == "PASS", cause == "trigger")
     report = first_pass_yield(history).set_index("station")
     for station in ("st1", "st2"):
-        mine = [ok for (s, _, _), ok in parts.items() if s == station]
+        mine = [part for (s, _, _), part in parts.items() if s == station]
+        passed, triggered = sum(p for p, _ in mine), sum(t for _, t in mine)
         assert report.loc[station, "parts"] == len(mine)
-        assert report.loc[station, "passed"] == sum(mine)
-        assert report.loc[station, "fpy"] == pytest.approx(sum(mine) / len(mine))
+        assert report.loc[station, "passed"] == passed
+        assert report.loc[station, "failed"] == len(mine) - passed
+        assert report.loc[station, "triggered"] == triggered
+        if triggered:
+            assert report.loc[station, "fpy"] == pytest.approx(passed / triggered)
+        else:
+            assert math.isnan(report.loc[station, "fpy"])
+    assert (report.loc["st2", "parts"], report.loc["st2", "triggered"]) == (2, 0)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
