@@ -202,7 +202,7 @@ class TrialSummary:
 
     version: str
     judged: int  # frames the trial version judged
-    compared: int  # of which the line's version of the tool judged too
+    compared: int  # of which the line's version of the tool judged too, after the trial's warm-up
     agreed: int
     failed: int  # trial verdicts that were FAIL
     disagreements: tuple[Disagreement, ...]  # the latest ones, oldest first
@@ -234,10 +234,12 @@ class TrialRun:
         return self.runner.model.version
 
     def count(self, trial: ToolResult, line: ToolResult | None, when: float) -> None:
+        """Count one frame; verdicts are compared once the trial's moving average is as full as
+        the line's (before, the same model would still disagree at a part change)."""
         with self._lock:
             self._judged += 1
             self._failed += not trial.passed
-            if line is None:
+            if line is None or self._judged < self.runner.config.smoothing:
                 return
             self._compared += 1
             if line.verdict == trial.verdict:
