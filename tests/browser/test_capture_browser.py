@@ -114,8 +114,8 @@ def test_roi_first_then_snapshot_and_burst_keep_the_stream_and_save_the_crop(con
         page.get_by_role("radiogroup", name="Save into class").get_by_text("defect").click()
         page.get_by_role("button", name="Burst of 3").click()
         page.get_by_text(re.compile(r"Saved 3 photo\(s\) into 'defect' at")).wait_for(timeout=20_000)
-        page.wait_for_timeout(1500)
-        assert page.get_by_role("button", name="Delete").count() == 4  # newest first
+        page.get_by_role("button", name="Delete").nth(3).wait_for(timeout=15_000)  # newest first
+        assert page.get_by_role("button", name="Delete").count() == 4
         assert stream_playing(page), "Burst stopped the camera"
         page.screenshot(path=str(ARTIFACTS / "capture-burst.png"))
 
