@@ -2,29 +2,40 @@
 
 Defects are rare and varied, good parts plentiful, so this model learns only what good looks like
 (the PatchCore family, sized for a 2-core CPU). Every photo first gets the same mean brightness and
-contrast, since a global change of light is not a defect. Every location of the backbone's
-mid-level (stride-16) map, averaged over its 3x3 neighbourhood, is a patch feature; the last
-convolution's map (stride 32), randomly projected to a few dimensions and upsampled onto the same
-grid, joins it, so that a patch is judged by its texture and by the larger part it sits in (the
-stride-8 map can be added too; on these networks it is low-level texture and measured worse). A memory keeps
-good patches from every training photo and a few re-takes of it, thinned by a greedy k-centre
-coreset so that memory and search stay small while still covering every kind of good patch. A
-patch's anomaly is its distance to the nearest remembered patch; the anomaly map is those
-distances, lightly smoothed; the image's raw score is the mean of the map's highest cells
-(steadier than the single peak, measured better).
+contrast, since a global change of light is not a defect. Two memories of good patches look at
+two scales, because one scale misses what the other sees:
+
+- *global*: each cell of the mid-level (stride-16) map, averaged over its 3x3 neighbourhood, joined
+  by the last convolution's map (stride 32) randomly projected to a few dimensions, so a patch is
+  judged by its texture and by the larger part it sits in. Its image score is the mean of the
+  distance map's highest half: a broad, steady measure of how unusual the part looks.
+- *local*: each cell of the stride-8 map joined by the mid map's cell over it. Its image score is
+  the mean of the distance map's highest 1 % (a handful of cells): a defect of a few cells (a pin
+  hole, a spur, a thin crack) is not diluted by the rest of the part, and one odd cell (noise, a
+  reflection) does not decide alone.
+
+Each map's cells are scaled to unit length before they are joined (contrast changes their length,
+not their direction, and neither map drowns the other). A memory keeps good patches from every
+training photo and its orientations, thinned by a greedy k-centre coreset so that memory and
+search stay small while still covering every kind of good patch. A patch's anomaly is its distance
+to the nearest remembered patch.
 
 Raw distances mean nothing to an operator, so training scores every good photo against the
-memory without any patch of its own (leave-one-out) and keeps the statistics of those held-out
-scores. The 0..1 score is a logistic curve of the raw score centred on a high quantile of them:
-0.5 means "as unusual as the most unusual good parts", the meaning the threshold slider has for a
-classifier, and the heatmap reads 1.0 at that same level.
+memories without any patch of its own (leave-one-out). Each memory's raw score is expressed in
+standard deviations of those held-out good scores, the two are added, and the 0..1 score is a
+logistic curve of that sum centred ``good_spreads`` standard deviations above the held-out mean:
+0.5 means "more unusual than good parts almost ever are", the meaning the threshold slider has for
+a classifier; the median good part scores about 0.05, and the heatmap reads 1.0 at that level.
+
+Versions saved before a setting existed load with the values they were made with
+(``_EARLIER_DEFAULTS``) and score exactly as they did.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +51,48 @@ from core.runtime import FeatureMaps
 
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
+GLOBAL, LOCAL = "global", "local"  # the two memories (scales), see the module docstring
 # Versions saved before these settings existed were made this way.
-_EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True, "last_features": 0}
+_EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True, "last_features": 0,
+                     "unit_cells": False, "local_memory_size": 0, "top_patches": 72}
+_RETIRED = ("good_quantile",)  # settings of earlier versions that only mattered at their training
+_PRESAMPLE = 4  # the coreset picks from at most this many times its size of random candidates
 
 
 @dataclass(frozen=True)
 class AnomalySettings:
     """The method's parameters, written into each version's meta.json."""
 
-    memory_size: int = 4096  # patches kept by the coreset
+    memory_size: int = 4096  # patches the coreset keeps in the global memory
     neighbourhood: int = 3  # local averaging window of each map, in map cells
-    blur_sigma: float = 2.0  # smoothing of the anomaly map, in cells of the patch grid
-    good_quantile: float = 0.98  # held-out good raw score mapped to 0.5
+    blur_sigma: float = 1.0  # smoothing of the global distance map, in its cells
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
-    top_patches: int = 72  # raw score: mean of the map's highest cells (half the fast 12x12 map)
+    top_share: float = 0.5  # global image score: mean of this share of the map's highest cells
+    local_top_share: float = 0.01  # local image score: the same, over a much smaller share
+    top_patches: int = 0  # earlier versions: a fixed count of highest cells instead of a share
     normalise_lighting: bool = True  # same mean brightness and contrast for every photo
-    fine_features: bool = False  # add the stride-8 map to each patch (and score on its grid)
+    fine_features: bool = False  # earlier versions: the stride-8 map inside the global memory
     last_features: int = 128  # dimensions of the projected last map added to each patch (0: none)
+    unit_cells: bool = True  # each map's cells scaled to unit length before they are joined
+    local_memory_size: int = 8192  # patches of the local (stride-8) memory; 0: no local memory
+    local_blur_sigma: float = 1.0  # smoothing of the local distance map, in its cells
+    good_spreads: float = 2.0  # score 0.5 at the held-out good mean plus this many deviations
 
     def to_json(self) -> dict[str, Any]:
         return {"method": METHOD, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AnomalySettings:
+        """Settings as a version stored them (earlier versions: with the defaults of their day)."""
+        data = {k: v for k, v in data.items() if k not in _RETIRED}
+        if data.pop("method", None) != METHOD:
+            raise ValueError("unknown anomaly method")
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in _EARLIER_DEFAULTS.items() if k in known}, **data})
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return (GLOBAL, LOCAL) if self.local_memory_size else (GLOBAL,)
 
     def random_last_projection(self, channels: int, seed: int) -> np.ndarray | None:
         """A random projection (Johnson-Lindenstrauss) of the last map's channels, or None.
@@ -77,20 +110,37 @@ class AnomalySettings:
         """Photos as this method feeds them to the backbone."""
         return [normalise_lighting(im) for im in images] if self.normalise_lighting else images
 
+    def image_scores(self, family: str, distances: np.ndarray) -> np.ndarray:
+        """(N, H, W) distance maps of one memory -> (N,) raw image scores."""
+        cells = distances.shape[1] * distances.shape[2]
+        if family == LOCAL:
+            return top_mean(distances, max(1, int(round(self.local_top_share * cells))))
+        return top_mean(distances, self.top_patches or max(1, int(round(self.top_share * cells))))
 
-def patch_features(maps: FeatureMaps, settings: AnomalySettings, projection: np.ndarray | None
-                   ) -> np.ndarray:
-    """A batch's maps -> (N, h, w, D) patch features on the mid grid (on the fine grid with
-    ``settings.fine_features``): [fine, mid, projected last] cells, as settings ask."""
-    grid = (maps.fine if settings.fine_features else maps.mid).shape[2:]
+    def blur(self, family: str) -> float:
+        return self.local_blur_sigma if family == LOCAL else self.blur_sigma
+
+
+def _unit(cells: np.ndarray) -> np.ndarray:
+    return cells / (np.linalg.norm(cells, axis=2, keepdims=True) + 1e-6)
+
+
+def patch_features(maps: FeatureMaps, settings: AnomalySettings, projection: np.ndarray | None,
+                   family: str = GLOBAL) -> np.ndarray:
+    """A batch's maps -> (N, h, w, D) patch features of one memory (see the module docstring):
+    global: [fine (earlier versions), mid, projected last] cells on the mid grid (on the fine grid
+    with ``settings.fine_features``); local: [fine, mid] cells on the fine grid."""
+    local = family == LOCAL
+    grid = (maps.fine if local or settings.fine_features else maps.mid).shape[2:]
     out = []
     for i in range(len(maps.mid)):
         cells = [local_average(maps.mid[i], settings.neighbourhood)]
-        if settings.fine_features:
+        if local or settings.fine_features:
             cells.insert(0, local_average(maps.fine[i], settings.neighbourhood))
-        if projection is not None:
+        if projection is not None and not local:
             cells.append(np.tensordot(maps.last[i], projection, axes=(0, 0)).astype(np.float32))
-        out.append(np.concatenate([on_grid(c, grid) for c in cells], axis=2))
+        cells = [on_grid(c, grid) for c in cells]
+        out.append(np.concatenate([_unit(c) for c in cells] if settings.unit_cells else cells, axis=2))
     return np.stack(out)
 
 
@@ -99,12 +149,16 @@ def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
     """Indices of ``size`` rows chosen so that every row is near a chosen one (k-centre greedy).
 
     Distances are taken in a random projection (Johnson-Lindenstrauss), which keeps the choice
-    nearly the same at a fraction of the cost.
+    nearly the same at a fraction of the cost; with more than ``_PRESAMPLE`` times ``size`` rows,
+    the choice is made among that many random ones (each step costs one pass over the candidates).
     """
     if size >= len(features):
         return np.arange(len(features))
     rng = np.random.default_rng(seed)
-    x = features
+    candidates = np.arange(len(features))
+    if len(features) > _PRESAMPLE * size:
+        candidates = np.sort(rng.choice(len(features), _PRESAMPLE * size, replace=False))
+    x = features[candidates]
     if projection and x.shape[1] > projection:
         x = x @ (rng.standard_normal((x.shape[1], projection)) / projection ** 0.5).astype(np.float32)
     x = np.ascontiguousarray(x, np.float32)
@@ -121,7 +175,7 @@ def greedy_coreset(features: np.ndarray, size: int, projection: int, seed: int,
         np.minimum(nearest, candidate, out=nearest)
         if report is not None and step % 512 == 0:
             report(step, size)
-    return np.asarray(chosen)
+    return candidates[np.asarray(chosen)]
 
 
 def nearest_distances(queries: np.ndarray, memory: np.ndarray, memory_squared: np.ndarray,
@@ -142,105 +196,146 @@ def nearest_distances(queries: np.ndarray, memory: np.ndarray, memory_squared: n
 
 
 @dataclass
-class AnomalyModel:
-    """A memory of good patches and the statistics that turn distances into a 0..1 score."""
+class PatchMemory:
+    """The good patches of one scale, and where held-out good parts' raw scores lie."""
 
-    memory: np.ndarray  # (M, C) float32
-    centre: float  # raw score mapped to 0.5 (a high quantile of held-out good scores)
-    spread: float  # raw-score units per logistic unit
-    floor: float  # raw level shown as no heat (the median held-out good score)
-    settings: AnomalySettings
-    last_projection: np.ndarray | None  # (C_last, last_features), see ``random_last_projection``
+    cells: np.ndarray  # (M, C) float32
+    mean: float  # of the held-out good raw scores (earlier versions: 0, with std 1)
+    std: float
+    blur_sigma: float
 
     def __post_init__(self) -> None:
-        self.memory = np.ascontiguousarray(self.memory, np.float32)
-        self._memory_squared = (self.memory ** 2).sum(1)
-
-    def anomaly_maps(self, maps: FeatureMaps) -> np.ndarray:
-        """(N, H, W) smoothed raw anomaly maps on the patch grid."""
-        return self.distance_maps(patch_features(maps, self.settings, self.last_projection))
+        self.cells = np.ascontiguousarray(self.cells, np.float32)
+        self._squared = (self.cells ** 2).sum(1)
 
     def distance_maps(self, features: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W, C) patch features -> (N, H, W) smoothed distances to the nearest remembered
         patch (memory rows ``excluded`` skipped)."""
         n, h, w, c = features.shape
-        distances = nearest_distances(features.reshape(-1, c), self.memory, self._memory_squared,
+        distances = nearest_distances(features.reshape(-1, c), self.cells, self._squared,
                                       excluded).reshape(n, h, w)
-        if self.settings.blur_sigma > 0:
-            distances = np.stack([cv2.GaussianBlur(d, (0, 0), self.settings.blur_sigma)
-                                  for d in distances])
+        if self.blur_sigma > 0:
+            distances = np.stack([cv2.GaussianBlur(d, (0, 0), self.blur_sigma) for d in distances])
         return distances
 
-    def unit_scores(self, raw: np.ndarray) -> np.ndarray:
-        """Raw peak distances -> 0..1 anomaly scores (0.5 at ``centre``)."""
-        z = np.clip((np.asarray(raw, np.float64) - self.centre) / self.spread, -50, 50)
+    def standardised(self, raw: np.ndarray) -> np.ndarray:
+        return (np.asarray(raw, np.float64) - self.mean) / self.std
+
+
+@dataclass
+class AnomalyModel:
+    """Memories of good patches and the statistics that turn their distances into a 0..1 score."""
+
+    memories: dict[str, PatchMemory]  # by family, in ``settings.families`` order
+    centre: float  # summed standardised score mapped to 0.5
+    spread: float  # standardised units per logistic unit
+    heat_floor: float  # distance shown as no heat on the heatmap (a typical good cell)
+    heat_level: float  # distance shown as 1.0 (as unusual as the threshold)
+    settings: AnomalySettings
+    last_projection: np.ndarray | None  # (C_last, last_features), see ``random_last_projection``
+
+    @property
+    def heat_family(self) -> str:
+        """The memory whose map is shown: the finest one."""
+        return LOCAL if LOCAL in self.memories else GLOBAL
+
+    @property
+    def patch_count(self) -> int:
+        return sum(len(m.cells) for m in self.memories.values())
+
+    def features(self, maps: FeatureMaps, family: str) -> np.ndarray:
+        return patch_features(maps, self.settings, self.last_projection, family)
+
+    def unit_scores(self, standardised: np.ndarray) -> np.ndarray:
+        """Summed standardised scores -> 0..1 anomaly scores (0.5 at ``centre``)."""
+        z = np.clip((np.asarray(standardised, np.float64) - self.centre) / self.spread, -50, 50)
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def heat(self, anomaly_map: np.ndarray) -> np.ndarray:
-        """An anomaly map in heatmap units: 0 at a typical good peak, 1.0 at the score's 0.5."""
-        return np.maximum(anomaly_map - self.floor, 0) / max(self.centre - self.floor, 1e-6)
+        """An anomaly map in heatmap units: 0 at a typical good cell, 1.0 at the score's 0.5."""
+        return np.maximum(anomaly_map - self.heat_floor, 0) / max(self.heat_level - self.heat_floor, 1e-6)
 
     def score(self, maps: FeatureMaps) -> tuple[np.ndarray, np.ndarray]:
-        """0..1 scores and raw anomaly maps of a batch."""
-        anomaly = self.anomaly_maps(maps)
-        return self.unit_scores(top_mean(anomaly, self.settings.top_patches)), anomaly
+        """0..1 scores and raw anomaly maps (of ``heat_family``) of a batch."""
+        total, shown = 0.0, None
+        for family, memory in self.memories.items():
+            distances = memory.distance_maps(self.features(maps, family))
+            total = total + memory.standardised(self.settings.image_scores(family, distances))
+            if family == self.heat_family:
+                shown = distances
+        return self.unit_scores(total), shown
 
     def save(self, folder: Path) -> None:
-        tensors = {"memory": self.memory}
+        tensors = {("memory" if family == GLOBAL else f"{family}_memory"): m.cells
+                   for family, m in self.memories.items()}
         if self.last_projection is not None:
             tensors["last_projection"] = self.last_projection
         save_file(tensors, str(folder / MEMORY_FILE),
                   metadata={"centre": repr(self.centre), "spread": repr(self.spread),
-                            "floor": repr(self.floor), "settings": json.dumps(self.settings.to_json())})
+                            "floor": repr(self.heat_floor), "heat_level": repr(self.heat_level),
+                            "standardisation": json.dumps({f: [m.mean, m.std]
+                                                           for f, m in self.memories.items()}),
+                            "settings": json.dumps(self.settings.to_json())})
 
     @classmethod
     def load(cls, folder: Path) -> AnomalyModel:
         path = folder / MEMORY_FILE
         try:
             tensors, meta = read_model_file(path)
-            settings = json.loads(meta["settings"])
-            if settings.pop("method", None) != METHOD:
-                raise ValueError("unknown anomaly method")
-            settings = AnomalySettings(**{**_EARLIER_DEFAULTS, **settings})
-            model = cls(tensors["memory"], float(meta["centre"]), float(meta["spread"]),
-                        float(meta["floor"]), settings,
+            settings = AnomalySettings.from_json(json.loads(meta["settings"]))
+            # earlier versions: one memory, raw scores not standardised, heat up to the centre
+            stats = json.loads(meta.get("standardisation", '{"global": [0.0, 1.0]}'))
+            memories = {family: PatchMemory(tensors["memory" if family == GLOBAL else f"{family}_memory"],
+                                            float(stats[family][0]), float(stats[family][1]),
+                                            settings.blur(family))
+                        for family in settings.families}
+            model = cls(memories, float(meta["centre"]), float(meta["spread"]), float(meta["floor"]),
+                        float(meta.get("heat_level", meta["centre"])), settings,
                         tensors["last_projection"] if settings.last_features else None)
         except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
                                  "activate another version or retrain") from exc
         projected = model.last_projection.shape[1] if model.last_projection is not None else 0
-        if model.memory.ndim != 2 or not len(model.memory) or not model.spread > 0 \
-                or projected != model.settings.last_features:
+        if any(m.cells.ndim != 2 or not len(m.cells) or not m.std > 0 for m in memories.values()) \
+                or not model.spread > 0 or projected != settings.last_features:
             raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
         return model
 
 
-def fit_memory(features: np.ndarray, sources: np.ndarray, originals: np.ndarray,
+def fit_memory(features: dict[str, np.ndarray], sources: np.ndarray, originals: np.ndarray,
                settings: AnomalySettings, last_projection: np.ndarray | None, seed: int,
                report: Callable[[str, int, int], None]) -> tuple[AnomalyModel, np.ndarray]:
-    """Build the memory from the patch features of every view and calibrate it on held-out photos.
+    """Build each memory from the patch features of every view and calibrate on held-out photos.
 
-    ``features`` is (V, H, W, C) for V views, made with ``last_projection``; ``sources[v]`` is the
-    photo a view shows and ``originals`` the view index of each photo itself. Returns the model
-    and each photo's held-out raw score (scored against the memory without any patch from that
-    photo's views).
+    ``features[family]`` is (V, H, W, C) for V views, made with ``last_projection``; ``sources[v]``
+    is the photo a view shows and ``originals`` the view index of each photo itself. Returns the
+    model and each photo's held-out summed standardised score (scored against memories without
+    any patch from that photo's views).
     """
-    v, h, w, c = features.shape
-    patches = features.reshape(-1, c)
-    patch_source = np.repeat(sources, h * w)
-    chosen = greedy_coreset(patches, settings.memory_size, settings.projection, seed,
-                            lambda done, total: report("building the memory", done, total))
-    report("building the memory", 1, 1)
-    memory_source = patch_source[chosen]
-    model = AnomalyModel(patches[chosen], 0.0, 1.0, 0.0, settings, last_projection)
-    held_out = np.zeros(len(originals), np.float32)
-    for i, view in enumerate(originals):
-        own_patches = np.flatnonzero(memory_source == sources[view])
-        distances = model.distance_maps(features[view:view + 1], own_patches)
-        held_out[i] = top_mean(distances, settings.top_patches)[0]
-        report("validating on held-out good photos", i + 1, len(originals))
-    median = float(np.median(held_out))
-    centre = float(np.quantile(held_out, settings.good_quantile))
-    model.centre, model.floor = centre, median
-    model.spread = max((centre - median) / 3.0, 1e-3 * max(centre, 1e-6))
-    return model, held_out
+    memories, total, heat = {}, np.zeros(len(originals)), None
+    for family in settings.families:
+        views = features[family]
+        v, h, w, c = views.shape
+        patches = views.reshape(-1, c)
+        size = settings.local_memory_size if family == LOCAL else settings.memory_size
+        stage = f"building the {family} memory"
+        chosen = greedy_coreset(patches, size, settings.projection, seed,
+                                lambda done, all_: report(stage, done, all_))
+        report(stage, 1, 1)
+        memory_source = np.repeat(sources, h * w)[chosen]
+        memory = PatchMemory(patches[chosen], 0.0, 1.0, settings.blur(family))
+        held_out = np.zeros((len(originals), h, w), np.float32)
+        for i, view in enumerate(originals):
+            held_out[i] = memory.distance_maps(views[view:view + 1],
+                                               np.flatnonzero(memory_source == sources[view]))[0]
+            report(f"validating the {family} memory on held-out good photos", i + 1, len(originals))
+        raw = settings.image_scores(family, held_out)
+        memory.mean, memory.std = float(raw.mean()), float(max(raw.std(), 1e-3 * abs(raw.mean()), 1e-6))
+        memories[family] = memory
+        total = total + memory.standardised(raw)
+        if family == (LOCAL if LOCAL in settings.families else GLOBAL):
+            heat = (float(np.median(held_out)), memory.mean + settings.good_spreads * memory.std)
+    centre = float(total.mean() + settings.good_spreads * total.std())
+    spread = max((centre - float(np.median(total))) / 3.0, 1e-3)
+    model = AnomalyModel(memories, centre, spread, heat[0], heat[1], settings, last_projection)
+    return model, total

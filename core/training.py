@@ -341,10 +341,10 @@ def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: Anoma
 def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
                    report: Callable[[str, int, int], None]
                    ) -> tuple[AnomalyModel, np.ndarray, float, dict, dict]:
-    """A memory of good patches; good photos scored held-out, defect photos (if any) by the model.
+    """Memories of good patches; good photos scored held-out, defect photos (if any) by the model.
 
-    With defect photos the threshold is the best balanced accuracy; with good photos only it is
-    0.5, which the score's calibration puts at a high quantile of held-out good scores.
+    With defect photos the threshold is suggested from both sides' scores; with good photos only
+    it is 0.5, which the score's calibration puts just above where held-out good parts reach.
     """
     settings = options.anomaly
     labels = np.asarray(data.labels)
@@ -354,12 +354,15 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     good_images = [data.images[i] for i in good_rows]
     shape = InputShape.of_photos(good_images, extractor.profile.input_size)
     views = view_count(config.allow_flips, shape, options)
-    features = [patch_features(maps, settings, projection)
-                for maps in view_maps(good_images, views, options.seed, config.allow_flips,
-                                      config.profile, shape, report, settings.inputs)]
+    features: dict[str, list[np.ndarray]] = {family: [] for family in settings.families}
+    for maps in view_maps(good_images, views, options.seed, config.allow_flips, config.profile, shape,
+                          report, settings.inputs):
+        for family in settings.families:
+            features[family].append(patch_features(maps, settings, projection, family))
     sources = np.repeat(np.arange(len(good_rows)), views)  # the good photo each view shows
-    model, held_out = fit_memory(np.concatenate(features), sources, np.arange(len(good_rows)) * views,
-                                 settings, projection, options.seed, report)
+    model, held_out = fit_memory({f: np.concatenate(v) for f, v in features.items()}, sources,
+                                 np.arange(len(good_rows)) * views, settings, projection, options.seed,
+                                 report)
     scores = np.zeros(len(labels), np.float32)
     scores[good_rows] = model.unit_scores(held_out)
     defect_rows = np.flatnonzero(labels != config.classes.index("good"))
@@ -373,10 +376,8 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     validation = pass_fail_metrics(is_defect, scores, threshold)
     validation["method"] = ("leave-one-out on good photos"
                             + (", defect photos scored by the model" if is_defect.any() else ""))
-    validation["good_raw_scores"] = {"median": model.floor, "quantile": model.centre,
-                                     "quantile_level": settings.good_quantile}
     return model, scores, threshold, validation, {"anomaly": settings.to_json(),
-                                                  "memory_patches": int(len(model.memory)),
+                                                  "memory_patches": model.patch_count,
                                                   "input": shape.to_json(), "views_per_image": views}
 
 
