@@ -68,6 +68,33 @@ def from_camera(path: Path) -> bool:
     return len(parts) == 5 and parts[3] == CAMERA_TAG
 
 
+RETAKE_GAP_S = 1.5  # camera photos of one class this close in time show the same part (a burst)
+
+
+def capture_time(path: Path) -> datetime | None:
+    """When a camera photo was saved (from its name), or None for an uploaded photo."""
+    if not from_camera(path):
+        return None
+    try:
+        return datetime.strptime("-".join(path.stem.split("-")[:3]), "%Y%m%d-%H%M%S-%f")
+    except ValueError:
+        return None
+
+
+def retake_groups(paths: list[Path]) -> np.ndarray:
+    """A group number per photo: camera photos of one class saved within ``RETAKE_GAP_S`` of the
+    previous one (a burst, or snapshots of a part that did not move) share a group; every other
+    photo is its own. Validation keeps a group together, since re-takes of one part would
+    otherwise be judged by a model that has seen the part."""
+    groups = np.arange(len(paths))
+    stamped = sorted((t, Path(p).parent.name, i) for i, p in enumerate(paths)
+                     if (t := capture_time(Path(p))) is not None)
+    for (t0, c0, i0), (t1, c1, i1) in zip(stamped, stamped[1:]):
+        if c0 == c1 and (t1 - t0).total_seconds() <= RETAKE_GAP_S:
+            groups[i1] = groups[i0]
+    return groups
+
+
 def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []

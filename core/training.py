@@ -3,10 +3,12 @@
 Why this shape: on a 2-core CPU a backward pass through the backbone is too slow for "a model
 within a minute", while a frozen backbone needs one forward pass per view and the head fits in
 a second. That speed buys a real validation estimate: every image is scored by a head that
-never saw any view of it (stratified k-fold), which gives the confusion matrix and the suggested
-threshold an engineer sees before activating the model. A part that looks the same mirrored is
-taken in its 8 orientations (exact copies of real texture, measured better than random re-takes);
-other parts in a few random re-takes (light, small shift, rotation, blur).
+never saw any view of it, nor any re-take of its part (stratified group k-fold), which gives the
+confusion matrix, the rates and the operating curve an engineer sees before activating the
+model, all at the threshold every version suggests (``core.metrics.DECISION_POINT``). A part that
+looks the same mirrored is taken in its orientations (exact copies of real texture, measured
+better than random re-takes); other parts in a few random re-takes (light, small shift,
+rotation, blur).
 
 Anomaly tools (``core.anomaly``) take the same views of their good photos only, keep their patch
 features in a memory and validate each good photo against the memory without its own patches.
@@ -27,13 +29,13 @@ import cv2
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch.nn import functional as F
 
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
-from core.datasets import LoadedImages, ToolDataset, check_trainable
+from core.datasets import LoadedImages, ToolDataset, check_trainable, retake_groups
 from core.errors import TrainingCancelled
-from core.metrics import class_confusion, pass_fail_metrics, suggest_threshold
+from core.metrics import DECISION_POINT, class_confusion, named_defect_share, pass_fail_metrics
 from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
 from core.preprocessing import InputShape, augment
 from core.runtime import FeatureMaps, get_extractor
@@ -236,17 +238,27 @@ def fit_head(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...
 
 def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...],
                    last_channels: int, folds: int, seed: int,
-                   report: Callable[[str, int, int], None]) -> tuple[np.ndarray, int]:
+                   report: Callable[[str, int, int], None],
+                   retakes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Out-of-fold class probabilities of every image's own photo (view 0), and the fold count.
 
-    All views of an image stay in the same fold, so no held-out photo was seen in any form.
+    All views of an image, and all re-takes of one part (``retakes``: a group number per image,
+    see ``core.datasets.retake_groups``), stay in the same fold, so no held-out photo was seen
+    in any form.
     """
     n_images = len(labels)
-    folds = max(2, min(folds, int(np.bincount(labels).min())))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    groups = np.arange(n_images) if retakes is None else np.asarray(retakes)
+    parts_per_class = [len(np.unique(groups[labels == c])) for c in np.unique(labels)]
+    folds = max(2, min(folds, min(parts_per_class)))
+    if len(np.unique(groups)) == n_images:  # no re-takes: the plain stratified split
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+            np.zeros(n_images), labels)
+    else:
+        splits = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+            np.zeros(n_images), labels, groups)
     probabilities = np.zeros((n_images, len(classes)), np.float32)
     originals = features.originals
-    for k, (train, held_out) in enumerate(splitter.split(np.zeros(n_images), labels)):
+    for k, (train, held_out) in enumerate(splits):
         rows = np.isin(features.groups, train)
         head = fit_head(features.take(rows), labels[features.groups[rows]], classes, last_channels, seed)
         probabilities[held_out] = features.take(originals[held_out]).probabilities(head)
@@ -286,15 +298,18 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     check_trainable(counts, options.min_per_class, kind=config.kind)
     started = time.perf_counter()
     train = _train_anomaly if config.kind == "anomaly" else _train_classifier
-    model, scores, threshold, validation, details = train(config, data, options, report)
+    model, scores, validation, details = train(config, data, options, report)
     report("saving", 0, 1)
     is_defect = np.asarray(data.labels) != config.classes.index("good")
     wrong = [(str(p), float(s)) for p, s, d in zip(data.paths, scores, is_defect)
-             if (s >= threshold) != d]
+             if (s >= DECISION_POINT) != d]
+    validation["scores"] = {side: [round(float(s), 4) for s in scores[is_defect == (side == "defect")]]
+                            for side in ("good", "defect")}  # the operating curve's photos
     meta = {
         "id": _new_version_id(tool), "kind": config.kind, "profile": config.profile,
         "classes": list(config.classes), "created": datetime.now(timezone.utc).isoformat(),
-        "images": counts, "seed": options.seed, **details, "suggested_threshold": threshold, "validation": validation,
+        "images": counts, "seed": options.seed, **details, "suggested_threshold": DECISION_POINT,
+        "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
         "skipped": [str(p) for p in data.skipped],
         "training_seconds": round(time.perf_counter() - started, 2),
@@ -310,8 +325,8 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
 
 def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
                       report: Callable[[str, int, int], None]
-                      ) -> tuple[ClassifierHead, np.ndarray, float, dict, dict]:
-    """Head, out-of-fold defect scores, suggested threshold, validation figures, extra metadata."""
+                      ) -> tuple[ClassifierHead, np.ndarray, dict, dict]:
+    """Head, out-of-fold defect scores, validation figures, extra metadata."""
     labels = np.asarray(data.labels)
     extractor = get_extractor(config.profile)
     last_channels = extractor.channels["last"]
@@ -320,16 +335,18 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     features = extract_view_features(data.images, config.profile, shape, views, options.seed,
                                      config.allow_flips, report)
     oof, folds = cross_validate(features, labels, config.classes, last_channels, options.folds,
-                                options.seed, report)
+                                options.seed, report, retake_groups(data.paths))
     head = fit_head(features, labels[features.groups], config.classes, last_channels, options.seed)
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile, shape)
     is_defect = labels != head.good_index
     scores = head.defect_scores(oof)
-    threshold = suggest_threshold(is_defect, scores)
-    validation = pass_fail_metrics(is_defect, scores, threshold)
+    validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
     validation["method"] = f"{folds}-fold cross-validation"
     validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
-    return head, scores, threshold, validation, {"input": shape.to_json(), "views_per_image": views}
+    if len(config.defect_classes) > 1:
+        validation["named_defect_share"] = named_defect_share(
+            labels, head.top_defect(oof), scores >= DECISION_POINT, head.good_index)
+    return head, scores, validation, {"input": shape.to_json(), "views_per_image": views}
 
 
 def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings,
@@ -340,11 +357,11 @@ def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: Anoma
 
 def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
                    report: Callable[[str, int, int], None]
-                   ) -> tuple[AnomalyModel, np.ndarray, float, dict, dict]:
+                   ) -> tuple[AnomalyModel, np.ndarray, dict, dict]:
     """Memories of good patches; good photos scored held-out, defect photos (if any) by the model.
 
-    With defect photos the threshold is suggested from both sides' scores; with good photos only
-    it is 0.5, which the score's calibration puts just above where held-out good parts reach.
+    The threshold is 0.5, which the score's calibration puts just above where held-out good parts
+    reach; defect photos, if any, give the accuracy at it and the operating curve.
     """
     settings = options.anomaly
     labels = np.asarray(data.labels)
@@ -372,11 +389,10 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
         scores[rows] = model.score(maps)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")
-    threshold = suggest_threshold(is_defect, scores) if is_defect.any() else 0.5
-    validation = pass_fail_metrics(is_defect, scores, threshold)
+    validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
     validation["method"] = ("leave-one-out on good photos"
                             + (", defect photos scored by the model" if is_defect.any() else ""))
-    return model, scores, threshold, validation, {"anomaly": settings.to_json(),
+    return model, scores, validation, {"anomaly": settings.to_json(),
                                                   "memory_patches": model.patch_count,
                                                   "input": shape.to_json(), "views_per_image": views}
 

@@ -19,6 +19,7 @@ from core.datasets import LoadedImages, check_trainable, image_files, read_image
 from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.inference import Inspector, ToolRunner, TrainedModel
+from core.metrics import threshold_for_escape_rate
 from core.model import read_model_file
 from core.tools import ROI, ToolStore
 from core.training import TrainingOptions, train_tool
@@ -117,7 +118,7 @@ def test_an_anomaly_tool_needs_good_photos_only(workspace):
     assert tool.versions() == []
 
 
-def test_defect_photos_set_the_threshold_and_report_accuracy(workspace):
+def test_defect_photos_report_accuracy_and_suggest_a_threshold_for_an_escape_rate(workspace):
     picks = sample_paths("mvtec_bottle", 8, seed=6)
     data = good_only(picks["good"])
     for path in picks["defect"][:5]:
@@ -128,8 +129,13 @@ def test_defect_photos_set_the_threshold_and_report_accuracy(workspace):
     meta = train_tool(tool, data, SMALL)
     v = meta["validation"]
     assert v["n"] == 13 and v["balanced_accuracy"] >= 0.8 and v["auroc"] >= 0.8
-    assert 0.01 <= meta["suggested_threshold"] <= 0.99
-    assert ToolStore().get("with defects").config.threshold == meta["suggested_threshold"]
+    assert meta["suggested_threshold"] == 0.5  # the calibrated decision point, defects or not
+    assert ToolStore().get("with defects").config.threshold == 0.5
+    assert len(v["scores"]["good"]) == 8 and len(v["scores"]["defect"]) == 5
+    scores = np.array(v["scores"]["good"] + v["scores"]["defect"])
+    is_defect = np.array([False] * 8 + [True] * 5)
+    catch_all = threshold_for_escape_rate(is_defect, scores, 0.0)
+    assert (scores[is_defect] >= catch_all).all() and catch_all == min(v["scores"]["defect"])
 
 
 def test_versions_roll_back_and_export_import_keeps_scores(bottle_tool, workspace, tmp_path):

@@ -1,13 +1,15 @@
 """Real few-shot training on real defect photos: accuracy, validation, progress, cancel, rollback."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.errors import InspectorError, TrainingCancelled
 from core.inference import TrainedModel
-from core.metrics import pass_fail_metrics, suggest_threshold
+from core.metrics import (DECISION_POINT, operating_curve, pass_fail_metrics, rate_interval,
+                          threshold_for_escape_rate)
 from core.model import pool_features
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
@@ -118,10 +120,20 @@ def test_training_is_reproducible_with_a_fixed_seed(workspace):
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
 
 
-def test_suggested_threshold_separates_scores():
-    is_defect = np.array([0, 0, 0, 1, 1, 1], bool)
-    assert suggest_threshold(is_defect, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == pytest.approx(0.5)
-    assert suggest_threshold(is_defect, np.array([0.01, 0.02, 0.03, 0.05, 0.06, 0.07])) == pytest.approx(0.04)
+def test_operating_curve_escape_rate_and_intervals():
+    is_defect = np.array([0, 0, 0, 0, 1, 1, 1, 1], bool)
+    scores = np.array([0.05, 0.1, 0.2, 0.45, 0.3, 0.6, 0.8, 0.9])
+    curve = {round(p.threshold, 2): p for p in operating_curve(is_defect, scores)}
+    assert (curve[0.5].good_pass, curve[0.5].defect_fail) == (1.0, 0.75)
+    assert (curve[0.25].good_pass, curve[0.25].defect_fail) == (0.75, 1.0)
+    assert threshold_for_escape_rate(is_defect, scores, 0.0) == pytest.approx(0.3)  # every defect fails
+    assert threshold_for_escape_rate(is_defect, scores, 0.25) == pytest.approx(0.6)  # one may pass
+    assert threshold_for_escape_rate(~is_defect & False, scores, 0.1) is None  # no defect photo
+    low, high = rate_interval(1, 30)
+    assert low < 1 / 30 < high and 0.005 < low < 0.01 and 0.16 < high < 0.18
+    figures = pass_fail_metrics(is_defect, scores, DECISION_POINT)
+    assert figures["missed_defect_rate"] == 0.25 and figures["false_fail_rate"] == 0.0
+    assert figures["false_fail_interval"][0] == 0.0 < figures["false_fail_interval"][1]
 
 
 def test_the_local_part_is_saved_and_a_version_without_it_still_loads(casting_tool):
@@ -145,3 +157,23 @@ def test_the_local_part_is_saved_and_a_version_without_it_still_loads(casting_to
     global_only = softmax(model.head.logits(pool_features(maps), None))
     np.testing.assert_allclose(older.probabilities(images), global_only, atol=1e-5)
     assert not np.allclose(global_only, model.probabilities(images), atol=1e-3)  # the local part counts
+
+
+def test_retakes_of_one_part_are_validated_together(workspace):
+    """A burst of camera photos of one part is one group: validation never judges a re-take by a
+    model that saw the part; uploaded photos and photos taken seconds apart stand alone."""
+    from core.datasets import retake_groups
+
+    names = ["good/20261202-101500-000000-cam-aaaa.png", "good/20261202-101500-500000-cam-bbbb.png",
+             "good/20261202-101501-000000-cam-cccc.png", "good/20261202-101510-000000-cam-dddd.png",
+             "defect/20261202-101510-400000-cam-eeee.png", "good/upload-ffff.png"]
+    groups = retake_groups([Path(n) for n in names])
+    assert groups[0] == groups[1] == groups[2]  # a burst, 0.5 s apart
+    assert len({groups[0], groups[3], groups[4], groups[5]}) == 4  # later, other class, uploaded
+
+    data = load_sample("casting", 6, seed=9)
+    stamps = [f"20261202-1015{10 * (i // 3):02d}-{i % 3}00000" for i in range(12)]  # bursts of 3
+    data.paths = [Path(f"{'good' if y == 0 else 'defect'}/{t}-cam-{i:04x}.png")
+                  for i, (t, y) in enumerate(zip(stamps, data.labels))]
+    meta = train_tool(ToolStore().create("bursts"), data, TrainingOptions(views_per_image=2))
+    assert meta["validation"]["method"] == "2-fold cross-validation"  # 2 parts of each class
