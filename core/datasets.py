@@ -111,6 +111,10 @@ class LoadedImages:
     paths: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
 
+    def retakes(self) -> np.ndarray | None:
+        """Re-take groups of the photos (see ``retake_groups``), or None for images without files."""
+        return retake_groups(self.paths) if len(self.paths) == len(self.images) else None
+
     def skipped_report(self) -> str:
         if not self.skipped:
             return ""

@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch.nn import functional as F
 
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
-from core.datasets import LoadedImages, ToolDataset, check_trainable, retake_groups
+from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
 from core.metrics import DECISION_POINT, class_confusion, named_defect_share, pass_fail_metrics
 from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
@@ -335,7 +335,7 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     features = extract_view_features(data.images, config.profile, shape, views, options.seed,
                                      config.allow_flips, report)
     oof, folds = cross_validate(features, labels, config.classes, last_channels, options.folds,
-                                options.seed, report, retake_groups(data.paths))
+                                options.seed, report, data.retakes())
     head = fit_head(features, labels[features.groups], config.classes, last_channels, options.seed)
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile, shape)
     is_defect = labels != head.good_index
