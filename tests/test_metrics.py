@@ -25,7 +25,8 @@ def test_rates_are_the_complements_of_the_false_fail_and_missed_defect_figures()
     assert rates.threshold == 0.5
     assert rates.good_passed == Rate(4, 6) and rates.defects_caught == Rate(3, 4)
     assert rates.good_passed.share == pytest.approx(1 - figures["false_fail_rate"])
-    assert rates.good_passed.interval == pytest.approx(tuple(1 - b for b in figures["false_fail_interval"][::-1]))
+    assert rates.good_passed.interval == pytest.approx(
+        tuple(1 - b for b in figures["false_fail_interval"][::-1]))
     assert rates.defects_caught.interval == pytest.approx(
         tuple(1 - b for b in figures["missed_defect_interval"][::-1]))
     assert rates_at(is_defect, scores, 0.35) == (0.35, Rate(3, 6), Rate(3, 4))  # 0.3 passes, FAIL at >=
