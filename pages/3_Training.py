@@ -16,8 +16,9 @@ import streamlit as st
 
 import pages as ui
 from core.backbones import available_profiles
-from core.datasets import check_trainable, read_image
+from core.datasets import IMAGE_SUFFIXES, check_trainable, read_image
 from core.errors import InspectorError
+from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
 from core.live_station import LiveStation, clock, live_station
@@ -222,7 +223,8 @@ show_rates(rates)
 st.caption(f"Held-out photos of the training set ({v.get('method', 'validation')}, "
            f"{v.get('n')} photos): each was judged by a model that had not seen it, but they share "
            "the training's days, light and parts. A few dozen photos give wide ranges: the 95 % "
-           "range is where the rate on many more parts like these most likely lies. "
+           "range is where the rate on many more parts like these most likely lies. To check on "
+           "photos the tool has never seen, use **Test on new photos** below. "
            f"Profile {meta['profile']}, {meta.get('training_seconds', 0):.0f} s of training.")
 figures = [("Threshold", f"{threshold:.3f}"), ("Suggested threshold", f"{meta['suggested_threshold']:.3f}")]
 if v.get("balanced_accuracy") is not None:  # both good and defect photos were validated
@@ -248,8 +250,8 @@ if meta.get("kind") == "anomaly":
              " A score of 0.5 means more unusual than good parts almost ever are.")
     defects = ("Defect photos are not learnt from: they only measure how many defects are caught."
                if rates.defects_caught.total else
-               "Add defect photos to measure how many defects it catches (it still learns from the "
-               "good ones only).")
+               "Add defect photos to measure how many defects it catches, or test some below under "
+               "Test on new photos (it still learns from the good ones only).")
     st.caption(f"Anomaly tool: it learns what good parts look like from good photos only. {memory}"
                f"{scale} {defects}")
 
@@ -324,7 +326,8 @@ else:
         marks[f"at most {escape} % may pass"] = suggested
         st.markdown(f"At most {escape} % of defects may pass: threshold **{suggested:.3f}**")
         show_rates(rates_at(is_defect, scores, suggested))
-        st.caption("Chosen on these same photos, so on new parts a few more defects may pass.")
+        st.caption("Chosen on these same photos, so on new parts a few more defects may pass: "
+                   "check it with Test on new photos.")
         if meta["active"]:
             st.button("Use this threshold", key="use_threshold", type="primary",
                       disabled=abs(suggested - tool.config.threshold) < 1e-9,
@@ -383,3 +386,46 @@ if wrong:
 else:
     st.caption("None: every validation photo was on the right side of the threshold.")
 
+# ------------------------------------------------------------------ photos it has never seen
+
+st.subheader("Test on new photos")
+st.caption(f"Photos of parts the tool has never seen, cropped like its own photos (the ROI), "
+           f"scored by {chosen} at threshold {threshold:.3f}: what validation promised, checked on "
+           "new parts. Choose what the photos show, upload them, score them; add other classes "
+           "the same way. They are not added to the dataset.")
+tested_key = f"newphotos::{tool.name}::{chosen}"
+tested = st.session_state.get(tested_key, {"photos": [], "skipped": []})
+generation = st.session_state.setdefault("newphotos_generation", 0)
+shows_col, files_col = st.columns([1, 3])
+shows = shows_col.radio("These photos show", photo_classes(tool), key=f"newphotos_class::{tool.name}",
+                        format_func=lambda c: "a defect (any kind)" if c == ANY_DEFECT else c)
+files = files_col.file_uploader("New photos", type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
+                                accept_multiple_files=True, key=f"newphotos_{generation}")
+if st.button(f"Score these photos as '{shows}'", key="newphotos_score", disabled=not files,
+             type="primary"):
+    try:
+        with st.spinner(f"Scoring {len(files)} photo(s)..."):
+            scored, skipped = score_new_photos(tool, chosen, [(f.name, f.getvalue()) for f in files],
+                                               shows)
+        st.session_state[tested_key] = {"photos": merge_photos(tested["photos"], scored),
+                                        "skipped": skipped}
+        st.session_state["newphotos_generation"] = generation + 1  # empties the uploader
+        st.rerun()
+    except InspectorError as exc:
+        st.error(str(exc))
+for message in tested["skipped"]:
+    st.warning(message)
+if tested["photos"]:
+    photos = tested["photos"]
+    st.markdown(f"At threshold **{threshold:.3f}**, on {len(photos)} new photo(s), never seen in "
+                "training:")
+    show_rates(new_photo_rates(photos, threshold), no_good="no good photo tested yet",
+               no_defects="no defect photo tested yet")
+    st.dataframe(pd.DataFrame([{
+        "Photo": p.name, "Shows": p.shows, "Defect score": round(p.score, 3),
+        "Verdict": "FAIL" if p.score >= threshold else "PASS",
+        "Right": "yes" if (p.score >= threshold) == p.is_defect else "NO"} for p in photos]),
+        hide_index=True, width="stretch")
+    if st.button("Clear the tested photos", key="newphotos_clear"):
+        del st.session_state[tested_key]
+        st.rerun()

@@ -516,6 +516,65 @@ def test_training_page_refuses_an_escape_rate_threshold_from_too_few_defect_phot
     assert f"**Good parts passed:** {PER_CLASS - false_fail} of {PER_CLASS} (" in shown
     assert f"**Defects caught:** {PER_CLASS - missed} of {PER_CLASS} (" in shown
     assert "saved before held-out scores were kept" in shown and not at.get("vega_lite_chart")
+    assert "scored by " in shown and "at threshold 0.700" in shown  # new photos: as it judges
+
+
+def test_training_page_tests_the_version_on_new_photos(trained_home):
+    from core.inference import TrainedModel
+
+    tool = ToolStore(trained_home).get("casting")
+    new_good = casting_files("good", 3, skip=40)
+    new_defect = casting_files("defect", 3, skip=40)
+    own = casting_files("good", 1)[0]  # one of the photos the tool was trained on
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert at.button(key="newphotos_score").disabled  # nothing uploaded yet
+    at.radio(key="newphotos_class::casting").set_value("good")
+    uploader = at.file_uploader(key="newphotos_0")
+    for path in new_good:
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    uploader.upload("broken.jpg", b"not a jpeg", "image/jpeg")
+    uploader.upload(own.name, own.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    warnings = [w.value for w in at.warning]
+    assert any("'broken.jpg' is not a readable image" in w and "skipped" in w for w in warnings)
+    assert any(f"'{own.name}' is one of the tool's own photos" in w for w in warnings)
+    assert "on 3 new photo(s), never seen in training" in texts(at)
+    assert "**Defects caught:** no defect photo tested yet" in texts(at)
+
+    at.radio(key="newphotos_class::casting").set_value("defect")
+    uploader = at.file_uploader(key="newphotos_1")  # the uploader was emptied
+    for path in new_defect + new_good[:1]:  # a photo tested again counts once, as told last
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    assert not at.warning or all("own photos" not in w.value for w in at.warning)
+    scores = TrainedModel(tool).defect_scores([read_image(p) for p in new_good[1:] + new_defect
+                                               + new_good[:1]])
+    good, defect = scores[:2], scores[2:]
+    shown = texts(at)
+    assert "on 6 new photo(s), never seen in training" in shown
+    assert f"**Good parts passed:** {int((good < 0.5).sum())} of 2 (" in shown
+    assert f"**Defects caught:** {int((defect >= 0.5).sum())} of 4 (" in shown
+    table = at.dataframe[-1].value
+    assert sorted(table["Photo"]) == sorted(p.name for p in new_good + new_defect)
+    assert table.set_index("Photo").loc[new_good[0].name, "Shows"] == "defect"  # as told last
+    assert table["Defect score"].tolist() == pytest.approx(scores.round(3).tolist(), abs=1e-3)
+    assert (table["Verdict"] == np.where(scores >= 0.5, "FAIL", "PASS")).all()
+    assert dataset_counts(tool) == {"good": PER_CLASS, "defect": PER_CLASS}  # nothing added
+
+    at.button(key="newphotos_clear").click().run()
+    no_errors(at)
+    assert "new photo(s), never seen in training" not in texts(at)
+
+
+def dataset_counts(tool) -> dict[str, int]:
+    from core.datasets import ToolDataset
+
+    return ToolDataset(tool.images_dir, tool.config.classes).counts()
 
 
 def test_training_page_of_an_anomaly_tool_without_defect_photos(home):
@@ -542,6 +601,17 @@ def test_training_page_of_an_anomaly_tool_without_defect_photos(home):
     caption = next(c.value for c in at.caption if c.value.startswith("Anomaly tool"))
     assert "two memories" in caption and "global" in caption and "local" in caption
     assert "memory_patches" not in caption and "best balance" not in caption
+
+    at.radio(key="newphotos_class::cap").set_value("defect")  # a defect of any kind
+    uploader = at.file_uploader(key="newphotos_0")
+    for path in casting_files("defect", 2, skip=40):
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    shown = texts(at)
+    assert "**Defects caught:** " in shown and " of 2 (" in shown
+    assert "**Good parts passed:** no good photo tested yet" in shown
 
 
 def test_training_page_trains_in_the_background_without_activating(home):
