@@ -45,6 +45,19 @@ def decode_image(data: bytes) -> np.ndarray | None:
     return image if image is not None and image.size else None
 
 
+def decode_photo(data: bytes, filename: str, outcome: str = "nothing was added") -> np.ndarray:
+    """A photo file's image, once it is known complete and readable; else ``InspectorError``
+    naming the file, what is wrong and ``outcome`` (what became of it)."""
+    if is_truncated(data):
+        raise InspectorError(f"'{filename}' is incomplete: the file ends before the image does "
+                             f"(a broken download or copy). Copy it again; {outcome}")
+    image = decode_image(data)
+    if image is None:
+        raise InspectorError(f"'{filename}' is not a readable image (PNG, JPEG, BMP, TIFF "
+                             f"or WebP): {outcome}")
+    return image
+
+
 def is_truncated(data: bytes) -> bool:
     """Whether an image file ends before its image does (a broken download or copy).
 
@@ -227,12 +240,7 @@ class ToolDataset:
 
     def add_file(self, name: str, data: bytes, filename: str = "upload") -> Path:
         """Store an uploaded photo as it is, after checking it is complete and decodes."""
-        if is_truncated(data):
-            raise InspectorError(f"'{filename}' is incomplete: the file ends before the image does "
-                                 "(a broken download or copy). Copy it again; nothing was added")
-        if decode_image(data) is None:
-            raise InspectorError(f"'{filename}' is not a readable image (PNG, JPEG, BMP, TIFF "
-                                 "or WebP): nothing was added")
+        decode_photo(data, filename)
         suffix = Path(filename).suffix.lower()
         return self._store(name, data, suffix if suffix in IMAGE_SUFFIXES else ".png")
 
@@ -289,6 +297,15 @@ class ToolDataset:
                 except InspectorError as exc:
                     problems.append(str(exc))
         return added, problems
+
+    def find_copy(self, data: bytes) -> Path | None:
+        """The tool's photo with exactly these bytes, if any (a stored photo's name ends with the
+        start of its SHA-1, see ``_store``)."""
+        digest = hashlib.sha1(data).hexdigest()[:8]
+        for path in self.files():
+            if path.stem.endswith(digest) and path.read_bytes() == data:
+                return path
+        return None
 
     def _store(self, name: str, data: bytes, suffix: str, tag: str = "") -> Path:
         # Time to the microsecond keeps a burst of identical frames as separate photos.

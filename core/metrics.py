@@ -21,7 +21,10 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
+from core.errors import InspectorError
+
 DECISION_POINT = 0.5  # the suggested threshold of every model version, see the module docstring
+MIN_DEFECT_SCORES = 5  # defect photos needed to place a threshold by the share that may pass
 _Z95 = 1.959964
 
 
@@ -98,3 +101,84 @@ def threshold_for_escape_rate(is_defect: np.ndarray, scores: np.ndarray, escape_
         return None
     allowed = int(np.floor(escape_rate * len(defect) + 1e-9))  # defect photos that may pass
     return 1.0 if allowed >= len(defect) else float(defect[allowed])
+
+
+def percent(share: float) -> str:
+    """A share as a factory reads it, '97 %': never '100 %' unless all, nor '0 %' unless none."""
+    value = round(100 * share)
+    if 0 < share < 1:
+        value = min(99, max(1, value))
+    return f"{value} %"
+
+
+class Rate(NamedTuple):
+    """``count`` of ``total`` photos (good parts that PASS, defects that FAIL), with its 95 %
+    Wilson interval."""
+
+    count: int
+    total: int
+
+    @property
+    def share(self) -> float | None:
+        return self.count / self.total if self.total else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return rate_interval(self.count, self.total)
+
+    def describe(self) -> str:
+        """'29 of 30 (97 %, 95 % range 83-99 %)'; '' without any photo."""
+        if not self.total:
+            return ""
+        low, high = self.interval
+        return (f"{self.count} of {self.total} ({percent(self.share)}, 95 % range "
+                f"{percent(low)[:-2]}-{percent(high)})")
+
+
+class Rates(NamedTuple):
+    """What a threshold does, as a factory reads it: good parts passed and defects caught."""
+
+    threshold: float | None
+    good_passed: Rate
+    defects_caught: Rate
+
+
+def rates_of(figures: dict) -> Rates:
+    """Good parts passed and defects caught of ``pass_fail_metrics`` figures (a version's
+    ``validation`` included): the complements of its false-FAIL and missed-defect counts, whose
+    Wilson intervals they mirror."""
+    (good_pass, good_fail), (defect_pass, defect_fail) = figures["confusion"]["matrix"]
+    return Rates(figures.get("threshold"), Rate(int(good_pass), int(good_pass + good_fail)),
+                 Rate(int(defect_fail), int(defect_pass + defect_fail)))
+
+
+def rates_at(is_defect: np.ndarray, scores: np.ndarray, threshold: float) -> Rates:
+    """``rates_of`` the photos' figures at ``threshold``."""
+    return rates_of(pass_fail_metrics(is_defect, scores, threshold))
+
+
+def held_out_scores(validation: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(is_defect, scores) of the held-out photos a version's validation kept (training stores
+    ``validation["scores"]``: good and defect lists; an anomaly tool trained on good photos only
+    has no defect side), or None for a version saved before they were kept."""
+    kept = validation.get("scores")
+    if not isinstance(kept, dict):
+        return None
+    good, defect = list(kept.get("good") or []), list(kept.get("defect") or [])
+    is_defect = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
+    return is_defect, np.asarray(good + defect, float)
+
+
+def escape_rate_threshold(is_defect: np.ndarray, scores: np.ndarray, escape_rate: float,
+                          minimum: int = MIN_DEFECT_SCORES) -> float:
+    """``threshold_for_escape_rate``, refused (``InspectorError``, saying what to do) when fewer
+    than ``minimum`` defect photos would place it: with 3, '5 % may pass' means none may."""
+    if not 0.0 <= escape_rate < 1.0:
+        raise InspectorError(f"the share of defects that may pass must lie in 0..100 % "
+                             f"(not {escape_rate:.0%})")
+    defects = int(np.sum(np.asarray(is_defect, bool)))
+    if defects < minimum:
+        have = "no defect photo was" if not defects else f"only {defects} defect photo(s) were"
+        raise InspectorError(f"{have} validated: choosing the threshold by the defects that may "
+                             f"pass needs at least {minimum}. Add defect photos and train again")
+    return threshold_for_escape_rate(is_defect, scores, escape_rate)

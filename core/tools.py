@@ -251,6 +251,13 @@ class Tool:
     def version_meta(self, version: str | None = None) -> dict[str, Any]:
         return json.loads((self.version_dir(version) / "meta.json").read_text())
 
+    def threshold_of(self, version: str) -> float:
+        """The threshold a version judges at: the tool's own for its active version; for any
+        other, its suggested one (what a trial runs it at and an activation sets)."""
+        if version == self.config.active_version:
+            return self.config.threshold
+        return float(self.version_meta(version)["suggested_threshold"])
+
     def activate(self, version: str) -> None:
         """Make a version live with its suggested threshold (a rollback activates an older one)."""
         meta = self.version_meta(version)

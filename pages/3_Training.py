@@ -9,20 +9,26 @@ from pathlib import Path
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 import pages as ui
 from core.backbones import available_profiles
-from core.datasets import check_trainable, read_image
+from core.datasets import IMAGE_SUFFIXES, check_trainable, read_image
 from core.errors import InspectorError
+from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
 from core.live_station import LiveStation, clock, live_station
-from core.tools import current_actor
+from core.metrics import (Rates, escape_rate_threshold, held_out_scores, operating_curve, percent,
+                          rates_at, rates_of)
+from core.tools import acting_as, current_actor
 
 MAX_MISCLASSIFIED = 12
+NO_DEFECTS = "no defect photos: add some to measure how many defects are caught"
+GOOD_COLOUR, DEFECT_COLOUR = "#1f9d3a", "#d62828"  # PASS green, FAIL red, as on the line
 
 ui.page_setup("Training")
 tool = ui.tool_picker()
@@ -83,10 +89,11 @@ def training_status() -> None:
     if job.error:
         st.error(job.error)
     elif job.meta:
-        v = job.meta["validation"]
-        st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s: validation "
-                   f"balanced accuracy {ui.fmt_pct(v.get('balanced_accuracy'))}. Review it below, "
-                   "then run it as a trial on the line.")
+        rates = rates_of(job.meta["validation"])
+        st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s. On held-out "
+                   f"photos: good parts passed {rates.good_passed.describe()}; defects caught "
+                   f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, then run "
+                   "it as a trial on the line.")
 
 
 training_status()
@@ -98,15 +105,28 @@ if not versions:
     st.info("No model yet.")
     st.stop()
 
-table = pd.DataFrame([{
-    "Version": v["id"], "Active": "yes" if v["active"] else "",
-    "Created": v.get("created", "")[:19].replace("T", " "), "Profile": v.get("profile"),
-    "Images": sum(v.get("images", {}).values()),
-    "Bal. accuracy": ui.fmt_pct(v["validation"].get("balanced_accuracy")),
-    "ROC AUC": "-" if v["validation"].get("auroc") is None else f"{v['validation']['auroc']:.3f}",
-    "Suggested threshold": round(v["suggested_threshold"], 3),
-} for v in reversed(versions)])
-st.dataframe(table, hide_index=True, width="stretch")
+
+def version_row(v: dict) -> dict:
+    rates = rates_of(v["validation"])  # held-out figures at the version's suggested threshold
+    return {
+        "Version": v["id"], "Active": "yes" if v["active"] else "",
+        "Created": v.get("created", "")[:19].replace("T", " "), "Profile": v.get("profile"),
+        "Images": sum(v.get("images", {}).values()),
+        "Good passed": percent(rates.good_passed.share) if rates.good_passed.total else "-",
+        "Defects caught": (percent(rates.defects_caught.share) if rates.defects_caught.total
+                           else "no defect photos"),
+        "Bal. accuracy": ("needs defect photos" if v["validation"].get("balanced_accuracy") is None
+                          else ui.fmt_pct(v["validation"]["balanced_accuracy"])),
+        "ROC AUC": ("needs defect photos" if v["validation"].get("auroc") is None
+                    else f"{v['validation']['auroc']:.3f}"),
+        "Suggested threshold": round(v["suggested_threshold"], 3),
+    }
+
+
+st.dataframe(pd.DataFrame([version_row(v) for v in reversed(versions)]), hide_index=True,
+             width="stretch")
+st.caption("Good passed and defects caught: held-out photos of the training set at each "
+           "version's suggested threshold.")
 
 ids = [v["id"] for v in reversed(versions)]
 chosen = st.selectbox("Review version", ids, key=f"review::{tool.name}")
@@ -178,34 +198,150 @@ try:
 except InspectorError as exc:
     st.error(str(exc))
 
-v = meta["validation"]
-m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("Balanced accuracy", ui.fmt_pct(v.get("balanced_accuracy")))
-m2.metric("ROC AUC", "-" if v.get("auroc") is None else f"{v['auroc']:.3f}")
-m3.metric("Suggested threshold", f"{meta['suggested_threshold']:.3f}")
-m4.metric("False FAIL (good parts)", v["confusion"]["false_fail"])
-m5.metric("Missed defects", v["confusion"]["missed_defect"])
-st.caption(f"{v.get('method', 'validation')} on {v.get('n')} photos, profile {meta['profile']}, "
-           f"{meta.get('training_seconds', 0):.0f} s of training.")
-if meta.get("kind") == "anomaly":
-    st.caption(f"Anomaly tool: a memory of {meta.get('memory_patches', '?')} good patches. Score 0.5 "
-               f"is as unusual as the most unusual good photos held out in validation; "
-               + ("balanced accuracy and ROC AUC need defect photos in the dataset."
-                  if v.get("balanced_accuracy") is None else
-                  "the suggested threshold is the best balance on the defect photos."))
+# ------------------------------------------------------------------ validation, as rates
 
-left, right = st.columns(2)
+
+def show_rates(rates: Rates, no_good: str = "no good photos", no_defects: str = NO_DEFECTS) -> None:
+    st.markdown(f"- **Good parts passed:** {rates.good_passed.describe() or no_good}\n"
+                f"- **Defects caught:** {rates.defects_caught.describe() or no_defects}")
+
+
+v = meta["validation"]
+threshold = tool.threshold_of(chosen)  # what the version judges at (a trial: its suggested one)
+in_force = "the tool's threshold" if meta["active"] else "its suggested threshold, which a trial runs it at"
+held_out = held_out_scores(v)
+st.subheader("Validation on held-out photos")
+if held_out is not None:
+    rates, measured = rates_at(*held_out, threshold), threshold
+else:  # saved before the scores were kept: its figures at the threshold they were measured at
+    rates = rates_of(v)
+    measured = rates.threshold if rates.threshold is not None else meta["suggested_threshold"]
+    if abs(measured - threshold) > 1e-9:
+        in_force = f"the suggested one; this version kept no scores to show them at {threshold:.3f}"
+st.markdown(f"At threshold **{measured:.3f}** ({in_force}):")
+show_rates(rates)
+st.caption(f"Held-out photos of the training set ({v.get('method', 'validation')}, "
+           f"{v.get('n')} photos): each was judged by a model that had not seen it, but they share "
+           "the training's days, light and parts. A few dozen photos give wide ranges: the 95 % "
+           "range is where the rate on many more parts like these most likely lies. To check on "
+           "photos the tool has never seen, use **Test on new photos** below. "
+           f"Profile {meta['profile']}, {meta.get('training_seconds', 0):.0f} s of training.")
+figures = [("Threshold", f"{threshold:.3f}"), ("Suggested threshold", f"{meta['suggested_threshold']:.3f}")]
+if v.get("balanced_accuracy") is not None:  # both good and defect photos were validated
+    figures += [("Balanced accuracy", ui.fmt_pct(v["balanced_accuracy"])),
+                ("ROC AUC", f"{v['auroc']:.3f}")]
+if v.get("named_defect_share") is not None:
+    figures.append(("Defect named right", ui.fmt_pct(v["named_defect_share"])))
+for column, (label, value) in zip(st.columns(len(figures)), figures):
+    column.metric(label, value)
+
+if meta.get("kind") == "anomaly":
+    settings, patches = meta.get("anomaly", {}), meta.get("memory_patches")
+    size = f" ({patches:,} in all)" if patches else ""
+    if settings.get("local_memory_size"):
+        memory = (f"It keeps patches of the good photos in two memories{size}: a global one that "
+                  "judges the texture and shape of the whole part, and a local one of small cells "
+                  "that catches small defects (a pin hole, a spur, a thin crack) that the whole-part "
+                  "view would average away.")
+    else:
+        memory = f"It keeps patches of the good photos in one memory{size} (an earlier kind of version)."
+    scale = (" A score of 0.5 means more unusual than good parts almost ever are; a typical good "
+             "part scores about 0.05." if "good_spreads" in settings else
+             " A score of 0.5 means more unusual than good parts almost ever are.")
+    defects = ("Defect photos are not learnt from: they only measure how many defects are caught."
+               if rates.defects_caught.total else
+               "Add defect photos to measure how many defects it catches, or test some below under "
+               "Test on new photos (it still learns from the good ones only).")
+    st.caption(f"Anomaly tool: it learns what good parts look like from good photos only. {memory}"
+               f"{scale} {defects}")
+
+cls = v.get("classes", {})
+left, right = st.columns(2) if cls else (st.container(), None)
 with left:
     st.markdown("**Pass/fail confusion** (rows: truth, columns: verdict)")
     matrix = v["confusion"]["matrix"]
     st.dataframe(pd.DataFrame(matrix, index=["good", "defect"], columns=["PASS", "FAIL"]),
-                 width="stretch")
-with right:
-    st.markdown("**Class confusion** (rows: truth, columns: predicted)")
-    cls = v.get("classes", {})
-    if cls:
+                 width="content" if right is None else "stretch")
+if right is not None:
+    with right:
+        st.markdown("**Class confusion** (rows: truth, columns: predicted)")
         st.dataframe(pd.DataFrame(cls["matrix"], index=cls["labels"], columns=cls["labels"]),
                      width="stretch")
+
+
+def operating_chart(is_defect: np.ndarray, scores: np.ndarray, marks: dict[str, float]) -> alt.Chart:
+    """Good parts passed and defects caught at every threshold, the thresholds of ``marks``
+    drawn as vertical rules."""
+    curve = pd.DataFrame(operating_curve(is_defect, scores)).rename(
+        columns={"good_pass": "good parts passed", "defect_fail": "defects caught"})
+    long = curve.melt(id_vars="threshold", var_name="share of", value_name="share")
+    lines = alt.Chart(long).mark_line().encode(
+        x=alt.X("threshold:Q", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("share:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=None),
+        color=alt.Color("share of:N", scale=alt.Scale(
+            domain=["good parts passed", "defects caught"], range=[GOOD_COLOUR, DEFECT_COLOUR])),
+        tooltip=[alt.Tooltip("threshold:Q", format=".2f"), "share of:N",
+                 alt.Tooltip("share:Q", format=".0%")])
+    marked = alt.Chart(pd.DataFrame({"threshold": list(marks.values()), "mark": list(marks),
+                                     "row": [12 + 14 * i for i in range(len(marks))]}))
+    rules = marked.mark_rule(strokeDash=[5, 3], color="#333").encode(
+        x="threshold:Q", tooltip=["mark:N", alt.Tooltip("threshold:Q", format=".3f")])
+    labels = marked.mark_text(align="left", dx=4, color="#333").encode(
+        x="threshold:Q", y=alt.Y("row:Q", scale=None), text="mark:N")
+    return alt.layer(lines, rules, labels).properties(height=260)
+
+
+def use_threshold(new: float, actor: str) -> None:
+    """Save a threshold to the tool as ``actor`` (``Tool.update`` records it in the audit trail,
+    and the line judges with it from the next frame if the tool is on it). A button's callback
+    runs before the page, so before the page names who is acting: the name comes with it."""
+    try:
+        with acting_as(actor):
+            saved = ui.store().get(tool.name)  # as it is now: another page may have changed it
+            before = saved.config.threshold
+            saved.update(threshold=new)
+        ui.flash(f"Threshold of '{tool.name}' set to {new:.3f} (was {before:.3f}), recorded as "
+                 f"changed by {actor}.", "training.threshold")
+    except InspectorError as exc:
+        ui.flash(str(exc), "training.threshold", error=True)
+
+
+if held_out is None:
+    st.caption("This version was saved before held-out scores were kept: train again for the "
+               "operating curve and a threshold chosen by the defects that may pass.")
+else:
+    is_defect, scores = held_out
+    st.markdown("**Choose the threshold by the defects that may pass**")
+    escape = st.number_input("Defects that may pass, at most (%)", 0, 50, 5, step=1,
+                             key=f"escape::{tool.name}",
+                             help="The highest threshold (the most good parts passed) at which "
+                                  "at most this share of the held-out defect photos pass.")
+    marks = {"threshold now": threshold}
+    try:
+        suggested = escape_rate_threshold(is_defect, scores, escape / 100)
+    except InspectorError as exc:
+        suggested = None
+        st.warning(str(exc))
+    if suggested is not None:
+        marks[f"at most {escape} % may pass"] = suggested
+        st.markdown(f"At most {escape} % of defects may pass: threshold **{suggested:.3f}**")
+        show_rates(rates_at(is_defect, scores, suggested))
+        st.caption("Chosen on these same photos, so on new parts a few more defects may pass: "
+                   "check it with Test on new photos.")
+        if meta["active"]:
+            st.button("Use this threshold", key="use_threshold", type="primary",
+                      disabled=abs(suggested - tool.config.threshold) < 1e-9,
+                      on_click=use_threshold, args=(suggested, current_actor()),
+                      help=f"Save {suggested:.3f} as the threshold of '{tool.name}'.")
+        else:
+            st.caption(f"The threshold is the active version's: {chosen} starts at its suggested "
+                       f"threshold {meta['suggested_threshold']:.3f} in a trial and when "
+                       "promoted; choose it here once it is active.")
+    ui.show_flash("training.threshold")
+    if is_defect.any():
+        st.markdown("**Operating curve** (held-out photos): a higher threshold passes more good "
+                    "parts and catches fewer defects")
+        st.altair_chart(operating_chart(is_defect, scores, marks), width="stretch")
 
 if meta.get("skipped"):
     st.warning(f"{len(meta['skipped'])} unreadable photo(s) were skipped: "
@@ -249,3 +385,47 @@ if wrong:
                    "Labeling page.")
 else:
     st.caption("None: every validation photo was on the right side of the threshold.")
+
+# ------------------------------------------------------------------ photos it has never seen
+
+st.subheader("Test on new photos")
+st.caption(f"Photos of parts the tool has never seen, cropped like its own photos (the ROI), "
+           f"scored by {chosen} at threshold {threshold:.3f}: what validation promised, checked on "
+           "new parts. Choose what the photos show, upload them, score them; add other classes "
+           "the same way. They are not added to the dataset.")
+tested_key = f"newphotos::{tool.name}::{chosen}"
+tested = st.session_state.get(tested_key, {"photos": [], "skipped": []})
+generation = st.session_state.setdefault("newphotos_generation", 0)
+shows_col, files_col = st.columns([1, 3])
+shows = shows_col.radio("These photos show", photo_classes(tool), key=f"newphotos_class::{tool.name}",
+                        format_func=lambda c: "a defect (any kind)" if c == ANY_DEFECT else c)
+files = files_col.file_uploader("New photos", type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
+                                accept_multiple_files=True, key=f"newphotos_{generation}")
+if st.button(f"Score these photos as '{shows}'", key="newphotos_score", disabled=not files,
+             type="primary"):
+    try:
+        with st.spinner(f"Scoring {len(files)} photo(s)..."):
+            scored, skipped = score_new_photos(tool, chosen, [(f.name, f.getvalue()) for f in files],
+                                               shows)
+        st.session_state[tested_key] = {"photos": merge_photos(tested["photos"], scored),
+                                        "skipped": skipped}
+        st.session_state["newphotos_generation"] = generation + 1  # empties the uploader
+        st.rerun()
+    except InspectorError as exc:
+        st.error(str(exc))
+for message in tested["skipped"]:
+    st.warning(message)
+if tested["photos"]:
+    photos = tested["photos"]
+    st.markdown(f"At threshold **{threshold:.3f}**, on {len(photos)} new photo(s), never seen in "
+                "training:")
+    show_rates(new_photo_rates(photos, threshold), no_good="no good photo tested yet",
+               no_defects="no defect photo tested yet")
+    st.dataframe(pd.DataFrame([{
+        "Photo": p.name, "Shows": p.shows, "Defect score": round(p.score, 3),
+        "Verdict": "FAIL" if p.score >= threshold else "PASS",
+        "Right": "yes" if (p.score >= threshold) == p.is_defect else "NO"} for p in photos]),
+        hide_index=True, width="stretch")
+    if st.button("Clear the tested photos", key="newphotos_clear"):
+        del st.session_state[tested_key]
+        st.rerun()

@@ -200,6 +200,31 @@ def test_a_truncated_jpeg_is_refused_and_nothing_is_added(workspace):
     assert dataset.add_upload("whole.jpg", data, name="good") == (1, [])
 
 
+def test_a_copy_of_one_of_the_tool_s_photos_is_found_by_its_bytes(workspace):
+    tool = ToolStore().create("copies")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    photos = sample_paths("casting", 2, seed=5)["defect"]
+    dataset.add_upload(photos[0].name, photos[0].read_bytes(), name="defect")
+    stored = dataset.files("defect")[0]
+    assert dataset.find_copy(photos[0].read_bytes()) == stored
+    assert dataset.find_copy(photos[1].read_bytes()) is None
+    assert dataset.find_copy(photos[0].read_bytes() + b"\0") is None  # other bytes, another photo
+
+
+def test_the_threshold_a_version_judges_at(workspace):
+    tool = ToolStore().create("versions")
+    for version, suggested in (("v001", 0.5), ("v002", 0.4)):
+        folder = tool.versions_dir / version
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"suggested_threshold": suggested}))
+    tool.activate("v001")
+    tool.update(threshold=0.62)
+    assert tool.threshold_of("v001") == 0.62  # the active version: the tool's own threshold
+    assert tool.threshold_of("v002") == 0.4  # another: its suggested one, as a trial runs it
+    with pytest.raises(InspectorError, match="no model version 'v003'"):
+        tool.threshold_of("v003")
+
+
 def test_camera_photos_are_told_from_uploaded_ones(workspace):
     from core.datasets import from_camera
 

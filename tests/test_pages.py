@@ -7,6 +7,7 @@ session (8 + 8 photos, 2 views each: seconds) and copied into the tests that nee
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import zipfile
@@ -20,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from core.datasets import image_files, read_image
 from core.history import open_history
 from core.live import VerdictRecord
+from core.live_station import live_station
 from core.station import load_settings
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
@@ -431,7 +433,185 @@ def test_training_page_lists_versions(trained_home):
     assert table["Active"].tolist() == ["", "yes"]
     assert at.selectbox(key="review::casting").value == meta["id"]
     assert any(m.label == "Suggested threshold" for m in at.metric)
+    assert "At threshold **0.500** (its suggested threshold, which a trial runs it at)" in texts(at)
+    assert not [b for b in at.button if b.key == "use_threshold"]  # not the active version
+    assert f"{meta['id']} starts at its suggested threshold 0.500" in texts(at)
     # running it as a trial, promoting it and rolling back: tests/test_live_page.py
+
+
+def chart_marks(at: AppTest) -> dict[str, float]:
+    """The thresholds the operating curve marks (its one chart's rules), by their label."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    (chart,) = at.get("vega_lite_chart")
+    tables = [convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets]
+    (marks,) = [t for t in tables if "mark" in t.columns]
+    return dict(zip(marks["mark"], marks["threshold"]))
+
+
+def test_training_page_shows_held_out_rates_and_saves_an_escape_rate_threshold(trained_home):
+    tool = ToolStore(trained_home).get("casting")
+    kept = tool.version_meta()["validation"]["scores"]
+    good, defect = np.array(kept["good"]), np.array(kept["defect"])
+    assert (len(good), len(defect)) == (PER_CLASS, PER_CLASS)
+    at = page("pages/3_Training.py").run()
+    at.sidebar.text_input[0].input("anna").run()  # who, for the audit trail
+    no_errors(at)
+    passed, caught = int((good < 0.5).sum()), int((defect >= 0.5).sum())
+    shown = texts(at)
+    assert "At threshold **0.500** (the tool's threshold):" in shown
+    assert f"**Good parts passed:** {passed} of {PER_CLASS} (" in shown
+    assert f"**Defects caught:** {caught} of {PER_CLASS} (" in shown
+    assert "95 % range" in shown and "held-out photos of the training set" in shown.lower()
+    assert "few dozen photos give wide ranges" in shown
+    assert chart_marks(at)["threshold now"] == pytest.approx(0.5)
+
+    at.number_input(key="escape::casting").set_value(0).run()  # no defect photo may pass
+    no_errors(at)
+    lowest = float(defect.min())  # the lowest defect photo must still FAIL
+    assert lowest != pytest.approx(0.5)
+    shown = texts(at)
+    assert f"At most 0 % of defects may pass: threshold **{lowest:.3f}**" in shown
+    assert f"**Defects caught:** {PER_CLASS} of {PER_CLASS} (100 %" in shown
+    assert f"**Good parts passed:** {int((good < lowest).sum())} of {PER_CLASS} (" in shown
+    assert chart_marks(at)["at most 0 % may pass"] == pytest.approx(lowest)
+
+    at.button(key="use_threshold").click().run()
+    no_errors(at)
+    assert ToolStore(trained_home).get("casting").config.threshold == pytest.approx(lowest)
+    assert f"Threshold of 'casting' set to {lowest:.3f} (was 0.500)" in texts(at)
+    assert f"At threshold **{lowest:.3f}** (the tool's threshold):" in texts(at)
+    assert at.button(key="use_threshold").disabled  # it is the threshold now
+    assert live_station(trained_home).settings("casting").threshold == pytest.approx(lowest)  # the line's
+    history = open_history(root=trained_home)
+    assert history.recorder(load_settings(trained_home).name).flush(10)
+    audit = history.changes()
+    row = audit[audit["action"] == "threshold"].iloc[0]
+    assert (row["tool"], row["actor"]) == ("casting", "anna")
+    assert str(lowest)[:5] in str(row["details"]) and "0.5" in str(row["details"])
+
+
+def test_training_page_refuses_an_escape_rate_threshold_from_too_few_defect_photos(trained_home):
+    tool = ToolStore(trained_home).get("casting")
+    meta_file = tool.version_dir() / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["validation"]["scores"]["defect"] = meta["validation"]["scores"]["defect"][:4]
+    meta_file.write_text(json.dumps(meta))
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert ("only 4 defect photo(s) were validated: choosing the threshold by the defects that "
+            "may pass needs at least 5") in texts(at)
+    assert not [b for b in at.button if b.key == "use_threshold"]
+
+    del meta["validation"]["scores"]  # a version saved before held-out scores were kept
+    meta_file.write_text(json.dumps(meta))
+    tool.update(threshold=0.7)
+    at.run()
+    no_errors(at)
+    confusion = meta["validation"]["confusion"]
+    false_fail, missed = confusion["false_fail"], confusion["missed_defect"]
+    shown = texts(at)
+    assert ("At threshold **0.500** (the suggested one; this version kept no scores to show them "
+            "at 0.700)") in shown
+    assert f"**Good parts passed:** {PER_CLASS - false_fail} of {PER_CLASS} (" in shown
+    assert f"**Defects caught:** {PER_CLASS - missed} of {PER_CLASS} (" in shown
+    assert "saved before held-out scores were kept" in shown and not at.get("vega_lite_chart")
+    assert "scored by " in shown and "at threshold 0.700" in shown  # new photos: as it judges
+
+
+def test_training_page_tests_the_version_on_new_photos(trained_home):
+    from core.inference import TrainedModel
+
+    tool = ToolStore(trained_home).get("casting")
+    new_good = casting_files("good", 3, skip=40)
+    new_defect = casting_files("defect", 3, skip=40)
+    own = casting_files("good", 1)[0]  # one of the photos the tool was trained on
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert at.button(key="newphotos_score").disabled  # nothing uploaded yet
+    at.radio(key="newphotos_class::casting").set_value("good")
+    uploader = at.file_uploader(key="newphotos_0")
+    for path in new_good:
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    uploader.upload("broken.jpg", b"not a jpeg", "image/jpeg")
+    uploader.upload(own.name, own.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    warnings = [w.value for w in at.warning]
+    assert any("'broken.jpg' is not a readable image" in w and "skipped" in w for w in warnings)
+    assert any(f"'{own.name}' is one of the tool's own photos" in w for w in warnings)
+    assert "on 3 new photo(s), never seen in training" in texts(at)
+    assert "**Defects caught:** no defect photo tested yet" in texts(at)
+
+    at.radio(key="newphotos_class::casting").set_value("defect")
+    uploader = at.file_uploader(key="newphotos_1")  # the uploader was emptied
+    for path in new_defect + new_good[:1]:  # a photo tested again counts once, as told last
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    assert not at.warning or all("own photos" not in w.value for w in at.warning)
+    scores = TrainedModel(tool).defect_scores([read_image(p) for p in new_good[1:] + new_defect
+                                               + new_good[:1]])
+    good, defect = scores[:2], scores[2:]
+    shown = texts(at)
+    assert "on 6 new photo(s), never seen in training" in shown
+    assert f"**Good parts passed:** {int((good < 0.5).sum())} of 2 (" in shown
+    assert f"**Defects caught:** {int((defect >= 0.5).sum())} of 4 (" in shown
+    table = at.dataframe[-1].value
+    assert sorted(table["Photo"]) == sorted(p.name for p in new_good + new_defect)
+    assert table.set_index("Photo").loc[new_good[0].name, "Shows"] == "defect"  # as told last
+    assert table["Defect score"].tolist() == pytest.approx(scores.round(3).tolist(), abs=1e-3)
+    assert (table["Verdict"] == np.where(scores >= 0.5, "FAIL", "PASS")).all()
+    assert dataset_counts(tool) == {"good": PER_CLASS, "defect": PER_CLASS}  # nothing added
+
+    at.button(key="newphotos_clear").click().run()
+    no_errors(at)
+    assert "new photo(s), never seen in training" not in texts(at)
+
+
+def dataset_counts(tool) -> dict[str, int]:
+    from core.datasets import ToolDataset
+
+    return ToolDataset(tool.images_dir, tool.config.classes).counts()
+
+
+def test_training_page_of_an_anomaly_tool_without_defect_photos(home):
+    from core.anomaly import AnomalySettings
+    from core.datasets import ToolDataset
+
+    tool = ToolStore(home).create("cap", kind="anomaly", classes=("good",), allow_flips=True)
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    for path in casting_files("good", 6):
+        dataset.add_file("good", path.read_bytes(), path.name)
+    train_tool(tool, options=TrainingOptions(views_per_image=2, anomaly=AnomalySettings(
+        memory_size=256, local_memory_size=256)))
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    shown = texts(at)
+    assert "**Defects caught:** no defect photos: add some to measure how many defects are caught" in shown
+    assert "**Good parts passed:** " in shown and " of 6 (" in shown
+    assert "-." not in shown and "- ." not in shown
+    assert not at.get("vega_lite_chart")  # no operating curve without defect scores
+    assert not [b for b in at.button if b.key == "use_threshold"]
+    assert "no defect photo was validated" in texts(at)
+    assert [m.label for m in at.metric] == ["Threshold", "Suggested threshold"]
+    assert at.dataframe[0].value["Defects caught"].tolist() == ["no defect photos"]
+    caption = next(c.value for c in at.caption if c.value.startswith("Anomaly tool"))
+    assert "two memories" in caption and "global" in caption and "local" in caption
+    assert "memory_patches" not in caption and "best balance" not in caption
+
+    at.radio(key="newphotos_class::cap").set_value("defect")  # a defect of any kind
+    uploader = at.file_uploader(key="newphotos_0")
+    for path in casting_files("defect", 2, skip=40):
+        uploader.upload(path.name, path.read_bytes(), "image/jpeg")
+    at.run()
+    at.button(key="newphotos_score").click().run()
+    no_errors(at)
+    shown = texts(at)
+    assert "**Defects caught:** " in shown and " of 2 (" in shown
+    assert "**Good parts passed:** no good photo tested yet" in shown
 
 
 def test_training_page_trains_in_the_background_without_activating(home):
