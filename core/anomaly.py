@@ -9,20 +9,22 @@ two scales, because one scale misses what the other sees:
   by the last convolution's map (stride 32) randomly projected to a few dimensions, so a patch is
   judged by its texture and by the larger part it sits in. Its image score is the mean of the
   distance map's highest half: a broad, steady measure of how unusual the part looks.
-- *local*: each cell of the stride-8 map joined by the mid map's cell over it. Its image score is
-  the mean of the distance map's highest 1 % (a handful of cells): a defect of a few cells (a pin
-  hole, a spur, a thin crack) is not diluted by the rest of the part, and one odd cell (noise, a
-  reflection) does not decide alone.
+- *local*: each cell of the stride-8 map joined by the mid map's cell over it, each scaled to
+  unit length (neither map drowns the other). Its image score is the mean of the distance map's
+  highest 1 % (a handful of cells): a defect of a few cells (a pin hole, a spur, a thin crack) is
+  not diluted by the rest of the part, and one odd cell (noise, a reflection) does not decide
+  alone.
 
-Each map's cells are scaled to unit length before they are joined (contrast changes their length,
-not their direction, and neither map drowns the other). A memory keeps good patches from every
+A memory keeps good patches from every
 training photo and its orientations, thinned by a greedy k-centre coreset so that memory and
 search stay small while still covering every kind of good patch. A patch's anomaly is its distance
 to the nearest remembered patch.
 
 Raw distances mean nothing to an operator, so training scores every good photo against the
 memories without any patch of its own (leave-one-out). Each memory's raw score is expressed in
-standard deviations of those held-out good scores, the two are added, and the 0..1 score is a
+standard deviations of those held-out good scores, the two are added (the local one at half
+weight: on the sets the defaults were tuned on it adds small defects without drowning the
+global view, see BENCHMARKS.md), and the 0..1 score is a
 logistic curve of that sum centred ``good_spreads`` standard deviations above the held-out mean:
 0.5 means "more unusual than good parts almost ever are", the meaning the threshold slider has for
 a classifier; the median good part scores about 0.05, and the heatmap reads 1.0 at that level.
@@ -65,7 +67,7 @@ class AnomalySettings:
 
     memory_size: int = 4096  # patches the coreset keeps in the global memory
     neighbourhood: int = 3  # local averaging window of each map, in map cells
-    blur_sigma: float = 1.0  # smoothing of the global distance map, in its cells
+    blur_sigma: float = 2.0  # smoothing of the global distance map, in its cells
     projection: int = 32  # dimensions of the random projection the coreset is chosen in
     top_share: float = 0.5  # global image score: mean of this share of the map's highest cells
     local_top_share: float = 0.01  # local image score: the same, over a much smaller share
@@ -73,9 +75,10 @@ class AnomalySettings:
     normalise_lighting: bool = True  # same mean brightness and contrast for every photo
     fine_features: bool = False  # earlier versions: the stride-8 map inside the global memory
     last_features: int = 128  # dimensions of the projected last map added to each patch (0: none)
-    unit_cells: bool = True  # each map's cells scaled to unit length before they are joined
+    unit_cells: bool = False  # global memory: each map's cells at unit length (local: always)
     local_memory_size: int = 8192  # patches of the local (stride-8) memory; 0: no local memory
     local_blur_sigma: float = 1.0  # smoothing of the local distance map, in its cells
+    local_weight: float = 0.5  # the local memory's standardised score counts this much
     good_spreads: float = 2.0  # score 0.5 at the held-out good mean plus this many deviations
 
     def to_json(self) -> dict[str, Any]:
@@ -120,6 +123,9 @@ class AnomalySettings:
     def blur(self, family: str) -> float:
         return self.local_blur_sigma if family == LOCAL else self.blur_sigma
 
+    def weight(self, family: str) -> float:
+        return self.local_weight if family == LOCAL else 1.0
+
 
 def _unit(cells: np.ndarray) -> np.ndarray:
     return cells / (np.linalg.norm(cells, axis=2, keepdims=True) + 1e-6)
@@ -140,7 +146,8 @@ def patch_features(maps: FeatureMaps, settings: AnomalySettings, projection: np.
         if projection is not None and not local:
             cells.append(np.tensordot(maps.last[i], projection, axes=(0, 0)).astype(np.float32))
         cells = [on_grid(c, grid) for c in cells]
-        out.append(np.concatenate([_unit(c) for c in cells] if settings.unit_cells else cells, axis=2))
+        unit = local or settings.unit_cells
+        out.append(np.concatenate([_unit(c) for c in cells] if unit else cells, axis=2))
     return np.stack(out)
 
 
@@ -260,7 +267,8 @@ class AnomalyModel:
         total, shown = 0.0, None
         for family, memory in self.memories.items():
             distances = memory.distance_maps(self.features(maps, family))
-            total = total + memory.standardised(self.settings.image_scores(family, distances))
+            raw = self.settings.image_scores(family, distances)
+            total = total + self.settings.weight(family) * memory.standardised(raw)
             if family == self.heat_family:
                 shown = distances
         return self.unit_scores(total), shown
@@ -332,7 +340,7 @@ def fit_memory(features: dict[str, np.ndarray], sources: np.ndarray, originals: 
         raw = settings.image_scores(family, held_out)
         memory.mean, memory.std = float(raw.mean()), float(max(raw.std(), 1e-3 * abs(raw.mean()), 1e-6))
         memories[family] = memory
-        total = total + memory.standardised(raw)
+        total = total + settings.weight(family) * memory.standardised(raw)
         if family == (LOCAL if LOCAL in settings.families else GLOBAL):
             heat = (float(np.median(held_out)), memory.mean + settings.good_spreads * memory.std)
     centre = float(total.mean() + settings.good_spreads * total.std())
