@@ -756,13 +756,20 @@ def live_station(root: Path | None = None) -> LiveStation:
         return _stations[root]
 
 
+def line_state(root: Path | None = None) -> LineState:
+    """What is on the workspace's line now: the running station's state, else ``line.json``
+    (reading never starts a station)."""
+    root = (root or workspace_root()).resolve()
+    running = _stations.get(root)
+    return running.state if running is not None else read_state(root, ToolStore(root))[0]
+
+
 def line_summary(root: Path | None = None) -> dict[str, str]:
     """Per tool, whether it judges on the line (with its TRIAL values) or is in trial: read
     from the running station, else from ``line.json`` (reading never starts a station)."""
     root = (root or workspace_root()).resolve()
-    running = _stations.get(root)
     store = ToolStore(root)
-    state = running.state if running is not None else read_state(root, store)[0]
+    state = line_state(root)
     summary = {}
     for tool in store.all():
         name, parts = tool.name, []
