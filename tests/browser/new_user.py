@@ -66,14 +66,18 @@ class Part:
     path: Path  # the casting photo
     offset: tuple[int, int]  # where it stopped, from PART_BOX
 
+    def scene(self) -> np.ndarray:
+        """The part on the conveyor, as the camera sees it."""
+        return on_conveyor(read_image(self.path), (HEIGHT, WIDTH), seed=self.code,
+                           offset=self.offset)
+
     def frame(self) -> np.ndarray:
-        photo = read_image(self.path)
-        return mark_code(on_conveyor(photo, (HEIGHT, WIDTH), seed=self.code, offset=self.offset),
-                         self.code)
+        """The camera's frame: the scene with the part's number in the corner."""
+        return mark_code(self.scene(), self.code)
 
     def view(self) -> np.ndarray:
         """What the station judges of it: the ROI crop of the frame (before the video codec)."""
-        return crop_roi(self.frame(), part_roi())
+        return crop_roi(self.scene(), part_roi())
 
 
 def parts(photos: list[tuple[str, Path]], first_code: int = 1, seed: int = 0) -> list[Part]:
