@@ -82,6 +82,10 @@ def from_camera(path: Path) -> bool:
 
 
 RETAKE_GAP_S = 1.5  # camera photos of one class this close in time show the same part (a burst)
+# ... unless they look different: the mean absolute grey-level difference of two photos shrunk
+# to 32x32 px. Measured on casting parts through a webcam's codec: re-takes of one part 0.1,
+# two parts in turn under the same ROI (a burst on a moving conveyor) 15 or more.
+RETAKE_DIFFERENCE = 6.0
 
 
 def capture_time(path: Path) -> datetime | None:
@@ -94,18 +98,29 @@ def capture_time(path: Path) -> datetime | None:
         return None
 
 
-def retake_groups(paths: list[Path]) -> np.ndarray:
+def retake_groups(paths: list[Path], images: list[np.ndarray] | None = None) -> np.ndarray:
     """A group number per photo: camera photos of one class saved within ``RETAKE_GAP_S`` of the
     previous one (a burst, or snapshots of a part that did not move) share a group; every other
     photo is its own. Validation keeps a group together, since re-takes of one part would
-    otherwise be judged by a model that has seen the part."""
+    otherwise be judged by a model that has seen the part. With the photos (``images``, as
+    ``paths``), a photo that looks unlike the previous one (``RETAKE_DIFFERENCE``) starts a
+    group of its own: a burst on a moving conveyor photographs one part after another."""
     groups = np.arange(len(paths))
     stamped = sorted((t, Path(p).parent.name, i) for i, p in enumerate(paths)
                      if (t := capture_time(Path(p))) is not None)
     for (t0, c0, i0), (t1, c1, i1) in zip(stamped, stamped[1:]):
-        if c0 == c1 and (t1 - t0).total_seconds() <= RETAKE_GAP_S:
+        if c0 == c1 and (t1 - t0).total_seconds() <= RETAKE_GAP_S and (
+                images is None or _difference(images[i0], images[i1]) < RETAKE_DIFFERENCE):
             groups[i1] = groups[i0]
     return groups
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute grey-level difference of two BGR photos shrunk to 32x32 px."""
+    def small(image: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return float(np.abs(small(a) - small(b)).mean())
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -126,7 +141,7 @@ class LoadedImages:
 
     def retakes(self) -> np.ndarray | None:
         """Re-take groups of the photos (see ``retake_groups``), or None for images without files."""
-        return retake_groups(self.paths) if len(self.paths) == len(self.images) else None
+        return retake_groups(self.paths, self.images) if len(self.paths) == len(self.images) else None
 
     def skipped_report(self) -> str:
         if not self.skipped:

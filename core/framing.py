@@ -20,13 +20,22 @@ API (no Streamlit; call it from a page thread, never from the video thread):
         Uploaded photos against photos captured from the camera (size, aspect, brightness,
         contrast), from the cached ``photo_groups``: pixels only, no model loaded.
 
+    FramingWatch(every_s: float = WATCH_EVERY_S)
+        ``check_camera`` for the tools running on the line, throttled: ``findings(tool, frames,
+        roi)`` checks the latest frame of a ``core.live.FrameHolder`` at most once every
+        ``every_s`` seconds per tool (at once when its ROI or model changes) and otherwise
+        returns the last findings, so every page showing a camera may ask on each refresh. It
+        runs on the asking page's thread; the video thread never waits for it.
+
 A ``Finding`` has a ``topic`` (one of ``TOPICS``) and a ``message`` that says what differs and
 what to do. No finding means nothing to report (or no photos to compare with yet).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +50,8 @@ from core.model import pool_features
 from core.preprocessing import crop_roi
 from core.tools import ROI, Tool
 
+LOG = logging.getLogger("shopfloor_inspector.framing")
+
 SIZE, ASPECT, BRIGHTNESS, CONTRAST, FEATURES, ORIGIN = (
     "size", "aspect", "brightness", "contrast", "features", "origin")
 TOPICS = (SIZE, ASPECT, BRIGHTNESS, CONTRAST, FEATURES, ORIGIN)
@@ -53,6 +64,8 @@ CONTRAST_TOLERANCE = 1.35  # ratio of the grey-level spreads, either way
 FEATURE_TOLERANCE = 1.5  # the crop's distance to the nearest photo / the photos' own spacing
 MAX_PHOTOS = 120  # photos summarised per tool (evenly spread): bounds the first call's cost
 _STATS_SIDE = 256  # images are shrunk to this for brightness and contrast (same figures, faster)
+WATCH_EVERY_S = 5.0  # a running tool's framing is checked on one frame this often
+WATCH_FRESH_S = 3.0  # ... if the camera sent it this recently (else nothing is checked)
 
 
 @dataclass(frozen=True)
@@ -310,3 +323,58 @@ def _compare(ref: _Side, other: _Side, advice: _Advice) -> list[Finding]:
             "more or less background, another light or focus. "
             f"{advice.light}")))
     return found
+
+
+# ------------------------------------------------------------------ watching the line's cameras
+
+@dataclass(frozen=True)
+class _Checked:
+    key: tuple  # what the findings depend on besides the frame: photos' tool, model, ROI
+    at: float  # time.time() of the check
+    findings: tuple[Finding, ...]
+
+
+class FramingWatch:
+    """``check_camera`` on one frame every ``every_s`` seconds per running tool, whoever asks."""
+
+    def __init__(self, every_s: float = WATCH_EVERY_S, check=None):
+        self.every_s = every_s
+        self._check = check or check_camera
+        self._lock = threading.Lock()
+        self._checked: dict[str, _Checked] = {}
+        self.checks = 0  # how many times a frame was checked (for tests and the curious)
+
+    def findings(self, tool: Tool, frames, roi: ROI | None = None,
+                 now: float | None = None) -> list[Finding] | None:
+        """The tool's latest framing findings (checked now if due), or None before a first
+        check (no fresh frame yet). ``frames`` is a ``core.live.FrameHolder``."""
+        now = time.time() if now is None else now
+        roi = roi or tool.config.roi
+        key = (str(tool.folder), tool.config.active_version, roi)
+        with self._lock:
+            last = self._checked.get(tool.name)
+            due = last is None or last.key != key or now - last.at >= self.every_s
+            fresh = frames.stamp and now - frames.stamp <= WATCH_FRESH_S
+            if not fresh:
+                return None  # the camera sends nothing: nothing to say about its framing
+            if not due:
+                return list(last.findings)
+            # claimed: another page asking meanwhile gets the previous findings
+            self._checked[tool.name] = _Checked(key, now, last.findings if last else ())
+        frame = frames.get()
+        try:
+            found = tuple(self._check(tool, frame, roi)) if frame is not None else ()
+        except InspectorError as exc:
+            LOG.info("framing check of '%s' skipped: %s", tool.name, exc)
+            found = ()
+        except Exception:  # noqa: BLE001 - a hint must never break the page
+            LOG.exception("framing check of '%s' failed", tool.name)
+            found = ()
+        with self._lock:
+            self._checked[tool.name] = _Checked(key, now, found)
+            self.checks += 1
+        return list(found)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._checked.pop(name, None)

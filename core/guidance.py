@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.datasets import MIN_IMAGES_PER_CLASS, ToolDataset, check_trainable
 from core.errors import InspectorError
+from core.live_station import line_state
 from core.tools import Tool
 
 GOOD_ENOUGH = 0.9  # below this validation balanced accuracy, suggest more photos and a review
@@ -20,7 +21,8 @@ def active_balanced_accuracy(tool: Tool) -> float | None:
 
 
 def next_steps(tool: Tool) -> list[str]:
-    """Hints in order: photos to capture, training, activation, retraining, then readiness."""
+    """Hints in order: photos to capture, training, getting a version onto the line (a trial,
+    then promotion), retraining, then readiness."""
     counts = ToolDataset(tool.images_dir, tool.config.classes).counts()
     try:
         check_trainable(counts, kind=tool.config.kind)
@@ -32,10 +34,24 @@ def next_steps(tool: Tool) -> list[str]:
     versions = tool.versions()
     if not versions:
         return ["Enough photos: train a first model on the Training page."]
-    if not tool.config.active_version:
-        return ["A model is trained but none is active: run it as a trial on the line (Training page), "
-        "then promote it."]
+    line = line_state(tool.folder.parent.parent)  # the workspace of the tool's store
+    on_line, trial = line.tools.get(tool.name), line.trials.get(tool.name)
     hints = []
+    if trial is not None:
+        hints.append(f"{trial.version} runs as a trial on the line: watch it agree on the Live "
+                     "inspection page, then promote it on the Training page.")
+    elif on_line is None:
+        active = tool.config.active_version
+        if not tool.config.enabled:
+            hints.append("Trained but not running: the tool is disabled; enable it, then add it "
+                         "to the line on the Live inspection page.")
+        elif active:
+            hints.append(f"Trained but not running: {active} is active but not on the line. "
+                         "Add it on the Live inspection page ('Add to line'), or run a newer "
+                         "version as a trial on the Training page, then promote it.")
+        else:
+            hints.append(f"Trained but not running: run {versions[-1]['id']} as a trial on the "
+                         "Training page, then promote it.")
     if sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
         hints.append("New photos since the last training: retrain to use them.")
     bacc = active_balanced_accuracy(tool)
@@ -43,4 +59,5 @@ def next_steps(tool: Tool) -> list[str]:
         smallest = min(counts, key=counts.get)
         hints.append(f"Validation balanced accuracy is {bacc:.0%}: add photos (most needed: "
                      f"'{smallest}') and review the hardest images on the Labeling page.")
-    return hints or ["Ready: run it on the Live inspection page."]
+    return hints or [f"On the line with {on_line.version}: its verdicts show on the Live "
+                     "inspection page."]

@@ -13,6 +13,8 @@ owns everything live inspection runs on, whichever browser, page or command look
 - per tool, **trial settings**: a threshold, smoothing window, TTA or ROI moved live but not
   saved. They judge on the line at once and are shown as TRIAL with who and when until someone
   saves them to the tool (``save_settings``) or reverts them (``revert_settings``);
+- per running tool, whether the camera frames the part as its photos do (``framing``: a
+  ``core.framing.FramingWatch``, checked on one frame every few seconds when a page asks);
 - per tool, a **trial version** beside the line's (``start_trial``): it judges the same frames,
   its verdicts are counted and compared with the line's, never sent to the line or the history;
   ``promote`` makes it the active version (``stop_trial`` ends it).
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InspectorError
+from core.framing import FramingWatch
 from core.inference import ToolRunner
 from core.line import Line, reopen_line, station_line
 from core.live import DEFAULT_CAMERA, Feeder, Lineup, LiveSession, RecentVerdicts, TrialRun, camera_name
@@ -231,6 +234,7 @@ class LiveStation:
         self._trials: dict[str, TrialRun] = {}
         self._state_file: tuple | None = None
         self.not_running: dict[str, str] = {}  # tool on the line -> why it cannot judge
+        self.framing = FramingWatch()  # the running tools' framing, checked every few seconds
         state, exists, self.state_problem = read_state(root, self.store)
         self.state = LineState()
         with self._lock:
@@ -756,13 +760,20 @@ def live_station(root: Path | None = None) -> LiveStation:
         return _stations[root]
 
 
+def line_state(root: Path | None = None) -> LineState:
+    """What is on the workspace's line now: the running station's state, else ``line.json``
+    (reading never starts a station)."""
+    root = (root or workspace_root()).resolve()
+    running = _stations.get(root)
+    return running.state if running is not None else read_state(root, ToolStore(root))[0]
+
+
 def line_summary(root: Path | None = None) -> dict[str, str]:
     """Per tool, whether it judges on the line (with its TRIAL values) or is in trial: read
     from the running station, else from ``line.json`` (reading never starts a station)."""
     root = (root or workspace_root()).resolve()
-    running = _stations.get(root)
     store = ToolStore(root)
-    state = running.state if running is not None else read_state(root, store)[0]
+    state = line_state(root)
     summary = {}
     for tool in store.all():
         name, parts = tool.name, []

@@ -239,16 +239,22 @@ def fit_head(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...
 def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[str, ...],
                    last_channels: int, folds: int, seed: int,
                    report: Callable[[str, int, int], None],
-                   retakes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Out-of-fold class probabilities of every image's own photo (view 0), and the fold count.
+                   retakes: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
+    """Out-of-fold class probabilities of every image's own photo (view 0), the fold count, and
+    whether the re-takes were kept together.
 
     All views of an image, and all re-takes of one part (``retakes``: a group number per image,
     see ``core.datasets.retake_groups``), stay in the same fold, so no held-out photo was seen
-    in any form.
+    in any form. A class whose photos are all re-takes of one part leaves nothing to hold out
+    but the part itself: then the photos are split one by one (and the caller says so).
     """
     n_images = len(labels)
     groups = np.arange(n_images) if retakes is None else np.asarray(retakes)
     parts_per_class = [len(np.unique(groups[labels == c])) for c in np.unique(labels)]
+    together = min(parts_per_class) >= 2
+    if not together:
+        groups = np.arange(n_images)
+        parts_per_class = [int(np.sum(labels == c)) for c in np.unique(labels)]
     folds = max(2, min(folds, min(parts_per_class)))
     if len(np.unique(groups)) == n_images:  # no re-takes: the plain stratified split
         splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
@@ -263,7 +269,7 @@ def cross_validate(features: ViewFeatures, labels: np.ndarray, classes: tuple[st
         head = fit_head(features.take(rows), labels[features.groups[rows]], classes, last_channels, seed)
         probabilities[held_out] = features.take(originals[held_out]).probabilities(head)
         report("validating", k + 1, folds)
-    return probabilities, folds
+    return probabilities, folds, together
 
 
 def _calibrate_cam_scale(head: ClassifierHead, images: list[np.ndarray], labels: np.ndarray,
@@ -334,14 +340,16 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     views = view_count(config.allow_flips, shape, options)
     features = extract_view_features(data.images, config.profile, shape, views, options.seed,
                                      config.allow_flips, report)
-    oof, folds = cross_validate(features, labels, config.classes, last_channels, options.folds,
-                                options.seed, report, data.retakes())
+    oof, folds, together = cross_validate(features, labels, config.classes, last_channels,
+                                          options.folds, options.seed, report, data.retakes())
     head = fit_head(features, labels[features.groups], config.classes, last_channels, options.seed)
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile, shape)
     is_defect = labels != head.good_index
     scores = head.defect_scores(oof)
     validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
-    validation["method"] = f"{folds}-fold cross-validation"
+    validation["method"] = f"{folds}-fold cross-validation" + ("" if together else (
+        " (photo by photo: a class's photos are re-takes of one part, so a held-out photo's part "
+        "was seen in training; capture more parts)"))
     validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
     if len(config.defect_classes) > 1:
         validation["named_defect_share"] = named_defect_share(

@@ -7,6 +7,8 @@ within a second: the widget's key names the value) and writes through the statio
 your name. One browser at a time
 feeds a camera (START where nobody feeds, or an explicit take-over); the others show its verdicts
 and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
+Under the verdict, a framing notice says when the ROI shows the parts unlike a running tool's
+photos (``core.framing``, one frame checked every few seconds), and what to do.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from core.tools import ToolConfig, current_actor
 
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
+FRAMING_REFRESH_S = 2.0  # the framing notice's refresh (the check itself runs less often)
 
 ui.page_setup("Live inspection")
 try:
@@ -189,6 +192,19 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
                 st.markdown(trial_line(result, run.summary()))
 
 
+@st.fragment(run_every=FRAMING_REFRESH_S)
+def framing_notice(camera: str) -> None:
+    """Whether the camera's ROI shows the parts as each running tool's photos do: the station
+    checks one frame every few seconds (``station.framing``), never the video thread."""
+    session = station.session(camera)
+    if session.feeder is None:
+        return
+    for runner in session.lineup.runners:
+        findings = station.framing.findings(runner.tool, session.frames, runner.config.roi)
+        for finding in findings or ():
+            st.warning(f"**{runner.tool.name}**, framing: {finding.message}")
+
+
 # ------------------------------------------------------------------ live settings
 
 SHOWN = {"threshold": lambda c: float(c.threshold), "smoothing": lambda c: int(c.smoothing),
@@ -294,6 +310,7 @@ for index, camera in enumerate(cameras):
         feed(camera, session)
     with verdict_col:
         verdict_panel(camera, layout(camera))
+        framing_notice(camera)
     with control_col:
         controls(camera, first=index == 0)
 

@@ -66,9 +66,10 @@ def casting_tool(trained_workspace, workspace):
 
 
 def on_conveyor(photo: np.ndarray, frame: tuple[int, int] = (480, 640), grey: int = 150,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """A camera's view of a part: the photo's round part (a disc of 0.47 of its side, soft edge)
-    placed at the centre of a grey conveyor with a little sensor noise, as a BGR frame."""
+    placed at the centre of a grey conveyor (moved by ``offset``, x and y pixels: where a part
+    stops varies a little) with a little sensor noise, as a BGR frame."""
     import cv2
 
     h, w = frame
@@ -77,7 +78,7 @@ def on_conveyor(photo: np.ndarray, frame: tuple[int, int] = (480, 640), grey: in
     ph, pw = photo.shape[:2]
     yy, xx = np.mgrid[:ph, :pw]
     mask = np.clip((0.47 * min(ph, pw) - np.hypot(yy - ph / 2, xx - pw / 2)) / 4, 0, 1)[..., None]
-    y0, x0 = (h - ph) // 2, (w - pw) // 2
+    y0, x0 = (h - ph) // 2 + offset[1], (w - pw) // 2 + offset[0]
     under = scene[y0:y0 + ph, x0:x0 + pw].astype(np.float32)
     scene[y0:y0 + ph, x0:x0 + pw] = (photo * mask + under * (1 - mask)).astype(np.uint8)
     return scene

@@ -127,3 +127,27 @@ def test_no_frame_is_a_clear_error(tool):
 
     with pytest.raises(InspectorError, match="start the camera first"):
         framing.check_camera(tool, np.zeros((0, 0, 3), np.uint8))
+
+
+def test_the_watch_checks_one_frame_every_few_seconds_and_at_once_after_a_roi_change(tmp_path):
+    """FramingWatch: a check at most every ``every_s`` per tool, whoever asks; a new ROI is
+    checked at once; a camera that sends nothing is not checked."""
+    from core.live import FrameHolder
+
+    tool = ToolStore(tmp_path).create("casting")
+    seen = []
+    watch = framing.FramingWatch(every_s=5.0, check=lambda t, frame, roi: seen.append(roi) or [
+        framing.Finding(framing.SIZE, f"checked {len(seen)}")])
+    frames = FrameHolder()
+    assert watch.findings(tool, frames) is None  # no frame yet
+    frames.put(on_conveyor(read_image(sample_paths("casting", 1, seed=1)["good"][0])))
+    now = frames.stamp
+    assert [f.message for f in watch.findings(tool, frames, now=now)] == ["checked 1"]
+    for dt in (0.5, 1.0, 2.0):  # every page refresh in between gets the same findings
+        assert [f.message for f in watch.findings(tool, frames, now=now + dt)] == ["checked 1"]
+    assert watch.checks == 1
+    tight = centred(300, 300)
+    assert [f.message for f in watch.findings(tool, frames, tight, now=now + 2.5)] == ["checked 2"]
+    assert seen == [ROI(), tight]
+    assert watch.findings(tool, frames, tight, now=now + 10) is None  # the camera went silent
+    assert watch.checks == 2

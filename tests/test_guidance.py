@@ -1,4 +1,4 @@
-"""Plain-language next steps, from an empty tool to one ready for the line."""
+"""Plain-language next steps, from an empty tool to one judging on the line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import json
 
 from core.datasets import ToolDataset
 from core.guidance import active_balanced_accuracy, next_steps
+from core.line import close_lines
+from core.live_station import STATE_FILE, LineState, close_live_stations, live_station
 from core.tools import ToolStore
-from tests.conftest import sample_paths
+from core.training import TrainingOptions, train_tool
+from core.workspace import atomic_write_json
+from tests.conftest import load_sample, sample_paths
 
 
 def add_photos(tool, per_class: int, skip: int = 0) -> None:
@@ -36,7 +40,9 @@ def test_a_trained_tool_is_ready_until_photos_are_added_or_validation_is_weak(ca
     bacc = active_balanced_accuracy(casting_tool)
     assert bacc is not None and bacc >= 0.9
     add_photos(casting_tool, 6)  # 12 photos: fewer than the 24 it was trained on
-    assert next_steps(casting_tool) == ["Ready: run it on the Live inspection page."]
+    active = casting_tool.config.active_version
+    ready = [f"On the line with {active}: its verdicts show on the Live inspection page."]
+    assert next_steps(casting_tool) == ready  # a first start puts a trained tool on the line
 
     add_photos(casting_tool, 7, skip=6)  # 26 photos now
     assert next_steps(casting_tool) == ["New photos since the last training: retrain to use them."]
@@ -50,6 +56,42 @@ def test_a_trained_tool_is_ready_until_photos_are_added_or_validation_is_weak(ca
         "hardest images on the Labeling page.")
 
     casting_tool.update(active_version=None)
+    assert next_steps(casting_tool)[0] == (
+        f"Trained but not running: run {active} as a trial on the Training page, then promote it.")
+
+
+def test_a_trained_tool_not_on_the_line_says_how_to_get_it_there(casting_tool, workspace):
+    add_photos(casting_tool, 6)
+    active = casting_tool.config.active_version
+    atomic_write_json(workspace / STATE_FILE, LineState().to_json())  # someone took it off
     assert next_steps(casting_tool) == [
-        "A model is trained but none is active: run it as a trial on the line (Training page), "
-        "then promote it."]
+        f"Trained but not running: {active} is active but not on the line. Add it on the Live "
+        "inspection page ('Add to line'), or run a newer version as a trial on the Training "
+        "page, then promote it."]
+    casting_tool.update(enabled=False)
+    assert next_steps(casting_tool)[0].startswith("Trained but not running: the tool is disabled")
+
+
+def test_a_new_version_goes_through_a_trial_then_runs(casting_tool, workspace):
+    """As a new user's first version: trained (not activated), run as a trial, promoted."""
+    add_photos(casting_tool, 6)
+    casting_tool.update(active_version=None)
+    atomic_write_json(workspace / STATE_FILE, LineState().to_json())
+    meta = train_tool(casting_tool, load_sample("casting", 12, seed=1),
+                      TrainingOptions(views_per_image=2, activate=False))
+    new = meta["id"]
+    assert next_steps(casting_tool) == [
+        f"Trained but not running: run {new} as a trial on the Training page, then promote it."]
+    station = live_station(workspace)
+    try:
+        station.start_trial("casting", new, "ann")
+        assert next_steps(casting_tool) == [
+            f"{new} runs as a trial on the line: watch it agree on the Live inspection page, "
+            "then promote it on the Training page."]
+        station.promote("casting", "ann")
+        tool = ToolStore(workspace).get("casting")
+        assert next_steps(tool) == [
+            f"On the line with {new}: its verdicts show on the Live inspection page."]
+    finally:
+        close_live_stations()
+        close_lines()

@@ -273,3 +273,51 @@ def test_training_page_offers_a_first_version_as_a_trial(station_home):
     at.button(key="promote").click().run()
     no_errors(at)
     assert "fresh" in live_station().state.tools
+
+
+def framing_warnings(at) -> list[str]:
+    return [w.value for w in at.warning if ", framing:" in w.value]
+
+
+def test_live_page_says_when_the_roi_frames_the_part_unlike_the_tool_s_photos(station_home, stream,
+                                                                             photos):
+    """The tool's photos were captured 300x300 around the part; the camera ROI (the whole frame
+    here) shows the part small in a wide picture: the page says so and what to do, from one
+    frame checked every few seconds, never from the frame callback."""
+    from core.datasets import ToolDataset
+    from tests.conftest import on_conveyor
+
+    tool = ToolStore().get("casting")
+    ds = ToolDataset(tool.images_dir, tool.config.classes)
+    for name, images in photos.items():
+        for image in images:
+            ds.add_image(name, image)  # as captured through a tight ROI
+    stream.playing = True
+    at = browser("kiosk")
+    station = live_station()
+    stream.send("live::0", photos["good"][1])  # the ROI shows the part as the photos do
+    at.run()
+    no_errors(at)
+    assert station.framing.checks == 1 and framing_warnings(at) == []
+
+    wide = on_conveyor(photos["good"][1])  # 640x480, the part 300 px in the middle
+    for _ in range(20):
+        stream.send("live::0", wide)
+    at.run()
+    assert station.framing.checks == 1  # throttled: the frame callback never checks
+    assert framing_warnings(at) == []  # the last check's findings until the next one
+
+    station.framing.every_s = 0.0  # the next check is due
+    at.run()
+    no_errors(at)
+    found = framing_warnings(at)
+    assert station.framing.checks == 2 and found, texts(at)
+    assert found[0].startswith("**casting**, framing: The 6 photos captured from the camera")
+    assert "times larger" in found[0] and "set the ROI back, or capture them again" in found[0]
+    assert any("(1.33)" in w for w in found), found
+
+    tool.update(roi=tool.config.roi.from_pixels(170, 90, 470, 390, 640, 480))  # redrawn on Capture
+    stream.send("live::0", wide)  # the saved ROI judges from the next frame
+    at.run()
+    no_errors(at)
+    assert station.framing.checks == 3 and not any("times larger" in w for w in framing_warnings(at))

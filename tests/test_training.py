@@ -171,9 +171,46 @@ def test_retakes_of_one_part_are_validated_together(workspace):
     assert groups[0] == groups[1] == groups[2]  # a burst, 0.5 s apart
     assert len({groups[0], groups[3], groups[4], groups[5]}) == 4  # later, other class, uploaded
 
-    data = load_sample("casting", 6, seed=9)
-    stamps = [f"20261202-1015{10 * (i // 3):02d}-{i % 3}00000" for i in range(12)]  # bursts of 3
-    data.paths = [Path(f"{'good' if y == 0 else 'defect'}/{t}-cam-{i:04x}.png")
-                  for i, (t, y) in enumerate(zip(stamps, data.labels))]
+    data = retaken(load_sample("casting", 2, seed=9), 3)  # bursts of 3 re-takes of each part
     meta = train_tool(ToolStore().create("bursts"), data, TrainingOptions(views_per_image=2))
     assert meta["validation"]["method"] == "2-fold cross-validation"  # 2 parts of each class
+
+
+def retaken(sample, takes: int, seconds_apart: float = 0.5):
+    """Each photo of a sample re-taken ``takes`` times by the camera, a burst per part (a little
+    sensor noise on each re-take), the bursts 10 s apart."""
+    from datetime import datetime, timedelta
+
+    from core.datasets import LoadedImages
+
+    rng = np.random.default_rng(0)
+    data, start = LoadedImages(), datetime(2026, 12, 2, 10, 15)
+    for part, (image, label) in enumerate(zip(sample.images, sample.labels)):
+        for take in range(takes):
+            at = start + timedelta(seconds=10 * part + seconds_apart * take)
+            noise = rng.integers(-2, 3, image.shape)
+            data.images.append(np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8))
+            data.labels.append(label)
+            data.paths.append(Path(f"{'good' if label == 0 else 'defect'}/"
+                                   f"{at:%Y%m%d-%H%M%S-%f}-cam-{part:02x}{take:02x}.png"))
+    return data
+
+
+def test_a_burst_on_a_moving_conveyor_is_one_part_per_photo(workspace):
+    """Photos taken 0.5 s apart of parts passing one after another are parts, not re-takes; a
+    class photographed as re-takes of a single part is validated photo by photo, and says so."""
+    from core.datasets import LoadedImages, retake_groups
+
+    sample = load_sample("casting", 6, seed=9)
+    stamps = [f"20261202-1015{i // 2:02d}-{i % 2 * 500000:06d}" for i in range(12)]  # 0.5 s apart
+    conveyor = LoadedImages(sample.images, sample.labels,
+                            [Path(f"{'good' if y == 0 else 'defect'}/{t}-cam-{i:04x}.png")
+                             for i, (t, y) in enumerate(zip(stamps, sample.labels))])
+    assert len(set(retake_groups(conveyor.paths))) == 2  # by time alone: a burst per class
+    assert len(set(retake_groups(conveyor.paths, conveyor.images))) == 12  # they differ: parts
+    meta = train_tool(ToolStore().create("conveyor"), conveyor, TrainingOptions(views_per_image=2))
+    assert meta["validation"]["method"] == "5-fold cross-validation"
+
+    one_part = retaken(load_sample("casting", 1, seed=9), 6)  # 6 re-takes of one part per class
+    meta = train_tool(ToolStore().create("one part"), one_part, TrainingOptions(views_per_image=2))
+    assert meta["validation"]["method"].startswith("5-fold cross-validation (photo by photo")

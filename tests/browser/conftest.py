@@ -73,12 +73,22 @@ def server(station, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser(station):
-    try:
-        with helpers.chromium(station["video"]) as chromium:
-            yield chromium
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+def playwright_session():
+    """The session's one Playwright (a process can run only one): every Chromium comes from it."""
+    if not helpers.CHROMIUM.is_file():
+        pytest.fail("Debian chromium is required for the browser tests: "
+                    "apt-get update && apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(station, playwright_session):
+    chromium = helpers.launch_chromium(playwright_session.chromium, station["video"])
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
