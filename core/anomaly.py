@@ -54,6 +54,9 @@ from core.runtime import FeatureMaps
 MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
 GLOBAL, LOCAL = "global", "local"  # the two memories (scales), see the module docstring
+# The map shown: the global one finds the defect's pixels better (magnetic_tile pixel ROC AUC
+# 0.889 against the local map's 0.834), the local one only adds to the image score.
+HEAT_FAMILY = GLOBAL
 # Versions saved before these settings existed were made this way.
 _EARLIER_DEFAULTS = {"normalise_lighting": False, "fine_features": True, "last_features": 0,
                      "unit_cells": False, "local_memory_size": 0, "top_patches": 72}
@@ -242,11 +245,6 @@ class AnomalyModel:
     last_projection: np.ndarray | None  # (C_last, last_features), see ``random_last_projection``
 
     @property
-    def heat_family(self) -> str:
-        """The memory whose map is shown: the finest one."""
-        return LOCAL if LOCAL in self.memories else GLOBAL
-
-    @property
     def patch_count(self) -> int:
         return sum(len(m.cells) for m in self.memories.values())
 
@@ -263,13 +261,13 @@ class AnomalyModel:
         return np.maximum(anomaly_map - self.heat_floor, 0) / max(self.heat_level - self.heat_floor, 1e-6)
 
     def score(self, maps: FeatureMaps) -> tuple[np.ndarray, np.ndarray]:
-        """0..1 scores and raw anomaly maps (of ``heat_family``) of a batch."""
+        """0..1 scores and raw anomaly maps (of the global memory, see ``HEAT_FAMILY``) of a batch."""
         total, shown = 0.0, None
         for family, memory in self.memories.items():
             distances = memory.distance_maps(self.features(maps, family))
             raw = self.settings.image_scores(family, distances)
             total = total + self.settings.weight(family) * memory.standardised(raw)
-            if family == self.heat_family:
+            if family == HEAT_FAMILY:
                 shown = distances
         return self.unit_scores(total), shown
 
@@ -341,7 +339,7 @@ def fit_memory(features: dict[str, np.ndarray], sources: np.ndarray, originals: 
         memory.mean, memory.std = float(raw.mean()), float(max(raw.std(), 1e-3 * abs(raw.mean()), 1e-6))
         memories[family] = memory
         total = total + settings.weight(family) * memory.standardised(raw)
-        if family == (LOCAL if LOCAL in settings.families else GLOBAL):
+        if family == HEAT_FAMILY:
             heat = (float(np.median(held_out)), memory.mean + settings.good_spreads * memory.std)
     centre = float(total.mean() + settings.good_spreads * total.std())
     spread = max((centre - float(np.median(total))) / 3.0, 1e-3)
