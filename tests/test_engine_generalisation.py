@@ -1,0 +1,100 @@
+"""Issue 14: the engine on parts as a factory shows them, with real photos and real training.
+
+Each test trains a small model on the fast profile; its bounds sit below figures measured over
+several sample seeds (each test's docstring gives them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.anomaly import AnomalySettings
+from core.datasets import LoadedImages, read_image
+from core.inference import TrainedModel
+from core.tools import ToolStore
+from core.training import TrainingOptions, train_tool
+from tests.conftest import on_conveyor, sample_paths
+
+SMALL = TrainingOptions(views_per_image=2, anomaly=AnomalySettings(memory_size=2048, local_memory_size=2048))
+
+
+def good_only(images: list[np.ndarray], name: str) -> LoadedImages:
+    return LoadedImages(list(images), [0] * len(images),
+                        [Path(f"good/{name}-{i:03d}.png") for i in range(len(images))])
+
+
+def anomaly_tool(name: str, images: list[np.ndarray]) -> tuple[TrainedModel, dict]:
+    tool = ToolStore().create(name, kind="anomaly", classes=("good",), allow_flips=True)
+    meta = train_tool(tool, good_only(images, name), SMALL)
+    return TrainedModel(ToolStore().get(name)), meta
+
+
+# --------------------------------------------------------------- a small part in a large frame
+
+FRAME = (480, 640)  # the camera's frame, which is the tool's ROI
+PART = 280  # the part's photo side in the frame: a disc of 0.47 of it, a fifth of the frame's area
+BLOT = 16  # radius of the pasted blot: 11 % of the part's diameter, 1.3 % of its area
+
+
+def part_in_frame(photo: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A real part shrunk onto a plain grey conveyor (sensor noise, a little off centre) and
+    where its centre is."""
+    rng = np.random.default_rng(seed)
+    frame = on_conveyor(cv2.resize(photo, (PART, PART), interpolation=cv2.INTER_AREA), FRAME, seed=seed)
+    dy, dx = (int(v) for v in rng.integers(-20, 21, 2))
+    return np.roll(frame, (dy, dx), axis=(0, 1)), (FRAME[1] // 2 + dx, FRAME[0] // 2 + dy)
+
+
+def dark_blot(image: np.ndarray, centre: tuple[int, int], radius: int) -> np.ndarray:
+    """A dark round blot with a one-pixel soft edge; the rest of the image untouched."""
+    yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
+    cover = np.clip(radius + 0.5 - np.hypot(xx - centre[0], yy - centre[1]), 0, 1)[..., None]
+    return (image * (1 - cover) + 25 * cover).astype(np.uint8)
+
+
+def spot_on_the_part(frame: np.ndarray, centre: tuple[int, int], turn: float) -> tuple[int, int]:
+    """A place for the blot on the part, between a quarter and two fifths of the photo's side
+    from its centre: of 48 places, the one whose surroundings are brightest, so that the blot is
+    dark on the part, not laid on a shadow or the bottle's dark mouth."""
+    darkest = frame.min(axis=2)
+    best, where = -1, centre
+    for radius in (0.28, 0.33, 0.38):
+        for angle in np.linspace(0, 2 * np.pi, 16, endpoint=False) + turn:
+            x = int(centre[0] + radius * PART * np.cos(angle))
+            y = int(centre[1] + radius * PART * np.sin(angle))
+            around = int(darkest[y - 2 * BLOT:y + 2 * BLOT + 1, x - 2 * BLOT:x + 2 * BLOT + 1].min())
+            if around > best:
+                best, where = around, (x, y)
+    return where
+
+
+def test_a_small_blot_on_a_small_part_is_found_where_it_is(workspace):
+    """24 good bottles (real photos) shrunk into a 640x480 frame train the tool; on 10 other good
+    bottles, a dark blot 32 px across (11 px of the 160x224 network input, about one stride-8
+    cell) scores above every good bottle and the anomaly map peaks on it.
+
+    Measured here: blotted 0.94 at the least, good 0.40 at most, peaks 4-24 px from the blots.
+    Over sample seeds 0-6, 69 of 70 blots scored above every good bottle of their seed (one at
+    0.21 against 0.44) and every peak lay within 28 px (bound: blot radius plus one cell, 40 px).
+    A part half this size, or a blot of 14 px radius, is missed more often: see issue 14's report."""
+    photos = [read_image(p) for p in sample_paths("mvtec_bottle", 34, seed=11)["good"]]
+    frames = [part_in_frame(photo, seed=i) for i, photo in enumerate(photos)]
+    model, meta = anomaly_tool("small part", [f for f, _ in frames[:24]])
+    assert meta["input"] == {"height": 160, "width": 224}  # the frame's 4:3 kept
+    held = frames[24:]
+    good = model.defect_scores([f for f, _ in held])
+    cell = FRAME[0] / (meta["input"]["height"] / 8)  # one stride-8 cell, in frame pixels
+    scores, misses = [], []
+    for k, (frame, centre) in enumerate(held):
+        spot = spot_on_the_part(frame, centre, turn=k)
+        explained = model.explain([dark_blot(frame, spot, BLOT)])[0]
+        heat = cv2.resize(explained.heat, FRAME[::-1], interpolation=cv2.INTER_LINEAR)
+        peak_y, peak_x = np.unravel_index(int(heat.argmax()), heat.shape)
+        scores.append(explained.score)
+        misses.append(float(np.hypot(peak_x - spot[0], peak_y - spot[1])))
+    scores = np.array(scores)
+    assert scores.min() > good.max(), f"blotted {np.round(scores, 3)}, good {np.round(good, 3)}"
+    assert max(misses) <= BLOT + cell, f"map peak this far from the blot (px): {np.round(misses)}"
