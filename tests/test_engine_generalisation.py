@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 
 from core.anomaly import AnomalySettings
-from core.datasets import LoadedImages, read_image
+from core.datasets import LoadedImages, image_files, read_image
 from core.inference import TrainedModel
 from core.metrics import DECISION_POINT
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
-from tests.conftest import on_conveyor, sample_paths
+from tests.conftest import DATASETS, on_conveyor, sample_paths
 
 SMALL = TrainingOptions(views_per_image=2, anomaly=AnomalySettings(memory_size=2048, local_memory_size=2048))
 
@@ -153,3 +153,39 @@ def test_a_long_narrow_part_keeps_its_aspect_and_its_thin_crack(workspace):
     assert square_meta["input"] == {"height": 192, "width": 192}
     lost = square.defect_scores(squashed(cracked))
     assert (lost >= DECISION_POINT).sum() <= len(cracked) - 3, f"squashed cracked {np.round(lost, 3)}"
+
+
+# ---------------------------------------------------------------- several defect classes
+
+DEFECT_CLASSES = ("blowhole", "break", "uneven")  # magnetic tiles: pits, a broken edge, a rough face
+
+
+def test_a_multi_class_tool_names_the_defect_on_new_photos(workspace):
+    """Trained on 20 real photos of each of three magnetic-tile defects and 20 good tiles, the
+    tool gives the true class as the most likely one (so it fails the photo and names its defect)
+    for a clear majority of 10 new photos of each defect: all of them, none picked as clearer.
+
+    Measured here: 0.90 (blowhole 0.9, break 1.0, uneven 0.8); over sample seeds 0-3, 0.87-0.90,
+    every class 0.7 or more. Bounds: 0.7 overall, 0.5 for each class."""
+    classes = ("good", *DEFECT_CLASSES)
+    rng = np.random.default_rng(0)
+    train, held = LoadedImages(), LoadedImages()
+    for label, name in enumerate(classes):
+        files = image_files(DATASETS / "magnetic_tile" / "images" / name)
+        for j, i in enumerate(rng.permutation(len(files))[:30]):
+            into = train if j < 20 else held
+            into.images.append(read_image(files[i]))
+            into.labels.append(label)
+            into.paths.append(files[i])
+    tool = ToolStore().create("tiles", classes=classes, allow_flips=True)
+    meta = train_tool(tool, train, TrainingOptions(views_per_image=2, folds=3))
+    assert meta["classes"] == list(classes)
+    model = TrainedModel(ToolStore().get("tiles"))
+    probabilities = model.probabilities(held.images)
+    truth = np.array(held.labels)
+    named = probabilities.argmax(axis=1) == truth
+    defect = truth != 0
+    share = named[defect].mean()
+    per_class = {name: named[truth == c].mean() for c, name in enumerate(classes) if c}
+    assert share >= 0.7, f"defects failed and named right: {share:.2f} {per_class}"
+    assert min(per_class.values()) >= 0.5, per_class
