@@ -189,3 +189,24 @@ def test_a_multi_class_tool_names_the_defect_on_new_photos(workspace):
     per_class = {name: named[truth == c].mean() for c, name in enumerate(classes) if c}
     assert share >= 0.7, f"defects failed and named right: {share:.2f} {per_class}"
     assert min(per_class.values()) >= 0.5, per_class
+
+
+# ------------------------------------------------------------- the good-part pass rate
+
+def test_thresholds_from_good_photos_pass_new_good_photos(workspace):
+    """An anomaly tool trained on 30 good photos judges at 0.5, calibrated so that good parts
+    almost never reach it (about 0.95 or more of them pass): on 100 held-out good photos of each
+    of two sets, at least 0.9 of the 200 pass, and at least 0.85 of each set's.
+
+    tests/test_anomaly.py checks 8 held-out bottles of a 10-photo tool at 0.75; this is the
+    promised rate itself. Measured here: casting 0.93, mvtec_bottle 0.97; over sample seeds 0-2,
+    casting 0.91-0.94 (short of the promise, see issue 14's report), mvtec_bottle 0.97-0.98."""
+    passed = {}
+    for dataset in ("casting", "mvtec_bottle"):
+        picks = sample_paths(dataset, 130, seed=0)["good"]
+        model, meta = anomaly_tool(dataset, [read_image(p) for p in picks[:30]])
+        assert meta["suggested_threshold"] == DECISION_POINT
+        scores = model.defect_scores([read_image(p) for p in picks[30:]])
+        passed[dataset] = float((scores < DECISION_POINT).mean())
+    assert np.mean(list(passed.values())) >= 0.9, passed
+    assert min(passed.values()) >= 0.85, passed
