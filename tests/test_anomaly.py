@@ -217,7 +217,7 @@ def test_one_inspector_runs_a_classifier_and_an_anomaly_tool_on_one_frame(castin
     results = Inspector(runners).inspect(frame)
     assert [r.tool for r in results] == ["casting", "bottle"]
     classifier, anomaly = results
-    assert classifier.heatmap.shape == anomaly.heatmap.shape == (12, 12)  # both on the mid grid
+    assert classifier.heatmap.shape == (12, 12) and anomaly.heatmap.shape == (24, 24)  # mid, fine grid
     alone = TrainedModel(bottle).defect_scores([frame[:, 320:]])[0]
     assert anomaly.score == pytest.approx(alone, abs=1e-4)
     assert anomaly.verdict == "FAIL" and anomaly.defect_class == "anomaly"
