@@ -610,8 +610,7 @@ class LiveStation:
                 trial = self._trials.get(name)
                 if trial is None or trial.version != found.version:
                     trial = TrialRun(ToolRunner(self._tool(name), found.version))
-                meta = self._tool(name).version_meta(found.version)
-                trials[name] = (trial, float(meta["suggested_threshold"]))
+                trials[name] = (trial, self._tool(name).suggested_threshold(found.version))
             except InspectorError as exc:
                 if name in strict:
                     raise

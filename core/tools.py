@@ -251,19 +251,22 @@ class Tool:
     def version_meta(self, version: str | None = None) -> dict[str, Any]:
         return json.loads((self.version_dir(version) / "meta.json").read_text())
 
+    def suggested_threshold(self, version: str) -> float:
+        """The threshold a version suggests: what a trial runs it at and an activation sets."""
+        return float(self.version_meta(version)["suggested_threshold"])
+
     def threshold_of(self, version: str) -> float:
         """The threshold a version judges at: the tool's own for its active version; for any
-        other, its suggested one (what a trial runs it at and an activation sets)."""
+        other, its suggested one."""
         if version == self.config.active_version:
             return self.config.threshold
-        return float(self.version_meta(version)["suggested_threshold"])
+        return self.suggested_threshold(version)
 
     def activate(self, version: str) -> None:
         """Make a version live with its suggested threshold (a rollback activates an older one)."""
-        meta = self.version_meta(version)
         previous = self.config.active_version
         self.config = replace(self.config, active_version=version,
-                              threshold=float(meta["suggested_threshold"]))
+                              threshold=self.suggested_threshold(version))
         self.save()
         announce(self.name, "activated", version=version, previous=previous,
                  threshold=self.config.threshold)
