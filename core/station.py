@@ -47,7 +47,7 @@ class OpcUaSettings:
     """The station's OPC UA server, for PLCs and SCADA."""
 
     enabled: bool = False
-    endpoint: str = "opc.tcp://0.0.0.0:4840/shopfloor-inspector/"
+    endpoint: str = "opc.tcp://127.0.0.1:4840/shopfloor-inspector/"
     namespace: str = "urn:shopfloor-inspector"
 
 
@@ -77,7 +77,7 @@ class StationSettings:
                                  "contain '#' or '+'")
         if not self.opcua.endpoint.startswith("opc.tcp://"):
             raise InspectorError(f"OPC UA endpoint '{self.opcua.endpoint}' must start with "
-                                 "opc.tcp:// (e.g. opc.tcp://0.0.0.0:4840/shopfloor-inspector/)")
+                                 "opc.tcp:// (e.g. opc.tcp://127.0.0.1:4840/shopfloor-inspector/)")
 
     def database_url(self, root: Path | None = None) -> str:
         """The history database: the environment override, the setting, or the workspace's SQLite."""

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from asyncua import ua
 from asyncua.sync import Client
 
 from core.inference import ToolRunner
@@ -29,8 +30,11 @@ def opcua_settings(port: int) -> OpcUaSettings:
 class Plc:
     """What a PLC does: read and write the station's nodes by their ids."""
 
-    def __init__(self, link: OpcUaLink):
+    def __init__(self, link: OpcUaLink, user: str | None = None, password: str | None = None):
         self.client = Client(link.settings.endpoint, timeout=10)
+        if user:
+            self.client.set_user(user)
+            self.client.set_password(password)
         self.client.connect()
         self.ns = self.client.get_namespace_index(NAMESPACE)
 
@@ -152,6 +156,32 @@ def test_counters_and_their_reset(start_link):
         assert plc.read("Counters.Pass") == 1 and plc.read("InspectionID") == 4  # the id never resets
     finally:
         plc.close()
+
+
+def test_no_client_can_forge_a_result_or_change_the_node_tree(start_link):
+    """asyncua's default users make a client logging in as 'admin' (any password) an
+    administrator; on the station it is a plain user like every other client."""
+    link = start_link({"weld": CLASSES})
+    for user in (None, "admin"):
+        plc = Plc(link, user, "not-the-password")
+        try:
+            link.remember([event("weld", "FAIL", "key-T")])
+            wait_until(lambda: plc.read("Tools.weld.Verdict") == "FAIL", what="the FAIL published")
+            for path, forged in (("Pass", True), ("Verdict", "PASS"), ("ResultValid", True),
+                                 ("Tools.weld.Pass", True), ("Tools.weld.Verdict", "PASS")):
+                before = plc.read(path)
+                with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied|BadNotWritable"):
+                    plc.write(path, forged)
+                assert plc.read(path) == before, f"{user or 'anonymous'} changed {path}"
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                plc.client.get_node(f"ns={plc.ns};s=Station").add_variable(plc.ns, "Forged", True)
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                plc.client.delete_nodes([plc.node("Pass")])
+            assert plc.read("Pass") is False  # still there, still the station's
+            plc.write("ResetCounters", True)  # the handshake's inputs still take writes
+            plc.wait("ResetCounters", False)
+        finally:
+            plc.close()
 
 
 def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_triggers(start_link):

@@ -207,6 +207,10 @@ class OpcUaLink:
         server.set_endpoint(self.settings.endpoint)
         server.set_server_name(f"Shopfloor Inspector {self.station}")
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        # asyncua's default users make any client that logs in as 'admin', whatever its password,
+        # an administrator who may write every node and add or delete nodes: a forged PASS could
+        # reach the PLC. Every client is a plain user: only the WRITABLE inputs take writes.
+        server.allow_remote_admin(False)
         self._ns = await server.register_namespace(self.settings.namespace)
         station = await server.nodes.objects.add_object(self._id(), "Station")
         for name, (value, kind) in STATION_VARIABLES.items():
