@@ -19,7 +19,6 @@ import numpy as np
 
 from benchmarks.common import machine, write_section
 from core.history import EventFilter, HistoryStore, open_history
-from core.live import VerdictRecord
 from core.reports import (
     defect_pareto,
     first_pass_yield,
@@ -27,6 +26,7 @@ from core.reports import (
     yield_over_time,
 )
 from core.station import StationSettings
+from core.verdicts import VerdictRecord
 
 TOOLS = ("housing", "weld", "label", "connector", "surface", "screws")
 DEFECTS = ("crack", "porosity", "scratch", "missing", "dent")

@@ -21,8 +21,8 @@ from asyncua.sync import Client
 from benchmarks.common import machine, write_section
 from core.integrations.mqtt import MqttLink
 from core.integrations.opcua import OpcUaLink
-from core.live import TRIGGER, VerdictRecord
 from core.station import MqttSettings, OpcUaSettings
+from core.verdicts import TRIGGER, VerdictRecord
 from tests.servers import Mosquitto, MqttSubscriber, free_port, wait_until
 
 TARGET_MS = 50.0

@@ -6,9 +6,11 @@ Errors print one line (``error: ...``) and exit with status 2; nothing prints a 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -20,6 +22,7 @@ from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.explanation import blend_heatmap
 from core.headless import parse_sources, run_station
+from core.history import audited
 from core.history_cli import add_parser as add_history_parser
 from core.inference import TrainedModel
 from core.line import close_lines
@@ -30,6 +33,7 @@ from core.preprocessing import crop_roi
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
 from core.training import Progress, TrainingOptions, train_tool
+from core.verdicts import FAIL, PASS, verdict_of
 
 
 def _classes_in(folder: Path) -> tuple[str, ...]:
@@ -109,9 +113,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
             raise InspectorError(f"'{name}' is not a readable image")
         roi = crop_roi(image, tool.config.roi) if args.full_frame else image
         explained = model.explain([roi])[0]
-        failed = explained.score >= tool.config.threshold
-        row = {"image": name, "verdict": "FAIL" if failed else "PASS", "score": explained.score,
-               "class": explained.defect_class if failed else "good", "threshold": tool.config.threshold}
+        verdict = verdict_of(explained.score, tool.config.threshold)
+        row = {"image": name, "verdict": verdict, "score": explained.score,
+               "class": explained.defect_class if verdict == FAIL else "good" if verdict == PASS else None,
+               "threshold": tool.config.threshold}
         if explained.probabilities is not None:
             row["probabilities"] = dict(zip(model.head.classes, map(float, explained.probabilities)))
         if args.heatmap:
@@ -247,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-flips", action="store_true", help="parts look the same mirrored")
     p.add_argument("--no-activate", action="store_true", help="keep the current version live")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(run=cmd_train, audited=True)
 
     p = sub.add_parser("evaluate", help="pass/fail figures of a tool on DIR/<class>/ images")
     p.add_argument("--tool", required=True)
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="classifier")
     p.add_argument("--profile", default="fast")
     p.add_argument("--classes", default="good,defect")
-    p.set_defaults(run=cmd_create)
+    p.set_defaults(run=cmd_create, audited=True)
 
     p = sub.add_parser("set", help="change a tool's live settings")
     p.add_argument("--tool", required=True)
@@ -282,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=["on", "off"])
     p.add_argument("--profile")
     p.add_argument("--camera", help="the camera the tool watches (a name such as 0, 1, top)")
-    p.set_defaults(run=cmd_set)
+    p.set_defaults(run=cmd_set, audited=True)
 
     p = sub.add_parser("versions", help="list a tool's model versions")
     p.add_argument("--tool", required=True)
@@ -292,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "takes the tool off its line until someone adds it again")
     p.add_argument("--tool", required=True)
     p.add_argument("--version", required=True)
-    p.set_defaults(run=cmd_activate)
+    p.set_defaults(run=cmd_activate, audited=True)
 
     p = sub.add_parser("export", help="export a tool to one file (or its model to ONNX)")
     p.add_argument("--tool", required=True)
@@ -305,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--name", help="install under another name")
     p.add_argument("--replace", action="store_true", help="replace a tool of the same name")
-    p.set_defaults(run=cmd_import)
+    p.set_defaults(run=cmd_import, audited=True)
 
     p = sub.add_parser("profiles", help="list the network profiles available offline")
     p.set_defaults(run=cmd_profiles)
@@ -329,10 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cli_actor() -> str:
+    """Who the audit trail names for a command typed at the station: its operating-system user."""
+    return f"cli:{getpass.getuser()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        with audited(cli_actor()) if getattr(args, "audited", False) else nullcontext():
+            args.run(args)
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

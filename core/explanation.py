@@ -5,8 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.verdicts import ERROR, FAIL, PASS
+
 PASS_COLOUR = (60, 200, 60)  # BGR
 FAIL_COLOUR = (40, 40, 230)
+ERROR_COLOUR = (0, 150, 255)  # amber: the tool could not judge
 IDLE_COLOUR = (200, 200, 200)
 
 
@@ -31,7 +34,7 @@ def draw_result(frame: np.ndarray, box: tuple[int, int, int, int], label: str, v
     x0, y0, x1, y1 = box
     if heat is not None:
         frame[y0:y1, x0:x1] = blend_heatmap(frame[y0:y1, x0:x1], heat)
-    colour = {"PASS": PASS_COLOUR, "FAIL": FAIL_COLOUR}.get(verdict, IDLE_COLOUR)
+    colour = {PASS: PASS_COLOUR, FAIL: FAIL_COLOUR, ERROR: ERROR_COLOUR}.get(verdict, IDLE_COLOUR)
     thickness = max(2, frame.shape[1] // 320)
     cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
     scale = max(0.5, frame.shape[1] / 900)

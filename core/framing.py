@@ -330,7 +330,7 @@ def _compare(ref: _Side, other: _Side, advice: _Advice) -> list[Finding]:
 @dataclass(frozen=True)
 class _Checked:
     key: tuple  # what the findings depend on besides the frame: photos' tool, model, ROI
-    at: float  # time.time() of the check
+    at: float  # time.monotonic() of the check
     findings: tuple[Finding, ...]
 
 
@@ -347,8 +347,9 @@ class FramingWatch:
     def findings(self, tool: Tool, frames, roi: ROI | None = None,
                  now: float | None = None) -> list[Finding] | None:
         """The tool's latest framing findings (checked now if due), or None before a first
-        check (no fresh frame yet). ``frames`` is a ``core.live.FrameHolder``."""
-        now = time.time() if now is None else now
+        check (no fresh frame yet). ``frames`` is a ``core.live.FrameHolder``; ``now`` is on its
+        monotonic clock."""
+        now = time.monotonic() if now is None else now
         roi = roi or tool.config.roi
         key = (str(tool.folder), tool.config.active_version, roi)
         with self._lock:

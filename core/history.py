@@ -43,6 +43,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from core import tools
 from core.errors import InspectorError
-from core.live import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
 from core.station import StationSettings, load_settings
 from core.tools import ToolChange
+from core.verdicts import CHANGE, ERROR, FAIL, HEARTBEAT, PASS, TRIGGER, VerdictRecord
 
 LOG = logging.getLogger("shopfloor_inspector.history")
 
@@ -84,10 +85,11 @@ events = sa.Table(
     _col("time", sa.Double()), _col("station", sa.String()), _col("camera", sa.String()),
     _col("tool", sa.String()), _col("version", sa.String()), _col("verdict", sa.String()),
     _col("defect_class", sa.String(), True), _col("raw_score", sa.Double(), True),
-    _col("score", sa.Double()), _col("threshold", sa.Double()),
+    _col("score", sa.Double(), True), _col("threshold", sa.Double()),
     _col("latency_ms", sa.Double(), True), _col("cause", sa.String()),
     _col("trigger_id", sa.String(), True),
     _col("quarter", sa.Integer(), True), _col("score_bin", sa.Integer(), True),
+    _col("error", sa.Text(), True),
 )
 changes = sa.Table(
     "tool_changes", metadata,
@@ -123,15 +125,17 @@ part_counts = sa.Table(  # parts_of_events per station and quarter
 
 # ------------------------------------------------------------------ what a part is
 
-PART_VERDICTS = {TRIGGER: ("PASS", "FAIL"), CHANGE: ("FAIL",)}  # cause -> verdicts that are a part
+PART_VERDICTS = {TRIGGER: (PASS, FAIL, ERROR), CHANGE: (FAIL,)}  # cause -> verdicts that are a part
 PART_RULE = {  # PART_VERDICTS in words, per cause (shown as it is on the History page)
-    TRIGGER: "one part, PASS or FAIL: a trigger judges one part",
+    TRIGGER: "one part, PASS, FAIL or ERROR: a trigger judges one part (an ERROR part is not a "
+             "good one)",
     CHANGE: "a change to FAIL is one defective part coming into view; a change back to PASS "
-            "ends it and is no new part (the good parts that follow are not counted one by one)",
+            "ends it and is no new part (the good parts that follow are not counted one by one); "
+            "a change to ERROR is the tool failing, no part",
     HEARTBEAT: "no part: the verdict only held",
 }
 # the causes whose good parts are counted one by one: a yield is the PASS share of their parts
-YIELD_CAUSES = tuple(cause for cause, verdicts in PART_VERDICTS.items() if "PASS" in verdicts)
+YIELD_CAUSES = tuple(cause for cause, verdicts in PART_VERDICTS.items() if PASS in verdicts)
 
 
 def counts_as_part(cause: str, verdict: str) -> bool:
@@ -152,9 +156,10 @@ def parts_of_events(table: sa.TableClause, conditions: Iterable[sa.ColumnElement
 
     A part here spans a camera's tools: the part events (``is_part``) of one camera at one frame
     time (a trigger judges all of the camera's tools on one frame); it failed if one of them is
-    FAIL and was triggered if one is of ``YIELD_CAUSES``. The writer counts its batches alike.
+    not PASS (FAIL or ERROR) and was triggered if one is of ``YIELD_CAUSES``. The writer counts
+    its batches alike.
     """
-    failed = sa.func.max(sa.case((table.c.verdict == "FAIL", 1), else_=0)).label("failed")
+    failed = sa.func.max(sa.case((table.c.verdict != PASS, 1), else_=0)).label("failed")
     triggered = sa.func.max(sa.case((table.c.cause.in_(YIELD_CAUSES), 1), else_=0)).label("triggered")
     frames = (sa.select(table.c.station, table.c.quarter, failed, triggered)
               .where(is_part(table), *conditions)
@@ -165,9 +170,11 @@ def parts_of_events(table: sa.TableClause, conditions: Iterable[sa.ColumnElement
             .group_by(*keys))
 
 
-def score_bin(score: float) -> int:
-    """The histogram bin (0..SCORE_BINS-1) of a smoothed score in 0..1."""
-    return min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1) if math.isfinite(score) else 0
+def score_bin(score: float | None) -> int | None:
+    """The histogram bin (0..SCORE_BINS-1) of a smoothed score in 0..1 (None: no score)."""
+    if score is None or not math.isfinite(score):
+        return None
+    return min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1)
 
 
 # ------------------------------------------------------------------ filters
@@ -279,7 +286,7 @@ class HistoryStore:
         keep_images = self.settings.keep_fail_images
         for record in records:
             row = _event_row(record, station)
-            wanted = keep_images and record.verdict == "FAIL"
+            wanted = keep_images and record.verdict == FAIL
             jpeg = _jpeg(record.roi_image(), self.settings.fail_image_max_kb) if wanted else None
             if jpeg is None:
                 rows.append(row)
@@ -305,13 +312,13 @@ class HistoryStore:
         counts = Counter((r["station"], r["tool"], r["quarter"], r["cause"], r["verdict"],
                           r["defect_class"] or "") for r in rows)
         scores = Counter((r["station"], r["tool"], r["quarter"] // 96, r["cause"], r["verdict"],
-                          r["score_bin"]) for r in rows)
+                          r["score_bin"]) for r in rows if r["score_bin"] is not None)
         frames: dict[tuple, list[bool]] = {}  # parts_of_events in Python: frame -> failed, triggered
         for r in rows:
             if counts_as_part(r["cause"], r["verdict"]):
                 frame = frames.setdefault((r["station"], r["quarter"], r["camera"], r["time"]),
                                           [False, False])
-                frame[0] |= r["verdict"] == "FAIL"
+                frame[0] |= r["verdict"] != PASS
                 frame[1] |= r["cause"] in YIELD_CAUSES
         parts: dict[tuple, list[int]] = {}
         for (station, quarter, _, _), (failed, triggered) in frames.items():
@@ -447,7 +454,8 @@ def _event_row(record: VerdictRecord, station: str) -> dict[str, Any]:
             "defect_class": record.defect_class, "raw_score": record.raw_score,
             "score": record.score, "threshold": record.threshold, "latency_ms": record.latency_ms,
             "cause": record.cause, "trigger_id": record.trigger_id,
-            "quarter": int(record.time // QUARTER_S), "score_bin": score_bin(record.score)}
+            "quarter": int(record.time // QUARTER_S), "score_bin": score_bin(record.score),
+            "error": record.error}
 
 
 def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:
@@ -638,3 +646,25 @@ def _close_all() -> None:
     """Write what is still queued when the process ends normally."""
     for store in list(_STORES.values()):
         store.close(timeout=10.0)
+
+
+@contextmanager
+def audited(actor: str, settings: StationSettings | None = None, root: Path | None = None,
+            wait_s: float = 30.0) -> Iterator[None]:
+    """Record in the station's history every tool change made inside the block, by ``actor``
+    (a command-line change, a script): a change made outside the app is audited like one made
+    in it. A history database that cannot be opened refuses the block before anything changes,
+    so no change goes unrecorded; one that goes away during it keeps the changes queued until
+    ``wait_s`` at the end, then says so."""
+    settings = settings or load_settings(root)
+    store = open_history(settings, root=root)
+    stop_listening = store.listen_to_tool_changes(settings.name)
+    try:
+        with tools.acting_as(actor):
+            yield
+    finally:
+        stop_listening()
+        if not store.recorder(settings.name).flush(wait_s):
+            LOG.warning("the history database %s did not take the audit of this change within "
+                        "%.0f s: it is written when the database is back, if this process "
+                        "still runs", store.location, wait_s)

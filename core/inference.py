@@ -13,10 +13,11 @@ camera's frames, and with which settings, is the station's business (``core.live
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,32 +30,9 @@ from core.model import ClassifierHead
 from core.preprocessing import InputShape, crop_roi, tta_variants
 from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig
+from core.verdicts import ERROR, FAIL, ToolResult, short_error, verdict_of
 
 ANOMALY = "anomaly"  # the defect class an anomaly tool reports: it knows only 'unusual'
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """One tool's decision on one frame."""
-
-    tool: str
-    verdict: str  # "PASS" or "FAIL"
-    defect_class: str | None  # the most likely defect when FAIL
-    score: float  # this frame's defect score (0..1)
-    smoothed: float  # moving average of the last ``smoothing`` scores
-    threshold: float
-    box: tuple[int, int, int, int]  # ROI in frame pixels (x0, y0, x1, y1)
-    heatmap: np.ndarray | None  # Grad-CAM or anomaly map over the ROI, 1.0 = a typical defect
-    latency_ms: float
-    version: str
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "PASS"
-
-    def label(self) -> str:
-        cls = f" {self.defect_class}" if self.defect_class and not self.passed else ""
-        return f"{self.tool}: {self.verdict}{cls} {self.smoothed:.2f}"
 
 
 class Explanation(NamedTuple):
@@ -176,25 +154,49 @@ class ToolRunner:
         with self._lock:
             self._scores.clear()
 
-    def _prepare(self, frame: np.ndarray) -> tuple[ToolConfig, TrainedModel, list[np.ndarray]]:
+    def snapshot(self) -> tuple[ToolConfig, TrainedModel]:
+        """The settings and model version the next frame is judged with, read together."""
         with self._lock:
-            config, model = self._config, self.model
+            return self._config, self.model
+
+    @staticmethod
+    def prepare(frame: np.ndarray, config: ToolConfig, model: TrainedModel) -> list[np.ndarray]:
+        """The ROI of the frame (and its TTA variants) as the model takes them."""
         roi_image = crop_roi(frame, config.roi)
         images = tta_variants(roi_image, config.tta.variants) if config.tta.enabled else [roi_image]
-        return config, model, model.inputs(images)
+        return model.inputs(images)
 
     def _decide(self, config: ToolConfig, model: TrainedModel, frame_shape: tuple[int, ...],
-                score: float, defect: str, heat: np.ndarray | None, latency_ms: float) -> ToolResult:
+                judged: Judgement, latency_ms: float) -> ToolResult:
+        """The verdict on this frame by ``verdict_of``; a score that is not a finite number (or a
+        tool that failed to run) is an ERROR and stays out of the moving average."""
+        score, defect, heat, error = judged
         with self._lock:
-            self._scores.append(score)
-            smoothed = float(np.mean(self._scores))
-        failed = smoothed >= config.threshold
-        result = ToolResult(config.name, "FAIL" if failed else "PASS", defect if failed else None,
+            if math.isfinite(score):
+                self._scores.append(score)
+            smoothed = float(np.mean(self._scores)) if math.isfinite(score) else math.nan
+        verdict = verdict_of(smoothed, config.threshold)
+        if verdict == ERROR and error is None:
+            error = f"the model gave no usable score ({score}): retrain or re-import the tool"
+        result = ToolResult(config.name, verdict, defect if verdict == FAIL else None,
                             score, smoothed, config.threshold,
-                            config.roi.to_pixels(frame_shape[1], frame_shape[0]), heat,
-                            latency_ms, model.version)
+                            config.roi.to_pixels(frame_shape[1], frame_shape[0]),
+                            heat if verdict != ERROR else None, latency_ms, model.version, error)
         self.last_result = result
         return result
+
+
+class Judgement(NamedTuple):
+    """What a model made of one ROI: its score, likeliest defect and heatmap, or why it could not."""
+
+    score: float
+    defect: str | None
+    heat: np.ndarray | None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error: BaseException) -> Judgement:
+        return cls(math.nan, None, None, short_error(error))
 
 
 class Inspector:
@@ -204,26 +206,53 @@ class Inspector:
         self.runners = runners
 
     def inspect(self, frame: np.ndarray, heatmaps: bool = True) -> list[ToolResult]:
+        """Every tool's verdict on the frame. A tool that cannot run on it (a broken model, an
+        unusable ROI) gets an ERROR verdict and every other tool is judged as usual."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
             raise InspectorError(f"expected a BGR colour frame, got an array of shape {frame.shape}")
         start = time.perf_counter()
-        prepared = [runner._prepare(frame) for runner in self.runners]
+        snapshots = [runner.snapshot() for runner in self.runners]
+        judged: list[Judgement | None] = [None] * len(self.runners)
+        prepared: dict[int, list[np.ndarray]] = {}
+        for index, (runner, (config, model)) in enumerate(zip(self.runners, snapshots)):
+            try:
+                prepared[index] = runner.prepare(frame, config, model)
+            except Exception as exc:  # noqa: BLE001 - one tool's failure is its own ERROR
+                judged[index] = Judgement.failed(exc)
         groups: dict[tuple[str, InputShape], list[int]] = {}
-        for index, (_, model, _) in enumerate(prepared):
+        for index in prepared:
+            model = snapshots[index][1]
             groups.setdefault((model.profile.name, model.input_shape), []).append(index)
-        outputs: list[tuple[float, str, np.ndarray | None]] = [None] * len(prepared)  # type: ignore
-        for (_, shape), indices in groups.items():
-            images = [im for i in indices for im in prepared[i][2]]
-            extractor = prepared[indices[0]][1].extractor
-            maps = extractor.maps(extractor.tensor(images, shape))
+        for indices in groups.values():
+            try:
+                self._judge_group(indices, snapshots, prepared, judged, heatmaps)
+            except Exception:  # noqa: BLE001 - find out which tool of the batch cannot run
+                for index in indices:
+                    self._judge_group([index], snapshots, prepared, judged, heatmaps, alone=True)
+        latency = (time.perf_counter() - start) * 1000
+        return [runner._decide(config, model, frame.shape, judged[i], latency)
+                for i, (runner, (config, model)) in enumerate(zip(self.runners, snapshots))]
+
+    @staticmethod
+    def _judge_group(indices: list[int], snapshots: list[tuple[ToolConfig, TrainedModel]],
+                     prepared: dict[int, list[np.ndarray]], judged: list[Judgement | None],
+                     heatmaps: bool, alone: bool = False) -> None:
+        """One backbone pass for the ROIs of tools sharing a network; ``alone`` (one tool) turns
+        its failure into that tool's ERROR instead of raising it."""
+        try:
+            model = snapshots[indices[0]][1]
+            images = [im for i in indices for im in prepared[i]]
+            maps = model.extractor.maps(model.extractor.tensor(images, model.input_shape))
             offset = 0
             for i in indices:
-                _, model, own = prepared[i]
-                outputs[i] = model.judge(maps.take(slice(offset, offset + len(own))), heatmaps)
-                offset += len(own)
-        latency = (time.perf_counter() - start) * 1000
-        return [runner._decide(config, model, frame.shape, *outputs[i], latency)
-                for i, (runner, (config, model, _)) in enumerate(zip(self.runners, prepared))]
+                own = len(prepared[i])
+                judged[i] = Judgement(*snapshots[i][1].judge(maps.take(slice(offset, offset + own)),
+                                                             heatmaps))
+                offset += own
+        except Exception as exc:
+            if not alone:
+                raise
+            judged[indices[0]] = Judgement.failed(exc)
 
     @staticmethod
     def draw(frame: np.ndarray, results: list[ToolResult], heatmaps: bool = True) -> np.ndarray:

@@ -67,6 +67,8 @@ class Line:
         with self._lock:
             tools = {r.tool.name: r.tool.config.classes
                      for s in self._sessions.values() for r in s.lineup.runners}
+            tools.update({u.config.name: u.config.classes  # the PLC sees their ERROR verdicts
+                          for s in self._sessions.values() for u in s.lineup.unable})
         for link in self.links:
             if hasattr(link, "update_tools"):
                 link.update_tools(tools)

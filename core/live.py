@@ -33,27 +33,34 @@ results of one frame with the time of another.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import cv2
 import numpy as np
 
 from core.errors import InspectorError
-from core.inference import Inspector, ToolResult, ToolRunner
-from core.tools import Tool
+from core.inference import Inspector, ToolRunner
+from core.tools import Tool, ToolConfig
+from core.verdicts import (
+    CHANGE,
+    DEFAULT_CAMERA,
+    ERROR,
+    HEARTBEAT,
+    TRIGGER,
+    ToolResult,
+    VerdictRecord,
+    overall,
+)
 
 LOG = logging.getLogger("shopfloor_inspector.live")
 
-DEFAULT_CAMERA = "0"  # ToolConfig.camera of a new tool: the station's first camera
 _CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
-CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
-HEARTBEAT = "heartbeat"  # cause of a continuous-mode event: the verdict held for heartbeat_s
-TRIGGER = "trigger"  # cause of an event asked for by a trigger: one per trigger
 
 
 class FrameHolder:
@@ -63,14 +70,13 @@ class FrameHolder:
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self.count = 0  # frames received so far
-        self.stamp = 0.0  # time.time() of the latest frame
+        self.stamp = 0.0  # time.monotonic() of the latest frame: for intervals, never a date
 
     def put(self, frame: np.ndarray) -> float:
-        """Keep a frame as the latest; returns the time it arrived."""
-        now = time.time()
+        """Keep a frame as the latest; returns the wall-clock time it arrived (its timestamp)."""
         with self._lock:
-            self._frame, self.count, self.stamp = frame, self.count + 1, now
-        return now
+            self._frame, self.count, self.stamp = frame, self.count + 1, time.monotonic()
+        return time.time()
 
     def get(self) -> np.ndarray | None:
         with self._lock:
@@ -78,8 +84,8 @@ class FrameHolder:
 
     def wait_new(self, after: int, timeout: float = 2.0) -> np.ndarray | None:
         """The latest frame once more than ``after`` frames have arrived, or None on timeout."""
-        end = time.time() + timeout
-        while time.time() < end:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
             if self.count > after:
                 return self.get()
             time.sleep(0.02)
@@ -107,41 +113,6 @@ def by_camera(tools: list[Tool]) -> dict[str, list[Tool]]:
 
 
 # ------------------------------------------------------------------ verdict events
-
-@dataclass(frozen=True)
-class VerdictRecord:
-    """One verdict event of one tool."""
-
-    time: float  # time.time() of the judged frame
-    tool: str
-    verdict: str  # "PASS" or "FAIL"
-    defect_class: str | None
-    score: float  # the smoothed defect score the verdict was decided on
-    threshold: float
-    version: str
-    cause: str = CHANGE  # CHANGE or HEARTBEAT (continuous mode), TRIGGER (triggered mode)
-    camera: str = DEFAULT_CAMERA
-    raw_score: float | None = None  # the frame's own score, before smoothing
-    latency_ms: float | None = None
-    trigger_id: str | None = None  # the id of the trigger that asked for this verdict
-    box: tuple[int, int, int, int] | None = None  # the ROI in frame pixels
-    frame: np.ndarray | None = field(default=None, compare=False, repr=False)  # FAIL events only
-
-    @classmethod
-    def of(cls, result: ToolResult, when: float, cause: str, camera: str = DEFAULT_CAMERA,
-           trigger_id: str | None = None, frame: np.ndarray | None = None) -> VerdictRecord:
-        return cls(when, result.tool, result.verdict, result.defect_class, result.smoothed,
-                   result.threshold, result.version, cause, camera, result.score,
-                   result.latency_ms, trigger_id, result.box,
-                   frame if not result.passed else None)
-
-    def roi_image(self) -> np.ndarray | None:
-        """The judged ROI of a FAIL event (what a manager wants to see), else None."""
-        if self.frame is None or self.box is None:
-            return None
-        x0, y0, x1, y1 = self.box
-        return self.frame[y0:y1, x0:x1]
-
 
 class VerdictSink(Protocol):
     def remember(self, records: list[VerdictRecord]) -> None: ...
@@ -257,11 +228,28 @@ class TrialRun:
 # ------------------------------------------------------------------ the session
 
 @dataclass(frozen=True)
+class UnableTool:
+    """A tool on the line whose model cannot load: judged ERROR on every frame, with the reason,
+    so that its parts never pass unchecked while the other tools go on."""
+
+    config: ToolConfig
+    version: str
+    reason: str
+
+    def result(self, frame_shape: tuple[int, ...]) -> ToolResult:
+        box = self.config.roi.to_pixels(frame_shape[1], frame_shape[0])
+        return ToolResult(self.config.name, ERROR, None, math.nan, math.nan, self.config.threshold,
+                          box, None, 0.0, self.version, f"cannot load: {self.reason}")
+
+
+@dataclass(frozen=True)
 class Lineup:
-    """What a session judges every frame with: the line's runners and the trials beside them."""
+    """What a session judges every frame with: the line's runners, the trials beside them and
+    the line's tools that cannot load."""
 
     runners: tuple[ToolRunner, ...] = ()
     trials: tuple[TrialRun, ...] = ()
+    unable: tuple[UnableTool, ...] = ()
 
     @property
     def tools(self) -> list[str]:
@@ -273,17 +261,19 @@ class LiveResults:
     """The line's results on one frame (and the trials'), with when the frame arrived."""
 
     results: tuple[ToolResult, ...]
-    time: float  # time.time() of the judged frame
+    time: float  # time.time() of the judged frame: its timestamp, shown and recorded
+    seen: float  # time.monotonic() of the judged frame: for its age (a clock step changes none)
     triggered: bool  # judged because of a trigger
     trials: tuple[ToolResult, ...] = ()  # shown and counted, never part of the verdict
 
     @property
     def verdict(self) -> str:
-        """The station's verdict on the frame: FAIL if any tool on the line fails."""
-        return "FAIL" if any(not r.passed for r in self.results) else "PASS"
+        """The station's verdict on the frame: ``overall`` of the line's tools."""
+        return overall([r.verdict for r in self.results])
 
     def age(self, now: float | None = None) -> float:
-        return (time.time() if now is None else now) - self.time
+        """Seconds since the frame arrived (``now``: a ``time.monotonic()`` reading)."""
+        return (time.monotonic() if now is None else now) - self.seen
 
 
 @dataclass(frozen=True)
@@ -292,7 +282,7 @@ class Feeder:
 
     browser: str  # an id unique to the page (a browser tab) or reader
     label: str  # how it is shown: "browser 3f2a1c (ann)"
-    since: float  # time.time() it started feeding
+    since: float  # time.monotonic() it started feeding
 
 
 class LiveSession:
@@ -322,7 +312,7 @@ class LiveSession:
         self.feeder: Feeder | None = None
         self._feeder_lock = threading.Lock()
         self._trigger_id: str | None = None
-        self._last_events: dict[str, tuple[str, float]] = {}  # tool -> (verdict, time)
+        self._last_events: dict[str, tuple[str, float]] = {}  # tool -> (verdict, monotonic time)
 
     @property
     def runners(self) -> dict[str, ToolRunner]:
@@ -345,11 +335,12 @@ class LiveSession:
         return True
 
     def silent_for(self, now: float | None = None) -> float | None:
-        """Seconds since the feeder's last frame (or its start); None when nobody feeds."""
+        """Seconds since the feeder's last frame (or its start); None when nobody feeds. On the
+        monotonic clock (``now`` too): a clock set back never hides a silent camera."""
         feeder = self.feeder
         if feeder is None:
             return None
-        return (time.time() if now is None else now) - max(self.frames.stamp, feeder.since)
+        return (time.monotonic() if now is None else now) - max(self.frames.stamp, feeder.since)
 
     def offer(self, browser: str, image: np.ndarray) -> np.ndarray:
         """A frame from ``browser``: judged and drawn if it feeds this camera, else returned
@@ -374,10 +365,11 @@ class LiveSession:
     def process(self, image: np.ndarray) -> np.ndarray:
         """Inspect a BGR frame (every frame, or the next one after a trigger) and draw on it."""
         arrived = self.frames.put(image)
+        seen = self.frames.stamp  # this video thread is the only one putting frames
         try:
             triggered = self.trigger.is_set()
             if self.continuous or triggered:
-                shown = self._judge(image, arrived, triggered)
+                shown = self._judge(image, arrived, seen, triggered)
             else:
                 shown = self.current()  # the held verdict of the last trigger, if any
             out = Inspector.draw(image, list(shown.results), self.heatmaps) if shown else image
@@ -391,7 +383,7 @@ class LiveSession:
         self.overlay = image
         return image
 
-    def _judge(self, image: np.ndarray, arrived: float, triggered: bool) -> LiveResults:
+    def _judge(self, image: np.ndarray, arrived: float, seen: float, triggered: bool) -> LiveResults:
         lineup = self.lineup
         trigger_id = None
         if triggered:
@@ -401,12 +393,13 @@ class LiveSession:
                 for runner in (*lineup.runners, *(t.runner for t in lineup.trials)):
                     runner.reset()  # a triggered verdict judges this part only
         runners = [*lineup.runners, *(t.runner for t in lineup.trials)]
-        judged = Inspector(runners).inspect(image, heatmaps=self.heatmaps) if runners else []
+        judged = Inspector(runners).inspect(image, heatmaps=self.heatmaps)
         line, trials = judged[:len(lineup.runners)], judged[len(lineup.runners):]
+        line += [unable.result(image.shape) for unable in lineup.unable]
         by_tool = {r.tool: r for r in line}
         for trial, result in zip(lineup.trials, trials):
             trial.count(result, by_tool.get(result.tool), arrived)
-        results = LiveResults(tuple(line), arrived, triggered, tuple(trials))
+        results = LiveResults(tuple(line), arrived, seen, triggered, tuple(trials))
         self.latest, self.error = results, None
         events = self._events(results, image, trigger_id)
         if events:
@@ -424,13 +417,13 @@ class LiveSession:
                 verdict, since = self._last_events.get(result.tool, (None, 0.0))
                 if verdict != result.verdict:
                     cause = CHANGE
-                elif self.heartbeat_s is not None and results.time - since >= self.heartbeat_s:
+                elif self.heartbeat_s is not None and results.seen - since >= self.heartbeat_s:
                     cause = HEARTBEAT
                 else:
                     continue
             events.append(VerdictRecord.of(result, results.time, cause, self.camera, trigger_id,
                                            image))
-            self._last_events[result.tool] = (result.verdict, results.time)
+            self._last_events[result.tool] = (result.verdict, results.seen)
         return events
 
     def current(self, now: float | None = None) -> LiveResults | None:

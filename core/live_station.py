@@ -54,8 +54,9 @@ from core.errors import InspectorError
 from core.framing import FramingWatch
 from core.inference import ToolRunner
 from core.line import Line, reopen_line, station_line
-from core.live import DEFAULT_CAMERA, Feeder, Lineup, LiveSession, RecentVerdicts, TrialRun, camera_name
+from core.live import Feeder, Lineup, LiveSession, RecentVerdicts, TrialRun, UnableTool, camera_name
 from core.tools import Tool, ToolChange, ToolConfig, ToolStore, acting_as, add_change_listener, announce
+from core.verdicts import DEFAULT_CAMERA, short_error
 from core.workspace import atomic_write_json, workspace_root
 
 LOG = logging.getLogger("shopfloor_inspector.live_station")
@@ -234,6 +235,7 @@ class LiveStation:
         self._trials: dict[str, TrialRun] = {}
         self._state_file: tuple | None = None
         self.not_running: dict[str, str] = {}  # tool on the line -> why it cannot judge
+        self._unable: dict[str, UnableTool] = {}  # of those, the ones judged ERROR on every frame
         self.framing = FramingWatch()  # the running tools' framing, checked every few seconds
         state, exists, self.state_problem = read_state(root, self.store)
         self.state = LineState()
@@ -254,7 +256,7 @@ class LiveStation:
         """The cameras with tools on the line or in trial (the default camera when none)."""
         with self._lock:
             found = {s.camera for s in self._sessions.values()
-                     if s.lineup.runners or s.lineup.trials}
+                     if s.lineup.runners or s.lineup.trials or s.lineup.unable}
         return sorted(found) or [DEFAULT_CAMERA]
 
     def session(self, camera: str) -> LiveSession:
@@ -469,7 +471,7 @@ class LiveStation:
     def claim_feed(self, camera: str, browser: str, label: str, actor: str) -> None:
         """This browser's frames are judged for the camera from now on (the previous feeder's
         are not): when it presses START where nobody feeds, or takes over explicitly."""
-        previous = self.session(camera).claim(Feeder(browser, label, time.time()))
+        previous = self.session(camera).claim(Feeder(browser, label, time.monotonic()))
         if previous is None or previous.browser != browser:
             with acting_as(actor):
                 announce(camera_subject(camera), "camera fed by", browser=label,
@@ -568,7 +570,7 @@ class LiveStation:
         """Make ``state`` the station's: load the models it needs (a failure refuses the change
         for the tools in ``strict`` and is reported for the others), save it, judge with it from
         the next frame, then announce the changes."""
-        runners, trials, not_running = self._build(state, strict)
+        runners, trials, not_running, unable = self._build(state, strict)
         if save and state.to_json() != self.state.to_json():
             atomic_write_json(self.root / STATE_FILE, state.to_json())
             self.state_problem = None
@@ -577,11 +579,11 @@ class LiveStation:
             runner.use(self._effective(state, name))
         for name, (trial, threshold) in trials.items():
             trial.runner.use(replace(self._effective(state, name), threshold=threshold))
-        self.state, self._runners, self.not_running = state, runners, not_running
+        self.state, self._runners, self.not_running, self._unable = state, runners, not_running, unable
         self._trials = {name: trial for name, (trial, _) in trials.items()}
         for name in set(self._tools) - state.tools.keys() - state.trials.keys():
             self._forget(name)
-        cameras = {r.config.camera for r in runners.values()} | {
+        cameras = {r.config.camera for r in runners.values()} | {u.config.camera for u in unable.values()} | {
             t.runner.config.camera for t in self._trials.values()} | set(self._sessions)
         for camera in sorted(cameras):
             self._apply_camera(self.session(camera))
@@ -591,31 +593,53 @@ class LiveStation:
                 announce(subject, action, **details)
 
     def _build(self, state: LineState, strict: frozenset[str] | set[str]
-               ) -> tuple[dict[str, ToolRunner], dict[str, tuple[TrialRun, float]], dict[str, str]]:
+               ) -> tuple[dict[str, ToolRunner], dict[str, tuple[TrialRun, float]], dict[str, str],
+                          dict[str, UnableTool]]:
         """The runners a state needs, reusing those that run the same version (a promoted
-        trial's runner goes on as the line's), loading the others."""
-        runners, trials, problems = {}, {}, {}
+        trial's runner goes on as the line's), loading the others. A line tool that cannot load
+        is reported and, when its settings can still be read, judged ERROR on every frame (its
+        parts never pass unchecked) while the other tools go on."""
+        runners, trials, problems, unable = {}, {}, {}, {}
         known = {(n, t.version): t.runner for n, t in self._trials.items()}
         known.update({(n, r.model.version): r for n, r in self._runners.items()})
         for name, entry in state.tools.items():
             try:
                 runners[name] = known.get((name, entry.version)) or ToolRunner(
                     self._tool(name), entry.version)
-            except InspectorError as exc:
-                if name in strict:
-                    raise
-                problems[name] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one damaged tool never stops the others
+                why = self._cannot_load(name, exc, strict)
+                problems[name] = why
+                config = self._readable_config(name)
+                if config is not None:
+                    unable[name] = UnableTool(config, entry.version, why)
         for name, found in state.trials.items():
             try:
                 trial = self._trials.get(name)
                 if trial is None or trial.version != found.version:
                     trial = TrialRun(ToolRunner(self._tool(name), found.version))
                 trials[name] = (trial, self._tool(name).suggested_threshold(found.version))
-            except InspectorError as exc:
-                if name in strict:
-                    raise
-                problems[name] = f"its trial of {found.version} cannot run: {exc}"
-        return runners, trials, problems
+            except Exception as exc:  # noqa: BLE001 - a trial that cannot run is only reported
+                problems[name] = f"its trial of {found.version} cannot run: " + self._cannot_load(
+                    name, exc, strict)
+        return runners, trials, problems, unable
+
+    @staticmethod
+    def _cannot_load(name: str, exc: Exception, strict: frozenset[str] | set[str]) -> str:
+        """Why a tool cannot load, in one line; raised (as an InspectorError) for a tool whose
+        change is being made, so the engineer's change is refused instead."""
+        if name in strict:
+            if isinstance(exc, InspectorError):
+                raise exc
+            raise InspectorError(f"tool '{name}' cannot run: {short_error(exc)}") from exc
+        if not isinstance(exc, InspectorError):
+            LOG.warning("tool '%s' cannot load: %s", name, short_error(exc))
+        return short_error(exc)
+
+    def _readable_config(self, name: str) -> ToolConfig | None:
+        try:
+            return self._tool(name).config
+        except Exception:  # noqa: BLE001 - a tool.json past reading: reported, not judged
+            return None
 
     def _tool(self, name: str) -> Tool:
         if name not in self._tools:
@@ -627,7 +651,8 @@ class LiveStation:
         settings = self.state.camera(camera)
         session.lineup = Lineup(
             tuple(r for _, r in sorted(self._runners.items()) if r.config.camera == camera),
-            tuple(t for _, t in sorted(self._trials.items()) if t.runner.config.camera == camera))
+            tuple(t for _, t in sorted(self._trials.items()) if t.runner.config.camera == camera),
+            tuple(u for _, u in sorted(self._unable.items()) if u.config.camera == camera))
         session.continuous = settings.mode == CONTINUOUS
         session.heatmaps = settings.heatmaps
 

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from core.errors import InspectorError
+from core.verdicts import rejects
 
 DECISION_POINT = 0.5  # the suggested threshold of every model version, see the module docstring
 MIN_DEFECT_SCORES = 5  # defect photos needed to place a threshold by the share that may pass
@@ -39,11 +40,11 @@ def rate_interval(count: int, total: int) -> tuple[float, float] | None:
 
 
 def pass_fail_metrics(is_defect: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    """Good-vs-rest figures at a threshold on the defect score (FAIL when score >= threshold):
+    """Good-vs-rest figures at a threshold on the defect score (``core.verdicts.rejects``):
     balanced accuracy, ROC AUC, the confusion matrix, and the false-FAIL and missed-defect rates
     with their 95 % intervals."""
     is_defect = np.asarray(is_defect, bool)
-    predicted = np.asarray(scores) >= threshold
+    predicted = rejects(scores, threshold)
     both = len(set(is_defect.tolist())) == 2
     matrix = confusion_matrix(is_defect, predicted, labels=[False, True])
     good, defect = int(matrix[0].sum()), int(matrix[1].sum())

@@ -52,6 +52,7 @@ from core.history import (
     parts_of_events,
     score_counts,
 )
+from core.verdicts import FAIL, PASS
 
 DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
 PERIODS = ("hour", "shift", "day")
@@ -63,7 +64,8 @@ EXPORT_SCHEMA = pa.schema([
     ("camera", pa.string()), ("tool", pa.string()), ("version", pa.string()),
     ("verdict", pa.string()), ("defect_class", pa.string()), ("raw_score", pa.float64()),
     ("score", pa.float64()), ("threshold", pa.float64()), ("latency_ms", pa.float64()),
-    ("cause", pa.string()), ("trigger_id", pa.string()), ("has_image", pa.bool_()),
+    ("cause", pa.string()), ("trigger_id", pa.string()), ("error", pa.string()),
+    ("has_image", pa.bool_()),
 ])
 
 
@@ -216,16 +218,16 @@ def _column(name: str) -> Callable[[sa.Table], sa.ColumnElement]:
 def _counts(store: HistoryStore, where: EventFilter,
             keys: dict[str, Callable[[sa.Table], sa.ColumnElement]],
             with_failed: bool = False) -> pd.DataFrame:
-    """Part counts ``n`` (with ``failed``: FAIL parts, and ``triggered``: parts of the yield
-    causes) per key; each key is built from a table with the columns of ``event_counts`` (the
-    rollup, or the events)."""
+    """Part counts ``n`` (with ``failed``: parts not passed, FAIL or ERROR, and ``triggered``:
+    parts of the yield causes) per key; each key is built from a table with the columns of
+    ``event_counts`` (the rollup, or the events)."""
 
     def select(table: sa.Table, conditions: list) -> sa.Select:
         columns = [make(table).label(name) for name, make in keys.items()]
         each = table.c.n if table is event_counts else sa.literal_column("1")
         counts = [sa.func.sum(each).label("n")]
         if with_failed:
-            counts.append(sa.func.sum(sa.case((table.c.verdict == "FAIL", each), else_=0))
+            counts.append(sa.func.sum(sa.case((table.c.verdict != PASS, each), else_=0))
                           .label("failed"))
             counts.append(sa.func.sum(sa.case((table.c.cause.in_(YIELD_CAUSES), each), else_=0))
                           .label("triggered"))
@@ -274,7 +276,7 @@ def defect_pareto(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.Da
 
     Columns: tool, defect_class ('(none)' when the tool gave none), fails, share, cumulative.
     """
-    where = replace(where, verdicts=("FAIL",))
+    where = replace(where, verdicts=(FAIL,))
     counts = _counts(store, where, {
         "tool": _column("tool"),
         "defect_class": lambda table: sa.func.coalesce(table.c.defect_class, ""),
@@ -303,7 +305,8 @@ def score_distribution(store: HistoryStore, where: EventFilter = EVERYTHING) -> 
     def from_events(conditions: list) -> sa.Select:
         keys = [events.c.tool, events.c.verdict, events.c.score_bin]
         return (sa.select(*keys, sa.func.count().label("n"))
-                .where(*conditions, *where.clauses(events), *_part_clauses(where, events))
+                .where(*conditions, events.c.score_bin.is_not(None), *where.clauses(events),
+                       *_part_clauses(where, events))
                 .group_by(*keys))
 
     counts = _tally(store, where, DAY_S, from_rollup, from_events)
@@ -317,7 +320,7 @@ def first_pass_yield(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd
     """First-pass yield per station: the share of triggered parts on which every tool passed.
 
     A *part* here spans tools (``parts_of_events``): the events that are parts by ``PART_RULE``
-    of one camera at one frame time; it passed first time if none of them is FAIL. As for the
+    of one camera at one frame time; it passed first time if all of them are PASS. As for the
     yield, only triggered parts count their good ones, so the first-pass yield is the PASS share
     of the triggered parts; defective parts seen in continuous mode count in parts and failed. A
     part re-inspected after rework is a new part, so reworked parts lower the figure once, on

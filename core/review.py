@@ -15,6 +15,7 @@ import numpy as np
 from core.datasets import read_image
 from core.inference import TrainedModel
 from core.tools import Tool
+from core.verdicts import FAIL, PASS, verdict_of
 
 UNCERTAIN_MARGIN = 0.15  # a score this close to the threshold is "uncertain"
 
@@ -53,7 +54,7 @@ def hardness_order(paths: list[Path], scores: np.ndarray, threshold: float) -> l
             rows.append(((0, 0.0), ReviewedPhoto(path, score, UNREADABLE)))
             continue
         margin = abs(score - threshold)
-        if (score >= threshold) != (path.parent.name != "good"):
+        if verdict_of(score, threshold) != (PASS if path.parent.name == "good" else FAIL):
             rows.append(((1, -margin), ReviewedPhoto(path, score, WRONG)))
         else:
             status = UNCERTAIN if margin < UNCERTAIN_MARGIN else OK

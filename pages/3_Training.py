@@ -22,9 +22,17 @@ from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_cla
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
 from core.live_station import LiveStation, clock, live_station
-from core.metrics import (Rates, escape_rate_threshold, held_out_scores, operating_curve, percent,
-                          rates_at, rates_of)
+from core.metrics import (
+    Rates,
+    escape_rate_threshold,
+    held_out_scores,
+    operating_curve,
+    percent,
+    rates_at,
+    rates_of,
+)
 from core.tools import acting_as, current_actor
+from core.verdicts import PASS, verdict_of
 
 MAX_MISCLASSIFIED = 12
 NO_DEFECTS = "no defect photos: add some to measure how many defects are caught"
@@ -423,8 +431,9 @@ if tested["photos"]:
                no_defects="no defect photo tested yet")
     st.dataframe(pd.DataFrame([{
         "Photo": p.name, "Shows": p.shows, "Defect score": round(p.score, 3),
-        "Verdict": "FAIL" if p.score >= threshold else "PASS",
-        "Right": "yes" if (p.score >= threshold) == p.is_defect else "NO"} for p in photos]),
+        "Verdict": verdict_of(p.score, threshold),
+        "Right": "yes" if (verdict_of(p.score, threshold) == PASS) != p.is_defect else "NO"}
+        for p in photos]),
         hide_index=True, width="stretch")
     if st.button("Clear the tested photos", key="newphotos_clear"):
         del st.session_state[tested_key]

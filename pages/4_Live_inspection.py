@@ -14,6 +14,7 @@ photos (``core.framing``, one frame checked every few seconds), and what to do.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,7 @@ from core.line import station_line
 from core.live import LiveSession
 from core.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
 from core.tools import ToolConfig, current_actor
+from core.verdicts import ERROR, FAIL, PASS
 
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
@@ -130,22 +132,28 @@ def feed(camera: str, session: LiveSession) -> None:
         station.release_feed(camera, browser)
     elif state == "free" and session.feeder is not None:
         st.caption(f"Camera {camera} was fed by {session.feeder.label}, silent since "
-                   f"{clock(max(session.frames.stamp, session.feeder.since))}: START feeds it "
+                   f"{clock(time.time() - (session.silent_for() or 0.0))}: START feeds it "
                    "from this browser.")
     ui.camera_help(ctx)
 
 
 # ------------------------------------------------------------------ verdicts
 
+VERDICT_MARKS = {PASS: ":green[PASS]", FAIL: ":red[FAIL]", ERROR: ":orange[ERROR]"}
+
+
 def tool_line(result, note: str | None) -> str:
-    icon = ":green[PASS]" if result.passed else f":red[FAIL {result.defect_class or ''}]"
+    if result.verdict == ERROR:
+        return (f"**{result.tool}** {VERDICT_MARKS[ERROR]} · {result.error} · threshold "
+                f"{result.threshold:.2f} · {result.version}")
+    icon = VERDICT_MARKS[PASS] if result.passed else f":red[FAIL {result.defect_class or ''}]"
     text = (f"**{result.tool}** {icon} · score {result.smoothed:.2f} (frame {result.score:.2f}) / "
             f"threshold {result.threshold:.2f} · {result.latency_ms:.0f} ms · {result.version}")
     return text + (f"  \n:orange[{note}]" if note else "")
 
 
 def trial_line(result, summary) -> str:
-    verdict = ":green[PASS]" if result.passed else ":red[FAIL]"
+    verdict = VERDICT_MARKS[result.verdict]
     if summary.agreement is None:
         agreement = f"{summary.judged} frames judged, nothing on the line to compare with"
     else:
@@ -170,7 +178,7 @@ def verdict_panel(camera: str, arranged: tuple) -> None:
         st.error(session.error)
     lineup = session.lineup
     shown = session.current() if fed else None
-    if not lineup.runners:
+    if not lineup.runners and not lineup.unable:
         st.markdown(ui.verdict_html("NO TOOL", "nothing on the line judges this camera"),
                     unsafe_allow_html=True)
     elif shown is None:

@@ -21,6 +21,7 @@ from core.errors import InspectorError
 from core.framing import ORIGIN, Finding, check_dataset
 from core.line import station_line
 from core.tools import ROI, Tool, ToolStore, set_actor
+from core.verdicts import ERROR, FAIL, PASS
 
 APP_ICON = str(Path(__file__).resolve().parents[1] / "assets" / "inspector.png")
 CURRENT_TOOL = "current_tool"
@@ -57,6 +58,7 @@ _CSS = """
           letter-spacing: 0.04em; margin-bottom: 0.2em; white-space: nowrap; overflow: hidden;}
 .verdict.pass {background: #1f9d3a;}
 .verdict.fail {background: #d62828;}
+.verdict.error {background: #e07b00;}
 .verdict.idle {background: #555; font-size: clamp(28px, 3vw, 64px); padding: 1em 0.4em;}
 .verdict-detail {font-size: 1.35rem; text-align: center; margin-bottom: 0.4em;}
 /* at 1280x720 the default 6rem above the title pushes the page's controls below the fold */
@@ -191,7 +193,7 @@ def dataset_findings(tool: Tool) -> None:
 
 
 def verdict_html(verdict: str, detail: str = "") -> str:
-    css = {"PASS": "pass", "FAIL": "fail"}.get(verdict, "idle")
+    css = {PASS: "pass", FAIL: "fail", ERROR: "error"}.get(verdict, "idle")
     extra = f'<div class="verdict-detail">{detail}</div>' if detail else ""
     return f'<div class="verdict {css}" data-testid="verdict">{verdict}</div>{extra}'
 

@@ -1,5 +1,6 @@
 """The ``inspector`` command end to end, as an engineer or a script would use it."""
 
+import getpass
 import json
 import os
 import shutil
@@ -83,6 +84,20 @@ def test_versions_and_rollback(tmp_path, folders):
     first = versions[0].split()[0]
     assert inspector(home, "activate", "--tool", "t", "--version", first).returncode == 0
     assert inspector(home, "versions", "--tool", "t").stdout.splitlines()[0].startswith(f"* {first}")
+    assert inspector(home, "set", "--tool", "t", "--threshold", "0.7").returncode == 0
+
+    audit = history_of(home).changes().iloc[::-1]  # every change made here is audited, oldest first
+    assert list(audit["action"]) == ["created", "trained", "activated", "trained", "activated",
+                                     "activated", "threshold"]
+    assert set(audit["actor"]) == {f"cli:{getpass.getuser()}"}
+    assert audit.iloc[-1]["details"]["new"] == 0.7
+
+
+def history_of(home):
+    from core.history import open_history
+    from core.station import load_settings
+
+    return open_history(load_settings(home), root=home)
 
 
 @pytest.mark.parametrize("args, message", [

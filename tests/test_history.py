@@ -3,6 +3,7 @@ SIGKILL included) and a real PostgreSQL server started for the module on a loopb
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -21,18 +22,20 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from core.datasets import read_image
 from core.errors import InspectorError
 from core.history import MIGRATIONS, EventFilter, HistoryStore, open_history
-from core.live import VerdictRecord
 from core.reports import first_pass_yield, yield_over_time
 from core.station import StationSettings
 from core.tools import ToolChange, ToolStore, acting_as
+from core.verdicts import ERROR, VerdictRecord
 from tests.conftest import sample_paths
 
 APP = Path(__file__).resolve().parents[1]
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()  # what open_history upgrades to
 
 
 def record(when: float, tool: str = "weld", verdict: str = "PASS", cause: str = "trigger",
@@ -76,6 +79,25 @@ def test_recorder_writes_events_and_they_read_back(store, workspace):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_an_error_verdict_is_recorded_without_a_score_and_never_blocks_the_rows_behind(store):
+    now = time.time()
+    error = VerdictRecord(now, "weld", ERROR, None, None, 0.5, "v1", "trigger", "0",
+                          trigger_id="P1", error="the model gave no usable score (nan)")
+    store.recorder("st1").remember([error, record(now, "label", "PASS", trigger_id="P1")])
+    store.recorder("st1").remember([record(now + 1, "weld", "PASS", trigger_id="P2"),
+                                    record(now + 1, "label", "PASS", trigger_id="P2")])
+    assert store.recorder("st1").flush(10)
+    frame = store.events(newest_first=False)
+    assert list(frame["verdict"]) == [ERROR, "PASS", "PASS", "PASS"]
+    first = frame.iloc[0]
+    assert math.isnan(first["score"]) and first["error"] == error.error
+    fpy = first_pass_yield(store).set_index("station").loc["st1"]
+    assert (fpy["parts"], fpy["passed"], fpy["failed"]) == (2, 1, 1)  # an ERROR part is no good part
+    hourly = yield_over_time(store)
+    weld = hourly[hourly["tool"] == "weld"].iloc[0]
+    assert (weld["parts"], weld["passed"], weld["failed"]) == (2, 1, 1)
+
+
 def sqlite_connection(store: HistoryStore):
     import sqlite3
 
@@ -113,7 +135,7 @@ def test_a_burst_from_several_threads_loses_nothing(store):
 WRITER = """
 import sys, time
 from core.history import open_history
-from core.live import VerdictRecord
+from core.verdicts import VerdictRecord
 from core.station import StationSettings
 
 store = open_history(StationSettings(name="doomed", history_url=sys.argv[1]))
@@ -193,7 +215,7 @@ def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
 
     store = open_history(StationSettings(history_url=url))
     try:
-        assert store.revision() == "0003"
+        assert store.revision() == HEAD
         frame = store.events(newest_first=False)
         assert list(frame["trigger_id"].fillna("-")) == ["A", "A", "B", "-"]
         assert list(frame["defect_class"].fillna("-")) == ["-", "torn", "-", "-"]
@@ -274,7 +296,7 @@ def test_an_upgrade_from_revision_2_recounts_parts_by_the_part_rule(empty_databa
 
     store = open_history(StationSettings(history_url=url))
     try:
-        assert store.revision() == "0003"
+        assert store.revision() == HEAD
         recorder = store.recorder("new")
         for offset, camera in sorted({(e[0], e[1]) for e in UPGRADE_EVENTS}):  # one call per frame
             recorder.remember([VerdictRecord(T0 + offset, tool, verdict, None, 0.5, 0.5, "v1", cause,
@@ -404,7 +426,7 @@ def postgres_url():
 STATION = """
 import sys, time
 from core.history import open_history
-from core.live import VerdictRecord
+from core.verdicts import VerdictRecord
 from core.station import StationSettings
 
 url, station, parts = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -433,7 +455,7 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
 
     store = open_history(StationSettings(history_url=postgres_url))
     try:
-        assert store.dialect == "postgresql" and store.revision() == "0003"
+        assert store.dialect == "postgresql" and store.revision() == HEAD
         frame = store.events(limit=None)
         assert frame.groupby("station").size().to_dict() == {"line1-st1": 2 * parts,
                                                              "line1-st2": 2 * parts}

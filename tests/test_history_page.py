@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from core.datasets import read_image
 from core.history import open_history
-from core.live import VerdictRecord
 from core.station import StationSettings
 from core.tools import ToolChange
+from core.verdicts import VerdictRecord
 from tests.conftest import sample_paths
 
 APP = Path(__file__).resolve().parents[1]

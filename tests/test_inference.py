@@ -1,5 +1,6 @@
 """Live inference: threshold, smoothing, TTA, several tools, Grad-CAM, thread safety."""
 
+import dataclasses
 import threading
 
 import cv2
@@ -12,6 +13,7 @@ from core.inference import Inspector, ToolRunner, TrainedModel
 from core.preprocessing import tta_variants
 from core.tools import ROI, ToolStore, TTASettings
 from core.training import TrainingOptions, train_tool
+from core.verdicts import ERROR, PASS, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
 
 
@@ -167,7 +169,7 @@ def test_a_tool_without_a_model_says_to_train_it(workspace):
 
 def test_labels_of_tools_sharing_a_roi_are_stacked_not_overwritten():
     from core.explanation import FAIL_COLOUR, PASS_COLOUR
-    from core.inference import ToolResult
+    from core.verdicts import ToolResult
 
     def result(tool: str, verdict: str) -> ToolResult:
         return ToolResult(tool, verdict, None, 0.1, 0.1, 0.5, (100, 60, 300, 260), None, 5.0, "v1")
@@ -176,3 +178,43 @@ def test_labels_of_tools_sharing_a_roi_are_stacked_not_overwritten():
                          [result("weld", "PASS"), result("label", "FAIL")])
     assert tuple(out[50, 102]) == PASS_COLOUR  # the first label above the ROI
     assert tuple(out[66, 102]) == FAIL_COLOUR  # the second one just under it
+
+
+def broken(runner: ToolRunner, **weights: np.ndarray) -> ToolRunner:
+    """The runner with its model's head weights replaced: what damaged weights would give."""
+    runner.model.head = dataclasses.replace(runner.model.head, **weights)
+    return runner
+
+
+def test_a_score_that_is_not_a_number_is_an_error_never_a_pass(casting_tool):
+    casting_tool.update(roi=ROI.from_pixels(160, 80, 480, 400, 640, 480), smoothing=3)
+    runner = ToolRunner(ToolStore().get("casting"))
+    good = frame_with(load_sample("casting", 1, seed=23).images[0])
+    inspector = Inspector([runner])
+    first = inspector.inspect(good)[0]
+    assert first.verdict == PASS
+    head = runner.model.head
+    broken(runner, weight=np.full_like(head.weight, np.nan))
+    result = inspector.inspect(good)[0]
+    assert result.verdict == ERROR and not result.passed and result.defect_class is None
+    assert "no usable score" in result.error and "ERROR" in result.label()
+    record = VerdictRecord.of(result, 0.0, TRIGGER)
+    assert record.verdict == ERROR and record.score is None and record.error == result.error
+    broken(runner, weight=head.weight)  # repaired: the NaN never entered the moving average
+    again = inspector.inspect(good)[0]
+    assert again.verdict == PASS and again.smoothed == pytest.approx(np.mean([first.score, again.score]))
+
+
+def test_a_tool_that_cannot_run_errs_alone_and_the_others_are_judged(casting_tool):
+    casting_tool.update(roi=ROI.from_pixels(160, 80, 480, 400, 640, 480), smoothing=1)
+    healthy = ToolRunner(ToolStore().get("casting"))
+    sick = ToolRunner(ToolStore().get("casting"))  # same network: one batch with the healthy one
+    broken(sick, weight=sick.model.head.weight[:, :7])  # wrong shape: the head cannot run
+    defect = frame_with(load_sample("casting", 1, seed=24).images[1])
+    alone = Inspector([healthy]).inspect(defect)[0]
+    results = Inspector([sick, healthy]).inspect(defect)
+    assert [r.verdict for r in results] == [ERROR, alone.verdict]
+    assert results[1].score == pytest.approx(alone.score, abs=1e-5)
+    assert results[0].error and len(results[0].error) <= 200
+    drawn = Inspector.draw(defect, results)
+    assert drawn.shape == defect.shape

@@ -18,9 +18,10 @@ from core.headless import CameraReader, parse_sources, run_station
 from core.history import EventFilter
 from core.inference import ToolRunner
 from core.line import Line, close_lines, station_line
-from core.live import CHANGE, TRIGGER, Lineup, LiveSession, RecentVerdicts
+from core.live import Lineup, LiveSession, RecentVerdicts
 from core.live_station import close_live_stations, live_station
 from core.station import load_settings
+from core.verdicts import CHANGE, TRIGGER
 from tests.conftest import load_sample
 
 FPS = 10

@@ -11,20 +11,9 @@ import numpy as np
 import pytest
 
 from core.inference import ToolRunner
-from core.live import (
-    CHANGE,
-    HEARTBEAT,
-    TRIGGER,
-    Fanout,
-    Feeder,
-    FrameHolder,
-    Lineup,
-    LiveSession,
-    RecentVerdicts,
-    TrialRun,
-    VerdictRecord,
-)
+from core.live import Fanout, Feeder, FrameHolder, Lineup, LiveSession, RecentVerdicts, TrialRun
 from core.tools import ToolStore
+from core.verdicts import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
 
 
@@ -45,8 +34,10 @@ def test_frame_holder_keeps_the_latest_frame_and_waits_for_a_new_one():
     holder = FrameHolder()
     assert holder.get() is None and holder.wait_new(0, timeout=0.05) is None
     first = np.zeros((4, 4, 3), np.uint8)
-    stamp = holder.put(first)
-    assert holder.count == 1 and holder.stamp == stamp <= time.time()
+    before = time.monotonic()
+    arrived = holder.put(first)
+    assert holder.count == 1 and before <= holder.stamp <= time.monotonic()
+    assert abs(arrived - time.time()) < 1  # the frame's timestamp is the wall clock
     copy = holder.get()
     copy[:] = 255
     assert holder.get().max() == 0  # readers get a copy
@@ -91,7 +82,7 @@ def test_continuous_results_go_stale(casting_tool, photos):
     live.process(photos["good"][0])
     latest = live.latest
     assert not latest.triggered and live.current() is latest
-    assert live.current(now=latest.time + LiveSession.STALE_AFTER_S + 0.1) is None
+    assert live.current(now=latest.seen + LiveSession.STALE_AFTER_S + 0.1) is None
     live.continuous = False  # a continuous verdict is not held as a triggered one
     assert live.current() is None
 
@@ -241,13 +232,30 @@ def test_only_the_feeder_s_frames_are_judged(casting_tool, photos):
     out = live.offer("kiosk", photos["defect"][0])  # nobody feeds yet: not judged
     assert live.latest is None and not np.array_equal(out, photos["defect"][0])  # says so
 
-    assert live.claim(Feeder("kiosk", "browser kiosk", time.time())) is None
+    assert live.claim(Feeder("kiosk", "browser kiosk", time.monotonic())) is None
     live.offer("kiosk", photos["defect"][0])
     assert live.latest.verdict == "FAIL" and live.overlay is not None
-    previous = live.claim(Feeder("laptop", "browser laptop", time.time()))
+    previous = live.claim(Feeder("laptop", "browser laptop", time.monotonic()))
     assert previous.browser == "kiosk"
     live.offer("kiosk", photos["defect"][0])  # the old feeder's frames no longer count
     assert live.frames.count == 1
     live.offer("laptop", photos["good"][0])
     assert live.frames.count == 2
     assert not live.release("kiosk") and live.release("laptop") and live.feeder is None
+
+
+def test_a_clock_set_back_an_hour_hides_no_silent_camera_and_stops_no_heartbeat(
+        casting_tool, photos, monkeypatch):
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink, heartbeat_s=0.3)
+    live.claim(Feeder("kiosk", "browser kiosk", time.monotonic()))
+    live.offer("kiosk", photos["good"][0])
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() - 3600)  # NTP (or a person) steps the clock
+    for _ in range(4):
+        time.sleep(0.15)
+        live.offer("kiosk", photos["good"][0])
+    assert [r.cause for r in sink.recent()].count(HEARTBEAT) >= 1  # the verdict's heartbeat goes on
+    time.sleep(LiveSession.NO_FRAMES_AFTER_S + 0.2)  # then the camera goes silent
+    assert "stopped sending frames" in live.camera_problem()
+    assert live.current() is None  # the last verdict is not shown as current

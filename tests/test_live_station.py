@@ -31,6 +31,7 @@ from core.live_station import (
 )
 from core.tools import ROI, ToolStore, TTASettings
 from core.training import TrainingOptions, train_tool
+from core.verdicts import ERROR
 from tests.conftest import load_sample
 
 APP = Path(__file__).resolve().parents[1]
@@ -334,3 +335,20 @@ def test_a_damaged_line_file_leaves_nothing_on_the_line_and_says_what_to_do(cast
     finally:
         close_live_stations()
         close_lines()
+
+
+def test_a_tool_damaged_on_disk_is_judged_error_and_the_others_go_on(station, photos, workspace):
+    ToolStore().duplicate("casting", "copy")
+    station.add_to_line("copy", "ann")
+    weights = ToolStore().get("copy").version_dir() / "head.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a power cut in the middle of a copy
+    close_live_stations()
+    close_lines()
+    restarted = live_station(workspace)  # the station starts all the same
+    assert any("'copy' is on the line but cannot judge" in p for p in restarted.problems())
+    results = {r.tool: r for r in judge(restarted, photos["defect"][0]).results}
+    assert results["casting"].verdict == "FAIL"
+    assert results["copy"].verdict == ERROR and "cannot load" in results["copy"].error
+    assert judge(restarted, photos["defect"][0]).verdict == ERROR  # the part never passes unchecked
+    recorded = events(restarted)
+    assert set(recorded[recorded["tool"] == "copy"]["verdict"]) == {ERROR}

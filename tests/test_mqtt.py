@@ -17,8 +17,9 @@ import pytest
 
 from core.inference import ToolRunner
 from core.integrations.mqtt import MqttLink, parse_trigger
-from core.live import TRIGGER, Fanout, Lineup, LiveSession, RecentVerdicts, VerdictRecord
+from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import MqttSettings
+from core.verdicts import TRIGGER, VerdictRecord
 from tests.conftest import load_sample
 from tests.servers import Mosquitto, MqttSubscriber, wait_until
 
@@ -80,7 +81,7 @@ def test_verdicts_arrive_as_json_on_the_documented_topics(mosquitto, link_of):
         "seq": 1, "time": weld["time"], "epoch": round(when, 3), "station": "press+7/a", "camera": "0",
         "tool": "weld", "version": "v2", "verdict": "PASS", "pass": True, "defect_class": None,
         "score": 0.2, "raw_score": 0.25, "threshold": 0.5, "latency_ms": 12.3, "cause": "change",
-        "trigger_id": None}
+        "trigger_id": None, "error": None}
     assert abs(time.mktime(time.strptime(weld["time"][:19], "%Y-%m-%dT%H:%M:%S")) - int(when)) <= 1
     assert (label["seq"], label["pass"], label["defect_class"], label["cause"], label["trigger_id"]) == (
         2, False, "crack", "trigger", "A17")

@@ -4,6 +4,7 @@ answers, clients that come and go, a port that is taken, and tools that change."
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -14,8 +15,9 @@ from asyncua.sync import Client
 
 from core.inference import ToolRunner
 from core.integrations.opcua import OpcUaLink
-from core.live import CHANGE, TRIGGER, Fanout, Lineup, LiveSession, RecentVerdicts, VerdictRecord
+from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import OpcUaSettings
+from core.verdicts import CHANGE, ERROR, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
 from tests.servers import free_port, wait_until
 
@@ -214,6 +216,50 @@ def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_tri
         link.remember([event("weld", "PASS", "opcua-2"), event("label", "PASS", "opcua-2")])
         plc.wait("ResultValid", True)
         assert plc.read("Pass") is True and plc.read("InspectionID") == 2
+    finally:
+        plc.close()
+
+
+def test_a_tool_that_cannot_judge_gives_no_valid_result_and_the_next_part_goes_on(start_link):
+    link = start_link({"weld": CLASSES, "label": ("good", "missing")}, lambda camera, trigger_id: None)
+    plc = Plc(link)
+    try:
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        error = VerdictRecord(time.time(), "label", ERROR, None, None, 0.5, "v3", TRIGGER, "0",
+                              trigger_id="opcua-1", error="the model gave no usable score (nan)")
+        link.remember([event("weld", "PASS", "opcua-1"), error])
+        plc.wait("InspectionID", 1)
+        plc.wait("Ready", True)
+        assert plc.read("ResultValid") is False and plc.read("Pass") is False
+        assert plc.read("Verdict") == ERROR and "label" in plc.read("Error")
+        assert "no usable score" in plc.read("Error")
+        assert [plc.read(f"Counters.{n}") for n in ("Total", "Pass", "Fail", "Error")] == [1, 0, 0, 1]
+        assert plc.read("Tools.label.Verdict") == ERROR and plc.read("Tools.label.Pass") is False
+        assert math.isnan(plc.read("Tools.label.Score")) and "no usable" in plc.read("Tools.label.Error")
+        assert plc.read("Tools.weld.Verdict") == "PASS" and plc.read("Tools.weld.Error") == ""
+        plc.write("Trigger", False)
+
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        assert plc.read("Error") == ""
+        link.remember([event("weld", "PASS", "opcua-2"), event("label", "PASS", "opcua-2")])
+        plc.wait("ResultValid", True)
+        assert plc.read("Pass") is True and plc.read("Tools.label.Error") == ""
+    finally:
+        plc.close()
+
+
+def test_a_clock_set_back_an_hour_delays_no_handshake(start_link, monkeypatch):
+    link = start_link({"weld": CLASSES}, lambda camera, trigger_id: None, result_timeout_s=1.0)
+    plc = Plc(link)
+    try:
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() - 3600)  # the weld tool never answers
+        plc.wait("ResultValid", True, timeout=5)  # given up after its 1 s, not after an hour
+        assert plc.read("Verdict") == "FAIL" and "weld" in plc.read("Error")
     finally:
         plc.close()
 

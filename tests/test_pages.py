@@ -20,11 +20,11 @@ from streamlit.testing.v1 import AppTest
 
 from core.datasets import image_files, read_image
 from core.history import open_history
-from core.live import VerdictRecord
 from core.live_station import live_station
 from core.station import load_settings
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
+from core.verdicts import VerdictRecord
 
 APP = Path(__file__).resolve().parents[1]
 if str(APP) not in sys.path:  # the pages' shared helpers are the package ``pages``

@@ -14,7 +14,6 @@ import pytest
 
 from core.cli import main
 from core.history import SCORE_BINS, EventFilter, open_history
-from core.live import VerdictRecord
 from core.reports import (
     defect_pareto,
     export_events,
@@ -23,6 +22,7 @@ from core.reports import (
     yield_over_time,
 )
 from core.station import StationSettings
+from core.verdicts import VerdictRecord
 
 BERLIN = ZoneInfo("Europe/Berlin")  # 2025-03-30 02:00 -> 03:00: a 23-hour day
 

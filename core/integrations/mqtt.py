@@ -33,8 +33,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from core.integrations import LinkStatus, TriggerCallback
-from core.live import VerdictRecord
 from core.station import MqttSettings
+from core.verdicts import PASS, VerdictRecord
 
 LOG = logging.getLogger("shopfloor_inspector.mqtt")
 
@@ -72,7 +72,7 @@ def verdict_payload(record: VerdictRecord, station: str, seq: int) -> dict[str, 
         "tool": record.tool,
         "version": record.version,
         "verdict": record.verdict,
-        "pass": record.verdict == "PASS",
+        "pass": record.verdict == PASS,
         "defect_class": record.defect_class,
         "score": _number(record.score),
         "raw_score": _number(record.raw_score),
@@ -80,6 +80,7 @@ def verdict_payload(record: VerdictRecord, station: str, seq: int) -> dict[str, 
         "latency_ms": _number(record.latency_ms, 1),
         "cause": record.cause,
         "trigger_id": record.trigger_id,
+        "error": record.error,  # why the verdict is ERROR (the tool could not judge the part)
     }
 
 

@@ -32,8 +32,8 @@ from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
 
 from core.integrations import LinkStatus, TriggerCallback
-from core.live import TRIGGER, VerdictRecord
 from core.station import OpcUaSettings
+from core.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, overall
 
 LOG = logging.getLogger("shopfloor_inspector.opcua")
 
@@ -53,7 +53,7 @@ STATION_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {  # name -> (initial
     "Verdict": ("", V.String),
     "ResetCounters": (False, V.Boolean),  # written by the PLC
 }
-COUNTERS = ("Total", "Pass", "Fail")
+COUNTERS = ("Total", "Pass", "Fail", "Error")  # Total = Pass + Fail + Error
 TOOL_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {
     "Pass": (False, V.Boolean),
     "Verdict": ("", V.String),
@@ -64,6 +64,7 @@ TOOL_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {
     "Classes": ([], V.String),
     "Version": ("", V.String),
     "Camera": ("", V.String),
+    "Error": ("", V.String),  # why the tool's verdict is ERROR ("" otherwise)
 }
 WRITABLE = ("Trigger", "ResetCounters")
 
@@ -79,7 +80,7 @@ class _PendingTrigger:
 
     trigger_id: str
     waiting: set[str]
-    deadline: float
+    deadline: float  # time.monotonic(): a clock step neither hurries nor delays it
     results: list[VerdictRecord] = field(default_factory=list)
 
 
@@ -251,7 +252,7 @@ class OpcUaLink:
                 self._beat += 1
                 await self._write("Heartbeat", self._beat % 2**32)
                 next_beat = now + self.heartbeat_s
-            if self._pending is not None and time.time() > self._pending.deadline:
+            if self._pending is not None and time.monotonic() > self._pending.deadline:
                 await self._give_up()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.01, min(next_beat - now, 0.2)))
@@ -344,29 +345,36 @@ class OpcUaLink:
 
     async def _write_tool(self, record: VerdictRecord) -> None:
         classes = self._published[record.tool]
-        shown = record.defect_class if record.verdict == "FAIL" and record.defect_class else "good"
-        values = {"Pass": record.verdict == "PASS", "Verdict": record.verdict, "Score": float(record.score),
+        shown = record.defect_class if record.verdict == FAIL and record.defect_class else "good"
+        values = {"Pass": record.verdict == PASS, "Verdict": record.verdict,
+                  "Score": float("nan") if record.score is None else float(record.score),
                   "Threshold": float(record.threshold),
-                  "ClassIndex": classes.index(shown) if shown in classes else -1,
-                  "DefectClass": record.defect_class if record.verdict == "FAIL" else "",
-                  "Version": record.version, "Camera": record.camera}
+                  "ClassIndex": classes.index(shown) if shown in classes and record.verdict != ERROR else -1,
+                  "DefectClass": record.defect_class if record.verdict == FAIL else "",
+                  "Version": record.version, "Camera": record.camera, "Error": record.error}
         for name, value in values.items():
             await self._write(name, value if value is not None else "", record.tool)
 
     async def _complete(self, results: list[VerdictRecord], trigger_id: str | None, handshake: bool,
                         complete: bool = True) -> None:
-        """One inspection is done: its result, then (when the PLC waits for it) ResultValid."""
-        passed = complete and bool(results) and all(r.verdict == "PASS" for r in results)
+        """One inspection is done: its result, then (when the PLC waits for it) ResultValid.
+
+        An ERROR (a tool could not judge the part) is no valid result: ``ResultValid`` stays
+        False, ``Ready`` comes back and ``Error`` says which tool failed and why."""
+        verdict = overall([r.verdict for r in results]) if complete and results else FAIL
         self._inspection_id += 1
         self._counts["Total"] += 1
-        self._counts["Pass" if passed else "Fail"] += 1
-        await self._write("Pass", passed)
-        await self._write("Verdict", "PASS" if passed else "FAIL")
+        self._counts[verdict.capitalize()] += 1
+        await self._write("Pass", verdict == PASS)
+        await self._write("Verdict", verdict)
         await self._write("TriggerID", trigger_id or "")
         await self._write("InspectionID", self._inspection_id % 2**32)
         await self._write_counters()
+        if verdict == ERROR:
+            await self._write("Error", "; ".join(f"tool {r.tool}: {r.error}" for r in results
+                                                 if r.verdict == ERROR))
         if handshake:
-            await self._write("ResultValid", True)
+            await self._write("ResultValid", verdict != ERROR)
             await self._write("Ready", self._ready())
 
     async def _give_up(self) -> None:
@@ -410,7 +418,8 @@ class OpcUaLink:
             return
         self._triggers += 1
         trigger_id = f"opcua-{self._triggers}"
-        self._pending = _PendingTrigger(trigger_id, set(self._published), time.time() + self.result_timeout_s)
+        self._pending = _PendingTrigger(trigger_id, set(self._published),
+                                        time.monotonic() + self.result_timeout_s)
         await self._write("ResultValid", False)
         await self._write("Ready", False)
         await self._write("Error", self._problem)
