@@ -8,9 +8,11 @@ never loses the history of the old one.
 
 Writing never slows the line: ``HistoryStore.recorder(station)`` is a ``VerdictSink`` whose
 ``remember`` only puts the events on a queue; a writer thread inserts them in batches, one
-transaction per batch, and retries (with a growing pause) while the database is unreachable. The
-queue is unbounded on purpose: an event is never dropped, and at the rate a station produces
-events (a few per part) even hours of an unreachable server hold only megabytes.
+transaction per batch. A station starts and inspects while its database is away
+(``open_history(while_away=True)``): the writer keeps the events in a bounded spool file in the
+workspace, flushed to disk batch by batch so that a kill loses none, and writes them, oldest
+first, when the database is back. A row the database refuses is set aside in a quarantine file
+with the reason; the rows behind it are written.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: the WAL is flushed to disk at every commit,
 so a committed batch survives a power cut, and WAL's atomic commits mean a crash mid-write (power
@@ -38,13 +40,15 @@ import atexit
 import json
 import logging
 import math
+import os
 import queue
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +64,8 @@ from core import tools
 from core.errors import InspectorError
 from core.station import StationSettings, load_settings
 from core.tools import ToolChange
-from core.verdicts import CHANGE, ERROR, FAIL, HEARTBEAT, PASS, TRIGGER, VerdictRecord
+from core.verdicts import CHANGE, ERROR, FAIL, HEARTBEAT, PASS, TRIGGER, VerdictRecord, short_error
+from core.workspace import fsync_dir, workspace_root
 
 LOG = logging.getLogger("shopfloor_inspector.history")
 
@@ -68,6 +73,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 QUARTER_S = 900  # the rollups' time bucket: 15 minutes fit every time zone and shift boundary
 SCORE_BINS = 20  # smoothed-score histogram bins of width 0.05
 _MIGRATION_LOCK = 7_384_210_311  # PostgreSQL advisory lock id: one station migrates at a time
+SPOOL_FOLDER = "history-spool"  # in the workspace: events kept while the database is away
+UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)  # away, not refusing
 
 # ------------------------------------------------------------------ schema (head revision)
 
@@ -216,14 +223,22 @@ class HistoryStore:
 
     WRITE_CHUNK = 5_000  # rows per executemany
 
-    def __init__(self, url: str, settings: StationSettings):
+    def __init__(self, url: str, settings: StationSettings, spool_dir: Path | None = None):
         self.url = url
         self.settings = settings  # the latest settings given to open_history (images, retention)
+        self.spool_dir = spool_dir  # where recorders keep events while the database is away
         self.engine = _engine(url)
         self._recorders: dict[str, HistoryRecorder] = {}
         self._change_removers: dict[str, Callable[[], None]] = {}
         self._lock = threading.RLock()
-        self._migrate()
+        self._migrated = False
+
+    def ready(self) -> None:
+        """Upgrade the schema once (before the first write); raises while the database is away."""
+        with self._lock:
+            if not self._migrated:
+                self._migrate()
+                self._migrated = True
 
     @property
     def dialect(self) -> str:
@@ -282,6 +297,7 @@ class HistoryStore:
     def write(self, station: str, records: Iterable[VerdictRecord],
               tool_changes: Iterable[ToolChange] = ()) -> None:
         """Write events and changes in one transaction, with their rollups and FAIL images."""
+        self.ready()
         rows, images = [], []
         keep_images = self.settings.keep_fail_images
         for record in records:
@@ -504,34 +520,115 @@ def _engine(url: str) -> sa.Engine:
 _CLOSE = object()
 
 
+class Spool:
+    """One station's events waiting on disk while its history database is away: JSON lines,
+    appended and flushed to disk batch by batch (a kill loses none of them), replayed oldest
+    first in one transaction when the database is back, then removed. Bounded by ``MAX_BYTES``:
+    past it, events wait in memory instead. FAIL images are not kept here (events only)."""
+
+    MAX_BYTES = 256 * 2**20
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def add(self, items: list[Any]) -> bool:
+        """Keep the items on disk; False when the spool is full or cannot be written."""
+        data = "".join(json.dumps(_to_json(item), default=str) + "\n" for item in items).encode()
+        if self.size() + len(data) > self.MAX_BYTES:
+            return False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            LOG.warning("cannot keep history events in %s: %s", self.path, exc)
+            return False
+        return True
+
+    def items(self) -> list[Any]:
+        """What the spool holds, oldest first (a line torn by a kill mid-write is left out)."""
+        found = []
+        for line in self.path.read_bytes().splitlines() if self.size() else ():
+            try:
+                found.append(_from_json(json.loads(line)))
+            except (ValueError, TypeError, KeyError):
+                LOG.warning("skipping a damaged line of %s", self.path)
+        return found
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
+
+
+def _to_json(item: Any) -> dict[str, Any]:
+    if isinstance(item, ToolChange):
+        return {"change": asdict(item)}
+    return {"events": [{k: v for k, v in asdict(replace(r, frame=None)).items() if k != "frame"}
+                       for r in item]}
+
+
+def _from_json(data: dict[str, Any]) -> Any:
+    if "change" in data:
+        return ToolChange(**data["change"])
+    return [VerdictRecord(**{**r, "box": tuple(r["box"]) if r.get("box") else None})
+            for r in data["events"]]
+
+
 class HistoryRecorder:
     """A ``VerdictSink`` that never blocks: events go on a queue, a thread writes them in batches.
 
-    ``remember`` costs a few microseconds (a lock and a queue put). The queue is unbounded so no
-    event is ever dropped; while the database is unreachable the writer keeps the batch and
-    retries, and ``error`` says why (for the page). ``flush`` waits until everything queued so
-    far is committed; ``close`` drains the queue and stops the thread.
+    ``remember`` costs a few microseconds (a lock and a queue put). No event is ever dropped:
+    while the database is unreachable the writer keeps the batches on disk (``Spool``) and
+    writes them, oldest first, when it is back (past the spool's bound, in memory, retrying);
+    a row the database refuses (a value it cannot take) is set aside with its reason in a
+    quarantine file, never blocking the rows behind it. ``problem`` says what is wrong (for the
+    pages); ``flush`` waits until everything queued so far is committed or kept on disk;
+    ``close`` drains the queue and stops the thread.
     """
 
     BATCH_ITEMS = 500  # queue items (one per remember call) per transaction
     RETENTION_EVERY_S = 3600.0
+    RETRY_S = (0.5, 30.0)  # pause between two attempts at an unreachable database: first, longest
 
     def __init__(self, store: HistoryStore, station: str):
         self.store, self.station = store, station
         self.error: str | None = None  # the last write failure, None once writes succeed again
+        self.quarantined = 0  # rows the database refused, set aside in ``quarantine``
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", station)
+        folder = store.spool_dir
+        self.spool = Spool(folder / f"{name}.jsonl") if folder else None
+        self.quarantine = folder / f"{name}.quarantine.jsonl" if folder else None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._written = threading.Condition()
         self._queued = self._done = 0
         self._closed = False
+        self._pause = self.RETRY_S[0]
         self._thread = threading.Thread(target=self._run, name=f"history-writer-{station}",
                                         daemon=True)
         self._thread.start()
 
     @property
     def pending(self) -> int:
-        """Queue items not yet committed."""
+        """Queue items not yet committed or kept on disk."""
         return self._queued - self._done
+
+    @property
+    def problem(self) -> str | None:
+        """What the operator should know about this station's history writing, or None."""
+        found = [self.error] if self.error else []
+        if self.quarantined:
+            found.append(f"{self.quarantined} history event(s) refused by the database were set "
+                         f"aside with the reason in {self.quarantine}")
+        return "; ".join(found) or None
 
     def remember(self, records: list[VerdictRecord]) -> None:
         if not records:
@@ -551,7 +648,8 @@ class HistoryRecorder:
             self._queue.put(item)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued before this call is committed; False on timeout."""
+        """Wait until everything queued before this call is committed (or kept on disk while
+        the database is away); False on timeout."""
         with self._lock:
             target = self._queued
         with self._written:
@@ -572,38 +670,86 @@ class HistoryRecorder:
     def _run(self) -> None:
         next_retention = 0.0
         while True:
-            items = [self._queue.get()]
-            while len(items) < self.BATCH_ITEMS and items[-1] is not _CLOSE:
+            waiting = self.spool is not None and self.spool.size() > 0
+            try:  # events on disk: come back to them after a pause even if nothing new arrives
+                items = [self._queue.get(timeout=self._pause if waiting else None)]
+            except queue.Empty:
+                items = []
+            while items and len(items) < self.BATCH_ITEMS and items[-1] is not _CLOSE:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             work = [item for item in items if item is not _CLOSE]
-            if work:
-                self._write(work)
+            self._write(work)
             with self._written:
                 self._done += len(work)
                 self._written.notify_all()
-            if items[-1] is _CLOSE:
+            if items and items[-1] is _CLOSE:
                 return
-            if time.monotonic() >= next_retention:
+            if time.monotonic() >= next_retention and not self.error:
                 next_retention = time.monotonic() + self.RETENTION_EVERY_S
                 self._apply_retention()
 
     def _write(self, items: list[Any]) -> None:
-        records = [r for item in items if isinstance(item, list) for r in item]
-        tool_changes = [item for item in items if isinstance(item, ToolChange)]
-        pause = 0.5
+        """Commit the spool's events then these; while the database is away keep these on disk
+        (or, past the spool's bound, retry with them in memory)."""
         while True:
             try:
-                self.store.write(self.station, records, tool_changes)
-                self.error = None
+                if self.spool is not None and self.spool.size():
+                    self._commit(self.spool.items())
+                    self.spool.clear()
+                if items:
+                    self._commit(items)
+                self.error, self._pause = None, self.RETRY_S[0]
                 return
-            except Exception as exc:  # noqa: BLE001 - keep the batch and retry: never drop events
-                self.error = f"history database unreachable, {self.pending} batch(es) waiting: {exc}"
-                LOG.warning("history write failed (retrying in %.1f s): %s", pause, exc)
+            except UNREACHABLE as exc:
+                kept = not items or (self.spool is not None and self.spool.add(items))
+                waiting = self.spool.size() if self.spool is not None else 0
+                self.error = (f"history database unreachable ({_reason(exc)}): "
+                              + (f"{waiting:,} bytes of events wait on disk in {self.spool.path}"
+                                 if kept and self.spool is not None else
+                                 f"{self.pending} batch(es) wait in memory"))
+                LOG.warning("history write failed (next attempt in %.1f s): %s", self._pause,
+                            _reason(exc))
+                pause, self._pause = self._pause, min(self._pause * 2, self.RETRY_S[1])
+                if kept:
+                    return
                 time.sleep(pause)
-                pause = min(pause * 2, 30.0)
+
+    def _commit(self, items: list[Any]) -> None:
+        """Write items in one transaction; the rows the database refuses (not for being away)
+        are found by halving the batch and set aside, and the others are written."""
+        if not items:
+            return
+        records = [r for item in items if isinstance(item, list) for r in item]
+        tool_changes = [item for item in items if isinstance(item, ToolChange)]
+        try:
+            self.store.write(self.station, records, tool_changes)
+        except UNREACHABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refused row must not block the rows behind it
+            if len(items) > 1:
+                half = len(items) // 2
+                self._commit(items[:half])
+                self._commit(items[half:])
+            elif isinstance(items[0], list) and len(items[0]) > 1:
+                self._commit([[record] for record in items[0]])
+            else:
+                self._set_aside(items[0], exc)
+
+    def _set_aside(self, item: Any, exc: Exception) -> None:
+        self.quarantined += 1
+        LOG.error("the history database refused an event, set aside: %s", _reason(exc))
+        if self.quarantine is None:
+            return
+        line = {"reason": _reason(exc), "at": time.time(), **_to_json(item)}
+        try:
+            self.quarantine.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.quarantine, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line, default=str) + "\n")
+        except OSError as write_error:
+            LOG.error("cannot write the quarantine file %s: %s", self.quarantine, write_error)
 
     def _apply_retention(self) -> None:
         try:
@@ -618,27 +764,40 @@ _STORES: dict[str, HistoryStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def open_history(settings: StationSettings | None = None, root: Path | None = None) -> HistoryStore:
+def open_history(settings: StationSettings | None = None, root: Path | None = None,
+                 while_away: bool = False) -> HistoryStore:
     """The station's history store, created and migrated on first use, then shared by every
     thread of the process (the Streamlit server and the webcam threads). Cheap to call again:
-    it returns the same store, updated with the latest settings."""
+    it returns the same store, updated with the latest settings.
+
+    A database that cannot be reached is one clear line, unless ``while_away`` (a station that
+    must inspect all the same): then its recorders keep the events on disk until it is back."""
     settings = settings or load_settings(root)
     url = settings.database_url(root)
     with _STORES_LOCK:
         store = _STORES.get(url)
         if store is None:
+            store = HistoryStore(url, settings, (root or workspace_root()) / SPOOL_FOLDER)
             try:
-                store = _STORES[url] = HistoryStore(url, settings)
-            except sa.exc.OperationalError as exc:
-                raise InspectorError(f"cannot open the history database {_safe(url)}: "
-                                     f"{' '.join(str(exc.orig).split())}; check the URL and that the server "
-                                     "is running") from exc
+                store.ready()
+            except UNREACHABLE as exc:
+                message = (f"cannot open the history database {_safe(url)}: {_reason(exc)}; check "
+                           "the URL and that the server is running")
+                if not while_away:
+                    raise InspectorError(message) from exc
+                LOG.warning("%s (events wait on disk until it is back)", message)
+            _STORES[url] = store
         store.settings = settings
         return store
 
 
 def _safe(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """A database error in one line, without the SQL (which may hold a whole batch)."""
+    return short_error(getattr(exc, "orig", None) or exc)
 
 
 @atexit.register

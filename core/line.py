@@ -27,7 +27,7 @@ class Line:
 
     def __init__(self, settings: StationSettings, root: Path | None = None):
         self.settings = settings
-        self.history: HistoryStore = open_history(settings, root)
+        self.history: HistoryStore = open_history(settings, root, while_away=True)
         self.recorder = self.history.recorder(settings.name)
         self._stop_auditing = self.history.listen_to_tool_changes(settings.name)
         self._sessions: dict[str, LiveSession] = {}  # camera -> its live session
@@ -101,7 +101,7 @@ class Line:
 
     def problems(self) -> list[str]:
         """What the operator should know about the history and the integrations now."""
-        found = [self.recorder.error] if self.recorder.error else []
+        found = [self.recorder.problem] if self.recorder.problem else []
         return found + [s.summary() for s in self.status() if not s.connected or s.last_error]
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """Real servers for the tests, on loopback and free ports: a Mosquitto broker that a test can
-kill, freeze and restart, and helpers to wait for things to happen."""
+kill, freeze and restart, a PostgreSQL server that a test can stop and start, and helpers to
+wait for things to happen."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
 
 def free_port() -> int:
@@ -135,3 +137,44 @@ class MqttSubscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Postgres:
+    """A throw-away PostgreSQL server on a free loopback port with an empty database 'history';
+    ``stop`` and ``start`` again keep its data (a database server going away and coming back)."""
+
+    def __init__(self) -> None:
+        if PG_BIN is None or not (PG_BIN / "initdb").exists():
+            pytest.fail("PostgreSQL server binaries are missing (/usr/lib/postgresql/*/bin): run "
+                        "./scripts/setup.sh --test")
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="inspector-pg-"))
+        if os.geteuid() == 0:
+            os.chown(self.root, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+        self.data, self.port = self.root / "data", free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/history"
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "history")
+
+    def _run(self, program: str, *args: str, check: bool = True) -> None:
+        command = [str(PG_BIN / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=check, capture_output=True)
+
+    def start(self) -> Postgres:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
+                  "start")
+        return self
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "stop", check=False)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -3,17 +3,16 @@ SIGKILL included) and a real PostgreSQL server started for the module on a loopb
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,9 +31,9 @@ from core.station import StationSettings
 from core.tools import ToolChange, ToolStore, acting_as
 from core.verdicts import ERROR, VerdictRecord
 from tests.conftest import sample_paths
+from tests.servers import Postgres, free_port, wait_until
 
 APP = Path(__file__).resolve().parents[1]
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()  # what open_history upgrades to
 
 
@@ -388,39 +387,12 @@ def test_an_unreachable_database_is_one_clear_line():
 
 # ------------------------------------------------------------------ PostgreSQL
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(*args: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
     """A throw-away PostgreSQL server on a free loopback port, with an empty database."""
-    if PG_BIN is None or not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL server binaries are missing (/usr/lib/postgresql/*/bin): run "
-                    "./scripts/setup.sh --test")
-    root = Path(tempfile.mkdtemp(prefix="inspector-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", free_port()
-    subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                                "postgres", "--no-sync"), check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                                str(root / "log"), "-w", "start"), check=True, capture_output=True)
-    try:
-        subprocess.run(_as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                    "-U", "postgres", "history"), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/history"
-    finally:
-        subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    server = Postgres()
+    yield server.url
+    server.remove()
 
 
 STATION = """
@@ -469,3 +441,64 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
             parts - expected_passed)
     finally:
         store.close()
+
+
+OUTAGE_STATION = """
+import sys
+from core.history import open_history
+from core.verdicts import VerdictRecord
+from core.station import StationSettings
+from pathlib import Path
+
+url, home, parts = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+recorder = open_history(StationSettings(name="st-away", history_url=url), home,
+                        while_away=True).recorder("st-away")
+for i in range(parts):
+    recorder.remember([VerdictRecord(1.7e9 + i, "weld", "PASS", None, 0.1, 0.5, "v1", "trigger",
+                                     trigger_id=f"part-{i}")])
+assert recorder.flush(60) and recorder.spool.size() > 0, recorder.error
+print("kept:", recorder.error, flush=True)
+input()  # killed here, with every event on disk only
+"""
+
+
+def test_a_station_starts_while_its_database_is_away_and_a_kill_loses_no_event(tmp_path):
+    server = Postgres()
+    try:
+        server.stop()  # the plant's database server is down when the station starts
+        station = subprocess.Popen([sys.executable, "-c", OUTAGE_STATION, server.url, str(tmp_path),
+                                    "300"], cwd=APP, env={**os.environ, "PYTHONPATH": str(APP)},
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        line = station.stdout.readline()
+        assert line.startswith("kept:") and "unreachable" in line and "wait on disk" in line, (
+            line + station.stderr.read()[-2000:] if not line else line)
+        station.send_signal(signal.SIGKILL)
+        station.wait(10)
+
+        server.start()  # back: the next start of the station writes what waited
+        settings = StationSettings(name="st-away", history_url=server.url)
+        store = open_history(settings, tmp_path, while_away=True)
+        recorder = store.recorder("st-away")
+        wait_until(lambda: recorder.spool.size() == 0, 30, "the spooled events written")
+        frame = store.events(limit=None)
+        assert len(frame) == 300 and frame["trigger_id"].nunique() == 300
+        assert recorder.problem is None
+        store.close()
+    finally:
+        server.remove()
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_the_rows_behind_it_are_written(store):
+    now = time.time()
+    refused = replace(record(now, "weld", trigger_id="P1"), tool=None)  # NOT NULL: refused
+    recorder = store.recorder("st1")
+    recorder.remember([record(now, "label", trigger_id="P0")])
+    recorder.remember([refused])
+    recorder.remember([record(now + 1, "label", trigger_id="P2")])
+    assert recorder.flush(10)
+    assert list(store.events(newest_first=False)["trigger_id"]) == ["P0", "P2"]
+    assert recorder.quarantined == 1 and "set aside" in recorder.problem
+    kept = [json.loads(line) for line in recorder.quarantine.read_text().splitlines()]
+    assert len(kept) == 1 and "NOT NULL" in kept[0]["reason"].upper()
+    assert kept[0]["events"][0]["trigger_id"] == "P1"
