@@ -30,9 +30,12 @@ import zxingcpp
 from core.errors import InspectorError
 
 SHOWN_CHARS = 40  # of a code's text in a check's message, so that it stays one line
-# Unsharp mask of the retry: blur sigma (px) and amount. A soft or slightly blurred print (most
-# of the photos the first pass misses) reads after it; chosen on half the benchmark's photos.
-RETRY_SHARPEN_SIGMA = 2.0
+# The retry: an unsharp mask (blur sigma in px, amount) on the image shrunk to at most
+# RETRY_MAX_PIXELS, so that it costs at most a quarter of a 640x480 first pass. A soft or
+# slightly blurred print (most of what the first pass misses) reads after it. Chosen on half of
+# the benchmark's photos (BENCHMARKS.md, code reading), the other half left untuned.
+RETRY_MAX_PIXELS = 320 * 240
+RETRY_SHARPEN_SIGMA = 1.0
 RETRY_SHARPEN_AMOUNT = 1.0
 # zxing shows invisible characters (GS, RS, EOT... and the spaces among them) as Unicode
 # control pictures in its human-readable text; a scanner types the characters themselves.
@@ -57,7 +60,8 @@ class ReadOptions:
         try:
             formats = zxingcpp.barcode_formats_from_str(",".join(self.symbologies))
         except ValueError:
-            known = ", ".join(str(f) for f in zxingcpp.barcode_formats_list(zxingcpp.BarcodeFormat.AllReadable))
+            readable = zxingcpp.barcode_formats_list(zxingcpp.BarcodeFormat.AllReadable)
+            known = ", ".join(str(f) for f in readable)
             raise InspectorError(f"Unknown code type in '{', '.join(self.symbologies)}': use names "
                                  f"among {known}") from None
         object.__setattr__(self, "formats", formats)
@@ -89,30 +93,36 @@ class CodeRead:
 def read_codes(image: np.ndarray, options: ReadOptions = ReadOptions()) -> list[CodeRead]:
     """Every code in ``image`` (BGR or grey uint8), the first pass's or else the retry's."""
     grey = _grey(image)
-    found = zxingcpp.read_barcodes(grey, formats=options.formats, try_rotate=options.try_rotate,
-                                   try_downscale=False, text_mode=zxingcpp.TextMode.HRI)
+    found = _decode(grey, options)
     if found or not options.retry_sharpened:
-        return [_code_read(barcode, second_pass=False) for barcode in found]
-    blurred = cv2.GaussianBlur(grey, (0, 0), RETRY_SHARPEN_SIGMA)
-    sharpened = cv2.addWeighted(grey, 1 + RETRY_SHARPEN_AMOUNT, blurred, -RETRY_SHARPEN_AMOUNT, 0)
-    found = zxingcpp.read_barcodes(sharpened, formats=options.formats, try_rotate=options.try_rotate,
-                                   try_downscale=True, text_mode=zxingcpp.TextMode.HRI)
-    return [_code_read(barcode, second_pass=True) for barcode in found]
+        return [_code_read(barcode, scale=1.0, second_pass=False) for barcode in found]
+    scale = min(1.0, (RETRY_MAX_PIXELS / grey.size) ** 0.5)
+    small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
+    blurred = cv2.GaussianBlur(small, (0, 0), RETRY_SHARPEN_SIGMA)
+    sharpened = cv2.addWeighted(small, 1 + RETRY_SHARPEN_AMOUNT, blurred, -RETRY_SHARPEN_AMOUNT, 0)
+    return [_code_read(barcode, scale=scale, second_pass=True) for barcode in _decode(sharpened, options)]
+
+
+def _decode(grey: np.ndarray, options: ReadOptions) -> list[zxingcpp.Barcode]:
+    """One zxing pass at the image's own resolution (its downscaled copies cost more than they
+    found on the benchmark's photos)."""
+    return zxingcpp.read_barcodes(grey, formats=options.formats, try_rotate=options.try_rotate,
+                                  try_downscale=False, text_mode=zxingcpp.TextMode.HRI)
 
 
 def printed_text(barcode: zxingcpp.Barcode) -> tuple[str, str]:
     """The (symbology, text) a person reads under the code and types as the expected value.
 
-    zxing's human-readable text differs from it in five ways, each undone here:
-    invisible characters come as control pictures (``_CONTROL_PICTURES``); line breaks as CR LF
-    (typed as LF); a UPC-A as its 13-digit EAN-13 form "0" + 12 digits, and an EAN-13 starting
+    zxing's human-readable text differs from it in four ways, each undone here:
+    invisible characters come as control pictures (``_CONTROL_PICTURES``); a UPC-A as its
+    13-digit EAN-13 form "0" + 12 digits, and an EAN-13 starting
     with "0" is the same symbol as a UPC-A, so both are the UPC-A's 12 digits; a UPC-E as the
     13 digits it expands to (printed: its own 8, which zxing gives in ``extra``); a DataBar
     that holds one GTIN as "(01)" + GTIN (printed: the 14 digits). Other GS1 codes (DataBar
     Expanded, GS1-128) keep their AIs in parentheses, as printed.
     """
     symbology, text = str(barcode.format), barcode.text
-    text = "".join(_CONTROL_PICTURES.get(char, char) for char in text).replace("\r\n", "\n")
+    text = "".join(_CONTROL_PICTURES.get(char, char) for char in text)
     if symbology == "UPC-A" or (symbology == "EAN-13" and text.startswith("0")):
         return "UPC-A", text[1:]
     if symbology == "UPC-E" and "UPCE" in (barcode.extra or {}):
@@ -129,12 +139,14 @@ def _gtin(barcode: zxingcpp.Barcode) -> str | None:
     return digits.zfill(14) if retail and re.fullmatch(r"\d{8,14}", digits) else None
 
 
-def _code_read(barcode: zxingcpp.Barcode, second_pass: bool) -> CodeRead:
+def _code_read(barcode: zxingcpp.Barcode, scale: float, second_pass: bool) -> CodeRead:
+    """``barcode`` as read in an image ``scale`` times the ROI's size."""
     symbology, text = printed_text(barcode)
     extra = barcode.extra or {}
     position = barcode.position
-    corners = tuple((point.x, point.y) for point in (position.top_left, position.top_right,
-                                                     position.bottom_right, position.bottom_left))
+    corners = tuple((round(point.x / scale), round(point.y / scale))
+                    for point in (position.top_left, position.top_right, position.bottom_right,
+                                  position.bottom_left))
     return CodeRead(text=text, symbology=symbology, corners=corners, orientation=barcode.orientation,
                     gtin=_gtin(barcode), error_correction_level=barcode.ec_level,
                     unused_error_correction=extra.get("UEC"), version=str(extra.get("Version", "")),
@@ -203,11 +215,13 @@ class ExpectedCode:
 
     def accepts(self, read: CodeRead, wanted: str | None) -> bool:
         """Whether ``read`` says it: the pattern matches its whole text, or its text (a retail
-        code: its GTIN, whatever the number of digits typed) is ``wanted``."""
+        code: its GTIN, whatever the number of digits typed) is ``wanted``. A line break is one
+        whether CR LF (as codes often hold it) or LF (as a browser's text box gives it)."""
+        text = _unified_lines(read.text)
         if self._compiled is not None:
-            return self._compiled.fullmatch(read.text) is not None
+            return self._compiled.fullmatch(text) is not None
         same_gtin = read.gtin is not None and wanted.isdigit() and wanted.zfill(14) == read.gtin
-        return read.text == wanted or same_gtin
+        return text == _unified_lines(wanted) or same_gtin
 
     def shown(self, wanted: str | None) -> str:
         """What is expected, as a check's message says it."""
@@ -239,6 +253,10 @@ def check_code(reads: list[CodeRead], expected: ExpectedCode, trigger_value: str
     others = f" (and {len(reads) - 1} other code{'s' if len(reads) > 2 else ''})" if len(reads) > 1 else ""
     return CodeCheck(False, f"read '{_shown(reads[0].text)}'{others}, expected {expected.shown(wanted)}",
                      reads[0], tuple(reads))
+
+
+def _unified_lines(text: str) -> str:
+    return text.replace("\r\n", "\n")
 
 
 def _shown(text: str) -> str:
