@@ -41,7 +41,7 @@ RETRY_SHARPEN_AMOUNT = 1.0
 # control pictures in its human-readable text; a scanner types the characters themselves.
 _CONTROL_PICTURES = {chr(0x2400 + code): chr(code) for code in range(0x21)} | {"\u2421": "\x7f"}
 _SHOWN_CONTROLS = {ord(char): picture for picture, char in _CONTROL_PICTURES.items() if char != " "}
-_DATABAR_GTIN_ONLY = ("DataBar", "DataBar Omni", "DataBar Stacked", "DataBar Stacked Omni",
+_DATABAR_GTIN_ONLY = ("DataBar Omni", "DataBar Stacked", "DataBar Stacked Omni",
                       "DataBar Limited")  # carry one GTIN, AI (01), and nothing else
 
 
@@ -57,6 +57,8 @@ class ReadOptions:
     formats: zxingcpp.BarcodeFormats = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.symbologies, str):  # one name given bare
+            object.__setattr__(self, "symbologies", (self.symbologies,))
         try:
             formats = zxingcpp.barcode_formats_from_str(",".join(self.symbologies))
         except ValueError:
@@ -113,13 +115,14 @@ def _decode(grey: np.ndarray, options: ReadOptions) -> list[zxingcpp.Barcode]:
 def printed_text(barcode: zxingcpp.Barcode) -> tuple[str, str]:
     """The (symbology, text) a person reads under the code and types as the expected value.
 
-    zxing's human-readable text differs from it in four ways, each undone here:
-    invisible characters come as control pictures (``_CONTROL_PICTURES``); a UPC-A as its
-    13-digit EAN-13 form "0" + 12 digits, and an EAN-13 starting
-    with "0" is the same symbol as a UPC-A, so both are the UPC-A's 12 digits; a UPC-E as the
-    13 digits it expands to (printed: its own 8, which zxing gives in ``extra``); a DataBar
-    that holds one GTIN as "(01)" + GTIN (printed: the 14 digits). Other GS1 codes (DataBar
-    Expanded, GS1-128) keep their AIs in parentheses, as printed.
+    zxing's human-readable text differs from it in four ways, each undone here: invisible
+    characters come as control pictures (``_CONTROL_PICTURES``); a UPC-A comes as its 13-digit
+    EAN-13 form, "0" + its 12 digits (and an EAN-13 starting with "0" is the same symbol as a
+    UPC-A: both are given as the UPC-A's 12 digits); a UPC-E as the 13 digits it expands to
+    (printed: its own 8, which zxing gives in ``extra``); a DataBar that holds only a GTIN as
+    "(01)" + GTIN (printed: the 14 digits). Other GS1 codes (DataBar Expanded, GS1-128) keep
+    their AIs in parentheses, as printed. Line breaks are left as the code holds them (often
+    CR LF); a check takes them for the LF a person types (``ExpectedCode.accepts``).
     """
     symbology, text = str(barcode.format), barcode.text
     text = "".join(_CONTROL_PICTURES.get(char, char) for char in text)

@@ -140,6 +140,7 @@ def test_restricting_the_symbologies_reads_only_those():
     image, _ = photo("qrcode-3_01.jpg")
     assert read_codes(image, ReadOptions(("EAN-13", "Code128"))) == []
     assert read_codes(image, ReadOptions(("QRCode",)))[0].symbology == "QR Code"
+    assert read_codes(image, ReadOptions("QR Code"))[0].symbology == "QR Code"  # one name, bare
 
 
 def test_an_roi_crop_is_read_in_its_own_pixels():
