@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InspectorError
+from core.secrets import read_secret
 from core.workspace import atomic_write_json, workspace_root
 
 SETTINGS_FILE = "station.json"
 _STATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HISTORY_URL_ENV = "INSPECTOR_HISTORY_URL"
+MQTT_PASSWORD_ENV = "INSPECTOR_MQTT_PASSWORD"
 
 
 def default_station_name() -> str:
@@ -37,9 +39,17 @@ class MqttSettings:
     port: int = 1883
     topic_root: str = "shopfloor-inspector"  # topics: <root>/<station>/...
     username: str | None = None
-    password: str | None = None
+    password_file: str | None = None  # owner-only file with the password (or $INSPECTOR_MQTT_PASSWORD)
+    tls: bool = False  # TLS to the broker (port 8883 by convention), its certificate checked
+    ca_file: str | None = None  # the CA that signed the broker's certificate (None: the system's)
+    cert_file: str | None = None  # a client certificate, where the broker asks for one
+    key_file: str | None = None  # its private key (an owner-only file)
     qos: int = 1
     buffer: int = 10_000  # events kept while the broker is unreachable (oldest dropped first)
+
+    def password(self) -> str | None:
+        """The broker password, read now from the environment or the password file."""
+        return read_secret(MQTT_PASSWORD_ENV, self.password_file, "MQTT password")
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,12 @@ class StationSettings:
             return kind(**values)
 
         data = dict(data)
+        if "password" in data.get("mqtt", {}):
+            raise InspectorError(f"{SETTINGS_FILE}: mqtt.password is no longer read from this file "
+                                 "(anyone who can read the workspace would see it): put the password "
+                                 "in a file only the station's user can read (chmod 600) and set "
+                                 f"mqtt.password_file, or set {MQTT_PASSWORD_ENV}; then remove "
+                                 "mqtt.password")
         mqtt = build(MqttSettings, data.pop("mqtt", {}), "mqtt")
         opcua = build(OpcUaSettings, data.pop("opcua", {}), "opcua")
         return replace(build(cls, data, "the station"), mqtt=mqtt, opcua=opcua)

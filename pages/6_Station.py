@@ -20,7 +20,7 @@ import pages as ui
 from core.errors import InspectorError
 from core.line import station_line
 from core.live_station import restart_line
-from core.station import HISTORY_URL_ENV, load_settings, save_settings
+from core.station import HISTORY_URL_ENV, MQTT_PASSWORD_ENV, load_settings, save_settings
 from core.tools import current_actor
 
 ui.page_setup("Station")
@@ -79,7 +79,15 @@ with st.form("station_settings"):
     topic_root = right.text_input("Topic root", current.mqtt.topic_root)
     left, right = st.columns(2)
     mqtt_user = left.text_input("User name", current.mqtt.username or "")
-    mqtt_password = right.text_input("Password", current.mqtt.password or "", type="password")
+    mqtt_password_file = right.text_input(
+        "Password file", current.mqtt.password_file or "",
+        help="A file only the station's user can read (chmod 600) with the password on its first "
+             f"line, or set {MQTT_PASSWORD_ENV}. The password itself is never stored here or shown.")
+    left, right = st.columns([1, 3])
+    mqtt_tls = left.toggle("TLS", current.mqtt.tls, help="Encrypted, the broker's certificate checked "
+                                                          "(usually port 8883).")
+    mqtt_ca = right.text_input("Broker CA certificate", current.mqtt.ca_file or "",
+                               placeholder="the system's certificate authorities")
 
     st.markdown("**OPC UA server** (for PLCs and SCADA)")
     opcua_on = st.toggle("OPC UA", current.opcua.enabled)
@@ -96,7 +104,8 @@ if saved:
             fail_image_max_kb=int(image_kb), fail_image_days=int(image_days),
             mqtt=replace(current.mqtt, enabled=mqtt_on, host=mqtt_host.strip(), port=int(mqtt_port),
                          topic_root=topic_root.strip(), username=mqtt_user.strip() or None,
-                         password=mqtt_password or None),
+                         password_file=mqtt_password_file.strip() or None, tls=mqtt_tls,
+                         ca_file=mqtt_ca.strip() or None),
             opcua=replace(current.opcua, enabled=opcua_on, endpoint=endpoint.strip(),
                           namespace=namespace.strip())))
     except InspectorError as exc:

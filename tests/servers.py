@@ -42,9 +42,12 @@ def port_open(port: int) -> bool:
 
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1; its database (sessions, retained and queued messages)
-    is saved every second in ``directory``, so a broker killed and restarted keeps them."""
+    is saved every second in ``directory``, so a broker killed and restarted keeps them. With
+    ``users`` it takes only those user names and passwords, and with ``tls`` only TLS (its
+    certificate: ``self_signed_certificate``)."""
 
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None):
         if not MOSQUITTO.is_file():
             pytest.fail(f"Mosquitto is missing ({MOSQUITTO}): run ./scripts/setup.sh --test")
         self.port = port or free_port()
@@ -52,9 +55,18 @@ class Mosquitto:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.config = directory / "mosquitto.conf"
+        access = ["allow_anonymous true"]
+        if users:
+            passwords = directory / "passwords"
+            for number, (user, password) in enumerate(users.items()):
+                subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if number == 0 else []),
+                                str(passwords), user, password], check=True, capture_output=True)
+            access = ["allow_anonymous false", f"password_file {passwords}"]
+        if tls:
+            access += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
         self.config.write_text("\n".join([
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *access,
             f"user {pwd.getpwuid(os.getuid()).pw_name}",  # as root it would become 'mosquitto'
             "persistence true",
             f"persistence_location {directory}/",
@@ -109,7 +121,8 @@ class MqttSubscriber:
     while it is away are queued for it by the broker); it reconnects by itself."""
 
     def __init__(self, broker: Mosquitto, topic: str, client_id: str | None = None,
-                 persistent: bool = False):
+                 persistent: bool = False, user: tuple[str, str] | None = None,
+                 ca_file: Path | None = None):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -122,6 +135,10 @@ class MqttSubscriber:
         self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: setattr(self, "subscribed", True)
         self.client.on_message = self._keep
+        if user:
+            self.client.username_pw_set(*user)
+        if ca_file:
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.connect(broker.host, broker.port, keepalive=5)
         self.client.loop_start()
         wait_until(lambda: self.subscribed, what=f"a subscription to {topic}")
@@ -178,3 +195,13 @@ class Postgres:
 
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for ``host`` (an IP address) and its key, made by OpenSSL:
+    a server's certificate and, given to its clients, the CA they check it with."""
+    cert, key = directory / "server-cert.pem", directory / "server-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={host}",
+                    "-addext", f"subjectAltName=IP:{host}"], check=True, capture_output=True)
+    return cert, key

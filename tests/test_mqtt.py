@@ -1,6 +1,7 @@
 """The station's MQTT link against a real Mosquitto broker on loopback: verdict messages, triggers
 from the line reaching a real live session, the status and its last will, a bounded buffer, and
-no event lost when the broker dies and comes back."""
+no event lost when the broker dies and comes back, and TLS with a password read from an owner-only
+file."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InspectorError
 from core.inference import ToolRunner
 from core.integrations.mqtt import MqttLink, parse_trigger
 from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
-from core.station import MqttSettings
+from core.station import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
 from core.verdicts import TRIGGER, VerdictRecord
 from tests.conftest import load_sample
-from tests.servers import Mosquitto, MqttSubscriber, wait_until
+from tests.servers import Mosquitto, MqttSubscriber, self_signed_certificate, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +227,8 @@ def test_the_buffer_is_bounded_and_drops_the_oldest_while_the_broker_is_away(tmp
 STATION = """
 import sys, time
 from core.integrations.mqtt import MqttLink
-from core.station import MqttSettings
+from core.errors import InspectorError
+from core.station import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
 link = MqttLink(MqttSettings(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), topic_root="plant"),
                 "doomed")
 link.start()
@@ -249,3 +252,44 @@ def test_the_broker_says_offline_for_a_station_that_dies(mosquitto):
         station.kill()
         station.wait()
         listener.close()
+
+
+def test_over_tls_verdicts_arrive_with_the_right_password_and_are_refused_with_a_wrong_one(
+        tmp_path, link_of, monkeypatch):
+    cert, key = self_signed_certificate(tmp_path)
+    broker = Mosquitto(tmp_path / "tls", users={"station": "s3cret", "mes": "reader"},
+                       tls=(cert, key)).start()
+    try:
+        listener = MqttSubscriber(broker, "plant/line3/#", user=("mes", "reader"), ca_file=cert)
+        secret = tmp_path / "mqtt-password"
+        secret.write_text("s3cret\n")
+        secret.chmod(0o644)
+        link = link_of(settings(broker, username="station", password_file=str(secret), tls=True,
+                                ca_file=str(cert)), "cell-1")
+        assert "chmod 600" in link.status().last_error and not link.status().connected
+
+        secret.chmod(0o600)
+        link = link_of(settings(broker, username="station", password_file=str(secret), tls=True,
+                                ca_file=str(cert)), "cell-1")
+        wait_until(lambda: link.status().connected, what="a TLS connection with the password")
+        link.remember([record("weld", "FAIL")])
+        wait_until(lambda: len(listener.payloads("/verdict")) == 1, what="the verdict over TLS")
+
+        monkeypatch.setenv(MQTT_PASSWORD_ENV, "wrong")  # the environment wins over the file
+        refused = link_of(settings(broker, username="station", password_file=str(secret), tls=True,
+                                   ca_file=str(cert)), "cell-2")
+        wait_until(lambda: "refused" in (refused.status().last_error or ""), what="a refusal")
+        refused.remember([record("weld", "FAIL")])
+        time.sleep(0.5)
+        assert not refused.status().connected and len(listener.payloads("/verdict")) == 1
+        plain = link_of(settings(broker, username="station", password_file=str(secret)), "cell-3")
+        time.sleep(1.0)  # no TLS: the broker takes no plain connection
+        assert not plain.status().connected
+        listener.close()
+    finally:
+        broker.kill()
+
+
+def test_a_password_in_station_json_is_refused_with_what_to_do_instead():
+    with pytest.raises(InspectorError, match="password_file"):
+        StationSettings.from_json({"mqtt": {"username": "station", "password": "in clear"}})

@@ -32,9 +32,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from core.errors import InspectorError
 from core.integrations import LinkStatus, TriggerCallback
 from core.station import MqttSettings
-from core.verdicts import PASS, VerdictRecord
+from core.verdicts import PASS, VerdictRecord, short_error
 
 LOG = logging.getLogger("shopfloor_inspector.mqtt")
 
@@ -133,8 +134,6 @@ class MqttLink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=f"inspector-{topic_level(self.station)}-{uuid.uuid4().hex[:8]}",
                              protocol=mqtt.MQTTv311, clean_session=True)
-        if self.settings.username:
-            client.username_pw_set(self.settings.username, self.settings.password)
         client.will_set(self.topics["status"], OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(*reconnect_s)
         client.max_inflight_messages_set(self.WINDOW)
@@ -145,6 +144,14 @@ class MqttLink:
         client.message_callback_add(self.topics["trigger"], self._on_trigger_message)
         return client
 
+    def _secure(self, client: mqtt.Client) -> None:
+        """Credentials (read now, never kept in the settings) and TLS, where configured."""
+        if self.settings.username:
+            client.username_pw_set(self.settings.username, self.settings.password())
+        if self.settings.tls:  # the broker's certificate and host name are checked
+            client.tls_set(ca_certs=self.settings.ca_file, certfile=self.settings.cert_file,
+                           keyfile=self.settings.key_file)
+
     @property
     def target(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
@@ -152,7 +159,16 @@ class MqttLink:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Connect in the background (an unreachable broker is retried, never an error)."""
+        """Connect in the background (an unreachable broker is retried, never an error). A
+        password or certificate that cannot be read leaves the link stopped, with the reason
+        in ``status().last_error``: the station runs on without it."""
+        try:
+            self._secure(self._client)
+        except (InspectorError, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            with self._cond:
+                self._last_error = f"MQTT not started: {short_error(exc)}"
+            LOG.error("%s", self._last_error)
+            return
         self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.keepalive_s)
         self._client.loop_start()
         self._sender.start()
@@ -270,8 +286,8 @@ class MqttLink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         with self._cond:
-            self._connected = False
-            if not self._stopping:
+            was_connected, self._connected = self._connected, False
+            if was_connected and not self._stopping:  # after a refusal its reason stays shown
                 self._last_error = f"disconnected from {self.target} ({reason}); reconnecting"
                 LOG.warning("MQTT: %s", self._last_error)
             self._cond.notify_all()
