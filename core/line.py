@@ -44,7 +44,8 @@ class Line:
             from core.integrations.opcua import OpcUaLink
 
             # its tools are those of the attached sessions: a trigger waits for each of them
-            opcua = OpcUaLink(settings.opcua, settings.name, {}, self.trigger)
+            opcua = OpcUaLink(settings.opcua, settings.name, {}, self.trigger,
+                              pki=settings.opcua_pki(root))
             opcua.start(wait_s=0)  # serves a few seconds later; the page does not wait
             self.links.append(opcua)
         self.sink: VerdictSink = Fanout(self.recorder, *self.links)

@@ -23,6 +23,7 @@ SETTINGS_FILE = "station.json"
 _STATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HISTORY_URL_ENV = "INSPECTOR_HISTORY_URL"
 MQTT_PASSWORD_ENV = "INSPECTOR_MQTT_PASSWORD"
+OPCUA_SECURITY = ("sign-and-encrypt", "none")
 
 
 def default_station_name() -> str:
@@ -59,6 +60,10 @@ class OpcUaSettings:
     enabled: bool = False
     endpoint: str = "opc.tcp://127.0.0.1:4840/shopfloor-inspector/"
     namespace: str = "urn:shopfloor-inspector"
+    # sign-and-encrypt: Basic256Sha256, the server's certificate made at first start, only
+    # clients whose certificates are in the trusted folder; none: open (a closed cell network)
+    security: str = "sign-and-encrypt"
+    pki_dir: str | None = None  # certificates: None = <workspace>/pki/opcua
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,19 @@ class StationSettings:
         if not 0 < self.mqtt.port < 65536 or any(c in self.mqtt.topic_root for c in "#+"):
             raise InspectorError("MQTT: the port must be 1-65535 and the topic root may not "
                                  "contain '#' or '+'")
+        if self.opcua.security not in OPCUA_SECURITY:
+            raise InspectorError(f"OPC UA security '{self.opcua.security}' is not one of "
+                                 f"{', '.join(OPCUA_SECURITY)}")
         if not self.opcua.endpoint.startswith("opc.tcp://"):
             raise InspectorError(f"OPC UA endpoint '{self.opcua.endpoint}' must start with "
                                  "opc.tcp:// (e.g. opc.tcp://127.0.0.1:4840/shopfloor-inspector/)")
+
+    def opcua_pki(self, root: Path | None = None) -> Path:
+        """The OPC UA server's certificate folder: ``own/`` (its certificate and key) and
+        ``trusted/`` (the certificates of the clients it serves)."""
+        if self.opcua.pki_dir:
+            return Path(self.opcua.pki_dir).expanduser()
+        return (root or workspace_root()) / "pki" / "opcua"
 
     def database_url(self, root: Path | None = None) -> str:
         """The history database: the environment override, the setting, or the workspace's SQLite."""

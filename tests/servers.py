@@ -205,3 +205,28 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[P
                     "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={host}",
                     "-addext", f"subjectAltName=IP:{host}"], check=True, capture_output=True)
     return cert, key
+
+
+def opcua_client_certificate(directory: Path, name: str = "plc") -> tuple[Path, Path, str]:
+    """An OPC UA client application's certificate (DER), key (PEM) and application URI, as a
+    PLC or SCADA would present; copy the certificate into a server's trusted folder to trust it."""
+    from asyncua.crypto.cert_gen import (
+        dump_private_key_as_pem,
+        generate_private_key,
+        generate_self_signed_app_certificate,
+    )
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    uri = f"urn:test:{name}"
+    key = generate_private_key()
+    cert = generate_self_signed_app_certificate(
+        key, name, {"organizationName": "test"},
+        [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")],
+        extended=[ExtendedKeyUsageOID.CLIENT_AUTH], days=2)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.der", directory / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+    key_path.write_bytes(dump_private_key_as_pem(key))
+    return cert_path, key_path, uri

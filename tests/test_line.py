@@ -164,7 +164,7 @@ def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
     save_settings(StationSettings(
         name="cell-9", mqtt=MqttSettings(enabled=True, host=broker.host, port=broker.port),
         opcua=OpcUaSettings(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{port}/inspector/",
-                            namespace="urn:cell-9")))
+                            namespace="urn:cell-9", security="none")))
     subscriber = MqttSubscriber(broker, "shopfloor-inspector/cell-9/#")
     line = station_line(workspace)
     session = LiveSession(Lineup((ToolRunner(casting_tool),)), line.sink, camera="0")

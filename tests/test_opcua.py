@@ -4,7 +4,9 @@ answers, clients that come and go, a port that is taken, and tools that change."
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import socket
 import threading
 import time
@@ -19,14 +21,15 @@ from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import OpcUaSettings
 from core.verdicts import CHANGE, ERROR, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, opcua_client_certificate, wait_until
 
 NAMESPACE = "urn:test-station"
 CLASSES = ("good", "crack", "porosity")
 
 
-def opcua_settings(port: int) -> OpcUaSettings:
-    return OpcUaSettings(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{port}/inspector/", namespace=NAMESPACE)
+def opcua_settings(port: int, security: str = "none") -> OpcUaSettings:
+    return OpcUaSettings(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{port}/inspector/", namespace=NAMESPACE,
+                         security=security)
 
 
 class Plc:
@@ -262,6 +265,50 @@ def test_a_clock_set_back_an_hour_delays_no_handshake(start_link, monkeypatch):
         assert plc.read("Verdict") == "FAIL" and "weld" in plc.read("Error")
     finally:
         plc.close()
+
+
+def test_by_default_only_a_trusted_client_is_served_and_only_encrypted(tmp_path):
+    pki = tmp_path / "pki"
+    link = OpcUaLink(opcua_settings(free_port(), security="sign-and-encrypt"), "cell-7",
+                     {"weld": CLASSES}, pki=pki)
+    trusted = opcua_client_certificate(tmp_path / "plc")
+    stranger = opcua_client_certificate(tmp_path / "stranger", "stranger")
+    (pki / "trusted").mkdir(parents=True)
+    shutil.copy(trusted[0], pki / "trusted" / trusted[0].name)  # the PLC's certificate is trusted
+    assert link.start(), link.status().last_error
+    try:
+        assert (pki / "own" / "cert.der").is_file()  # made at first start
+        assert (pki / "own" / "key.pem").stat().st_mode & 0o077 == 0
+
+        def client(certificate=None) -> Client:
+            found = Client(link.settings.endpoint, timeout=5)
+            if certificate:
+                cert, key, uri = certificate
+                found.application_uri = uri
+                found.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+            return found
+
+        plc = client(trusted)
+        plc.connect()
+        try:
+            assert plc.aio_obj.security_policy.Mode == ua.MessageSecurityMode.SignAndEncrypt
+            ns = plc.get_namespace_index(NAMESPACE)
+            assert plc.get_node(f"ns={ns};s=Station.Name").read_value() == "cell-7"
+        finally:
+            plc.disconnect()
+        for refused in (client(stranger), client()):  # an unknown certificate, no encryption
+            served = False
+            try:
+                refused.connect()
+                served = refused.get_namespace_index(NAMESPACE) is not None
+            except Exception:  # noqa: BLE001 - asyncua refuses with several kinds of error
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    refused.disconnect()
+            assert not served, "a client without a trusted certificate was served"
+    finally:
+        link.stop()
 
 
 def test_clients_come_and_go_and_a_subscriber_sees_every_new_result(start_link):

@@ -26,10 +26,16 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.integrations import LinkStatus, TriggerCallback
 from core.station import OpcUaSettings
@@ -94,9 +100,11 @@ class OpcUaLink:
     """
 
     def __init__(self, settings: OpcUaSettings, station: str, tools: Mapping[str, Sequence[str]],
-                 on_trigger: TriggerCallback | None = None, *, result_timeout_s: float = 5.0,
-                 heartbeat_s: float = 1.0, buffer: int = 1000, retry_s: tuple[float, float] = (1.0, 30.0)):
+                 on_trigger: TriggerCallback | None = None, *, pki: Path | None = None,
+                 result_timeout_s: float = 5.0, heartbeat_s: float = 1.0, buffer: int = 1000,
+                 retry_s: tuple[float, float] = (1.0, 30.0)):
         self.settings = settings
+        self.pki = pki  # own/ and trusted/ certificates (StationSettings.opcua_pki)
         self.station = station
         self.on_trigger = on_trigger
         self.result_timeout_s = result_timeout_s
@@ -182,6 +190,34 @@ class OpcUaLink:
 
     # ------------------------------------------------------------ the server's loop
 
+    @property
+    def application_uri(self) -> str:
+        return f"urn:shopfloor-inspector:{self.station}"
+
+    async def _secure(self, server: Server) -> None:
+        """Basic256Sha256 Sign & Encrypt only, with the server's own certificate (made at the
+        first start, valid one year, renewed when it expires) and only for clients whose
+        certificate is in ``trusted/`` (read at each start of the server)."""
+        if self.pki is None:
+            raise ValueError("an encrypted OPC UA server needs its certificate folder (pki)")
+        own, trusted = self.pki / "own", self.pki / "trusted"
+        for folder in (own, trusted):
+            folder.mkdir(parents=True, exist_ok=True)
+        key, cert = own / "key.pem", own / "cert.der"
+        host = urlparse(self.settings.endpoint).hostname or "localhost"
+        await setup_self_signed_certificate(
+            key, cert, self.application_uri, host, [ExtendedKeyUsageOID.SERVER_AUTH],
+            {"commonName": f"Shopfloor Inspector {self.station}", "organizationName": "Shopfloor Inspector"})
+        key.chmod(0o600)
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
+        trust = TrustStore([trusted], [])
+        await trust.load()
+        server.set_certificate_validator(CertificateValidator(
+            CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT,
+            trust_store=trust))
+
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
@@ -207,7 +243,11 @@ class OpcUaLink:
         await server.init()
         server.set_endpoint(self.settings.endpoint)
         server.set_server_name(f"Shopfloor Inspector {self.station}")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri(self.application_uri)
+        if self.settings.security == "none":
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._secure(server)
         # asyncua's default users make any client that logs in as 'admin', whatever its password,
         # an administrator who may write every node and add or delete nodes: a forged PASS could
         # reach the PLC. Every client is a plain user: only the WRITABLE inputs take writes.
