@@ -30,6 +30,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
+from core.access import INSPECT
 from core.errors import InspectorError
 from core.line import station_line
 from core.live import LiveSession
@@ -40,7 +41,7 @@ MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
 FRAMING_REFRESH_S = 2.0  # the framing notice's refresh (the check itself runs less often)
 
-ui.page_setup("Live inspection")
+ui.page_setup("Live inspection", needs=INSPECT)
 try:
     with st.spinner("Loading the models of the line..."):
         station = live_station()

@@ -17,13 +17,14 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import streamlit as st
 
 import pages as ui
+from core.access import ADMINISTER
 from core.errors import InspectorError
 from core.line import station_line
 from core.live_station import restart_line
 from core.station import HISTORY_URL_ENV, load_settings, save_settings
 from core.tools import current_actor
 
-ui.page_setup("Station")
+ui.page_setup("Station", needs=ADMINISTER)
 try:
     current = load_settings()
 except InspectorError as exc:

@@ -193,7 +193,7 @@ def test_an_upgrade_from_revision_1_keeps_and_counts_old_rows(tmp_path):
 
     store = open_history(StationSettings(history_url=url))
     try:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         frame = store.events(newest_first=False)
         assert list(frame["trigger_id"].fillna("-")) == ["A", "A", "B", "-"]
         assert list(frame["defect_class"].fillna("-")) == ["-", "torn", "-", "-"]
@@ -274,7 +274,7 @@ def test_an_upgrade_from_revision_2_recounts_parts_by_the_part_rule(empty_databa
 
     store = open_history(StationSettings(history_url=url))
     try:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         recorder = store.recorder("new")
         for offset, camera in sorted({(e[0], e[1]) for e in UPGRADE_EVENTS}):  # one call per frame
             recorder.remember([VerdictRecord(T0 + offset, tool, verdict, None, 0.5, 0.5, "v1", cause,
