@@ -246,6 +246,8 @@ def try_setting(tool: str, setting: str, key: str) -> None:
     if setting == "tta":
         value = replace(station.settings(tool).tta, enabled=value)
     act(station.try_settings, tool, actor, **{setting: value})
+    if REFUSED in st.session_state:  # e.g. an operator's role: show the station's value again
+        st.session_state[key] = SHOWN[setting](station.settings(tool))
 
 
 def trigger_all() -> None:
