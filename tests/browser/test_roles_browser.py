@@ -16,7 +16,7 @@ from core.station import load_settings, save_settings
 from core.tools import ToolStore
 from core.users import MAX_FAILURES, UserStore
 from tests.browser import helpers
-from tests.browser.helpers import ARTIFACTS, BrowserError, new_page, open_page
+from tests.browser.helpers import ARTIFACTS, BrowserError, log_in, new_page, open_page
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +60,6 @@ def tab(browser, url):
     open_page(page, url, "", "Shopfloor Inspector", "Log in")
     yield page
     page.context.close()
-
-
-def log_in(page, name: str, secret: str) -> None:
-    page.get_by_role("textbox", name="User").fill(name)
-    page.get_by_role("textbox", name="Password (operators: or PIN)").fill(secret)
-    page.get_by_role("button", name="Log in").click()
 
 
 def go_to(page, link: str, heading: str) -> None:
