@@ -107,11 +107,14 @@ class UserStore:
         return None if row is None else User(row["name"], row["role"])
 
     def all(self) -> list[dict]:
-        """Every user with its role, whether it has a PIN and until when it is locked."""
+        """Every user with its role, whether it has a PIN and until when it is locked (None:
+        it is not)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(users).order_by(users.c.name)).mappings().all()
+        now = time.time()
         return [{"name": r["name"], "role": r["role"], "pin": r["pin_hash"] is not None,
-                 "locked_until": r["locked_until"]} for r in rows]
+                 "locked_until": r["locked_until"] if (r["locked_until"] or 0) > now else None}
+                for r in rows]
 
     # -------------------------------------------------------------- administering (admin only)
 

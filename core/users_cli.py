@@ -46,9 +46,9 @@ def cmd_add(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     for row in _store().all():
-        locked = row["locked_until"] and row["locked_until"] > datetime.now().timestamp()
+        locked = row["locked_until"]
         print(f"{row['name']}\t{row['role']}" + ("\tPIN" if row["pin"] else "")
-              + (f"\tlocked until {datetime.fromtimestamp(row['locked_until']):%H:%M}" if locked else ""))
+              + (f"\tlocked until {datetime.fromtimestamp(locked):%H:%M}" if locked else ""))
 
 
 def cmd_password(args: argparse.Namespace) -> None:
