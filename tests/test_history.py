@@ -433,7 +433,7 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
 
     store = open_history(StationSettings(history_url=postgres_url))
     try:
-        assert store.dialect == "postgresql" and store.revision() == "0003"
+        assert store.dialect == "postgresql" and store.revision() == "0004"
         frame = store.events(limit=None)
         assert frame.groupby("station").size().to_dict() == {"line1-st1": 2 * parts,
                                                              "line1-st2": 2 * parts}

@@ -44,6 +44,7 @@ from core.users import (
     browser_user,
     users,
 )
+from tests.test_history import postgres_url  # noqa: F401 - a throw-away PostgreSQL server
 
 OP, ENG = User("olga", OPERATOR), User("eric", ENGINEER)
 
@@ -191,6 +192,23 @@ def test_who_a_browser_is(people, history):
     assert browser_user(None, empty, settings) == OPEN_STATION  # a new station is usable
     with pytest.raises(InspectorError, match="must be positive"):
         StationSettings(session_timeout_min=0)
+
+
+def test_stations_sharing_one_postgresql_share_their_users_and_locks(postgres_url):  # noqa: F811
+    history = open_history(StationSettings(history_url=postgres_url))
+    other_station = sa.create_engine(postgres_url)  # another PC of the plant, its own connections
+    try:
+        here, there = UserStore(history.engine), UserStore(other_station)
+        here.add("eric", ENGINEER, "engineer-pass")
+        assert there.authenticate("eric", "engineer-pass") == ENG
+        for _ in range(MAX_FAILURES):
+            with pytest.raises(AccessDenied):
+                here.authenticate("eric", "guess")
+        with pytest.raises(AccessDenied, match="locked"):
+            there.authenticate("eric", "engineer-pass")
+    finally:
+        other_station.dispose()
+        history.close()
 
 
 def inspector(home, *args, stdin="", role=None):
