@@ -72,8 +72,11 @@ def acting_as(actor: str) -> Iterator[None]:
 
 def current_actor() -> str:
     """Who the changes made here are attributed to: ``acting_as``, else the acting user."""
+    named = _actor.get()
+    if named:
+        return named
     user = acting_user()
-    return _actor.get() or (user.name if user else "nobody")
+    return user.name if user else "nobody"
 
 
 def announce(tool: str, action: str, **details: Any) -> None:

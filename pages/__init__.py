@@ -80,8 +80,8 @@ def page_setup(title: str, needs: str | None = None, icon: str = APP_ICON) -> Us
     st.session_state[_PAGE] = title
     try:
         user = _arrive()
-    except InspectorError as exc:  # no history database: nobody can be checked, nobody gets in
-        st.error(f"{exc}. Fix it from the station's shell ('inspector station set history_url=...').")
+    except InspectorError as exc:  # e.g. no history database: nobody can be checked
+        st.error(f"{exc} (nobody can log in until this is fixed: see docs/SECURITY.md)")
         st.stop()
     show_flash()
     if user is OPEN_STATION:
@@ -118,6 +118,7 @@ def _arrive() -> User | None:
 
 
 def _login_box(store: UserStore, user: User | None) -> None:
+    """User name and password (or an operator's PIN); ``user`` is who the browser is without."""
     with st.sidebar.form("login", clear_on_submit=True):
         if user is not None:
             st.caption(f"Without a login: {user.role} view ({user.name}).")

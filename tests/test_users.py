@@ -31,7 +31,7 @@ from core.datasets import ToolDataset
 from core.errors import InspectorError
 from core.history import open_history
 from core.jobs import start_training
-from core.station import StationSettings, load_settings
+from core.station import StationSettings, load_settings, save_settings
 from core.tools import ToolStore
 from core.training import train_tool
 from core.users import (
@@ -209,6 +209,24 @@ def test_stations_sharing_one_postgresql_share_their_users_and_locks(postgres_ur
     finally:
         other_station.dispose()
         history.close()
+
+
+def test_the_kiosk_opens_the_operator_view_without_a_login_and_nothing_else(workspace, people):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import APP
+
+    save_settings(StationSettings(kiosk_operator_view=True), workspace)
+    home = AppTest.from_file(str(APP / "Home.py"), default_timeout=120).run()
+    assert not home.exception and not home.error, [e.value for e in home.error]
+    assert "Without a login: operator view (kiosk:no login)." in [c.value for c in home.sidebar.caption]
+    assert any("needs the engineer role (you are kiosk:no login, operator)" in i.value
+               for i in home.info)  # the tools are shown, managing them is refused
+    training = AppTest.from_file(str(APP / "pages/3_Training.py"), default_timeout=120).run()
+    assert "needs the engineer role (you are kiosk:no login, operator)" in training.error[0].value
+    save_settings(StationSettings(), workspace)  # closed again: nobody without a login
+    home.run()
+    assert [e.value for e in home.error] == ["Log in (on the left) to use the station."]
 
 
 def inspector(home, *args, stdin="", role=None):
