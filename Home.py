@@ -14,6 +14,7 @@ import streamlit as st
 
 import pages as ui
 from core import live
+from core.access import CONFIGURE, refusal, require
 from core.backbones import available_profiles
 from core.errors import InspectorError
 from core.exchange import export_tool, import_tool
@@ -22,7 +23,7 @@ from core.line import station_line
 from core.live_station import line_summary
 from core.reports import local_zone
 
-ui.page_setup("Shopfloor Inspector")
+user = ui.page_setup("Shopfloor Inspector")
 store = ui.store()
 
 tools, broken = store.scan()
@@ -67,6 +68,9 @@ with st.container():  # as many rows and hints as tools, in one slot
 
 # ------------------------------------------------------------------ management
 st.subheader("Manage tools")
+if not user.may(CONFIGURE):
+    st.info(refusal(CONFIGURE, user))
+    st.stop()
 create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / camera / delete",
                                               "Export / import"], key="manage_tabs", on_change="rerun")
 
@@ -183,6 +187,7 @@ with exchange_tab:
         replace = st.checkbox("Replace a tool with the same name", key="import_replace")
         if st.button("Import", key="import_go", disabled=upload is None):
             try:
+                require(CONFIGURE)  # import_tool writes the files itself, past the checks of Tool
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "upload.inspector"
                     path.write_bytes(upload.getvalue())

@@ -1,6 +1,11 @@
 """``inspector``: every engine operation from a shell, for engineers, scripts and headless stations.
 
 Errors print one line (``error: ...``) and exit with status 2; nothing prints a traceback.
+
+A person at the station's shell is trusted like a vision sensor's local console: commands run
+as the admin ``cli:<OS user>``, the name the audit trail records. A station service can run
+them with less (``INSPECTOR_ROLE=operator``): a command its role may not run is refused with
+the role it needs, before anything is done.
 """
 
 from __future__ import annotations
@@ -8,21 +13,33 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 import threading
-from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.access import (
+    ADMIN,
+    ADMINISTER,
+    CONFIGURE,
+    INSPECT,
+    PERMISSIONS,
+    AccessDenied,
+    User,
+    as_user,
+    needed_role,
+    require,
+)
 from core.backbones import available_profiles
 from core.datasets import load_folder, read_image
 from core.errors import InspectorError
 from core.exchange import export_onnx, export_tool, import_tool
 from core.explanation import blend_heatmap
 from core.headless import parse_sources, run_station
-from core.history import audited
+from core.history import open_history
 from core.history_cli import add_parser as add_history_parser
 from core.inference import TrainedModel
 from core.line import close_lines
@@ -33,7 +50,10 @@ from core.preprocessing import crop_roi
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
 from core.training import Progress, TrainingOptions, train_tool
+from core.users_cli import add_parser as add_users_parser
 from core.verdicts import FAIL, PASS, verdict_of
+
+ROLE_ENV = "INSPECTOR_ROLE"
 
 
 def _classes_in(folder: Path) -> tuple[str, ...]:
@@ -252,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-flips", action="store_true", help="parts look the same mirrored")
     p.add_argument("--no-activate", action="store_true", help="keep the current version live")
-    p.set_defaults(run=cmd_train, audited=True)
+    p.set_defaults(run=cmd_train, needs=CONFIGURE)
 
     p = sub.add_parser("evaluate", help="pass/fail figures of a tool on DIR/<class>/ images")
     p.add_argument("--tool", required=True)
@@ -277,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="classifier")
     p.add_argument("--profile", default="fast")
     p.add_argument("--classes", default="good,defect")
-    p.set_defaults(run=cmd_create, audited=True)
+    p.set_defaults(run=cmd_create, needs=CONFIGURE)
 
     p = sub.add_parser("set", help="change a tool's live settings")
     p.add_argument("--tool", required=True)
@@ -287,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=["on", "off"])
     p.add_argument("--profile")
     p.add_argument("--camera", help="the camera the tool watches (a name such as 0, 1, top)")
-    p.set_defaults(run=cmd_set, audited=True)
+    p.set_defaults(run=cmd_set, needs=CONFIGURE)
 
     p = sub.add_parser("versions", help="list a tool's model versions")
     p.add_argument("--tool", required=True)
@@ -297,20 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "takes the tool off its line until someone adds it again")
     p.add_argument("--tool", required=True)
     p.add_argument("--version", required=True)
-    p.set_defaults(run=cmd_activate, audited=True)
+    p.set_defaults(run=cmd_activate, needs=CONFIGURE)
 
     p = sub.add_parser("export", help="export a tool to one file (or its model to ONNX)")
     p.add_argument("--tool", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--with-images", action="store_true")
     p.add_argument("--onnx", action="store_true", help="write the active model as ONNX")
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(run=cmd_export, needs=CONFIGURE)
 
     p = sub.add_parser("import", help="install a tool file made by 'inspector export'")
     p.add_argument("file")
     p.add_argument("--name", help="install under another name")
     p.add_argument("--replace", action="store_true", help="replace a tool of the same name")
-    p.set_defaults(run=cmd_import, audited=True)
+    p.set_defaults(run=cmd_import, needs=CONFIGURE)
 
     p = sub.add_parser("profiles", help="list the network profiles available offline")
     p.set_defaults(run=cmd_profiles)
@@ -321,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_station_show)
     p = station_sub.add_parser("set", help="change station settings, e.g. mqtt.enabled=true")
     p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
-    p.set_defaults(run=cmd_station_set)
+    p.set_defaults(run=cmd_station_set, needs=ADMINISTER)
     p = station_sub.add_parser("run", help="inspect cameras without a browser: history, MQTT, OPC UA")
     p.add_argument("--camera", action="append", required=True, metavar="[NAME=]SOURCE",
                    help="a device index, video file or stream URL; repeat for several cameras")
@@ -329,23 +349,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="switch these cameras to one verdict per trigger from the line (otherwise "
                         "each camera keeps the mode the station has for it)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.set_defaults(run=cmd_station_run)
+    p.set_defaults(run=cmd_station_run, needs=INSPECT)
     add_history_parser(sub)
+    add_users_parser(sub)
     return parser
 
 
-def cli_actor() -> str:
-    """Who the audit trail names for a command typed at the station: its operating-system user."""
-    return f"cli:{getpass.getuser()}"
+def shell_user() -> User:
+    """Who runs a command: ``cli:<OS user>``, admin unless ``INSPECTOR_ROLE`` says less."""
+    return User(f"cli:{getpass.getuser()}", os.environ.get(ROLE_ENV) or ADMIN)
+
+
+def record_changes() -> None:
+    """Record the command's changes in the station's history (written before the process ends),
+    as the app records its own."""
+    settings = load_settings()
+    try:
+        open_history(settings).listen_to_tool_changes(settings.name)
+    except InspectorError as exc:  # e.g. fixing the history URL itself: the shell is trusted
+        print(f"warning: not recorded in the history: {exc}", file=sys.stderr)
+
+
+def for_the_shell(exc: InspectorError) -> str:
+    """An error as the shell should read it: a role refusal names the role and ``INSPECTOR_ROLE``
+    (the shell does not log in)."""
+    if not isinstance(exc, AccessDenied) or exc.permission is None:
+        return str(exc)
+    role = needed_role(exc.permission)
+    return (f"{PERMISSIONS[exc.permission][0]} needs the {role} role; this shell runs as "
+            f"{os.environ.get(ROLE_ENV)} ({ROLE_ENV}): unset {ROLE_ENV} or set it to {role}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with audited(cli_actor()) if getattr(args, "audited", False) else nullcontext():
+        with as_user(shell_user()):
+            if getattr(args, "needs", None):
+                require(args.needs)
+                record_changes()
             args.run(args)
     except InspectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_the_shell(exc)}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

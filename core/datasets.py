@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from core.access import CONFIGURE, require
 from core.errors import InspectorError
 from core.preprocessing import crop_roi
 from core.tools import ROI
@@ -323,6 +324,7 @@ class ToolDataset:
         return None
 
     def _store(self, name: str, data: bytes, suffix: str, tag: str = "") -> Path:
+        require(CONFIGURE)  # every photo added goes through here
         # Time to the microsecond keeps a burst of identical frames as separate photos.
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         digest = hashlib.sha1(data).hexdigest()[:8]
@@ -338,11 +340,13 @@ class ToolDataset:
 
     def move(self, paths: list[Path], name: str) -> list[Path]:
         """Relabel images by moving them to another class."""
+        require(CONFIGURE)
         target = self._class_dir(name)
         target.mkdir(parents=True, exist_ok=True)
         return [Path(shutil.move(str(self._own(p)), target / Path(p).name)) for p in paths]
 
     def delete(self, paths: list[Path]) -> None:
+        require(CONFIGURE)
         for path in paths:
             self._own(path).unlink(missing_ok=True)
 

@@ -47,7 +47,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -806,24 +805,3 @@ def _close_all() -> None:
     for store in list(_STORES.values()):
         store.close(timeout=10.0)
 
-
-@contextmanager
-def audited(actor: str, settings: StationSettings | None = None, root: Path | None = None,
-            wait_s: float = 30.0) -> Iterator[None]:
-    """Record in the station's history every tool change made inside the block, by ``actor``
-    (a command-line change, a script): a change made outside the app is audited like one made
-    in it. A history database that cannot be opened refuses the block before anything changes,
-    so no change goes unrecorded; one that goes away during it keeps the changes queued until
-    ``wait_s`` at the end, then says so."""
-    settings = settings or load_settings(root)
-    store = open_history(settings, root=root)
-    stop_listening = store.listen_to_tool_changes(settings.name)
-    try:
-        with tools.acting_as(actor):
-            yield
-    finally:
-        stop_listening()
-        if not store.recorder(settings.name).flush(wait_s):
-            LOG.warning("the history database %s did not take the audit of this change within "
-                        "%.0f s: it is written when the database is back, if this process "
-                        "still runs", store.location, wait_s)

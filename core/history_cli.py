@@ -14,6 +14,7 @@ import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from core.access import REPORT
 from core.errors import InspectorError
 from core.history import EventFilter, open_history
 from core.reports import (
@@ -82,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
     p.add_argument("--out", required=True)
     filters(p)
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(run=cmd_export, needs=REPORT)
 
     p = actions.add_parser("report", help="yield over time, defect Pareto, score histogram or "
                                           "first-pass yield")
@@ -91,4 +92,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shifts", default=",".join(DEFAULT_SHIFTS), help="shift starts, HH:MM,...")
     p.add_argument("--json", action="store_true")
     filters(p)
-    p.set_defaults(run=cmd_report)
+    p.set_defaults(run=cmd_report, needs=REPORT)

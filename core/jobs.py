@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.access import CONFIGURE, as_user, require
 from core.errors import InspectorError
 from core.tools import Tool
 from core.training import Progress, TrainingOptions, train_tool
@@ -66,8 +67,10 @@ def start_training(tool: Tool, options: TrainingOptions = BACKGROUND,
     """Train a new version of ``tool`` in a thread; refused while the tool is already training.
 
     By default the new version is not activated (``BACKGROUND``). The job's ``error`` says why a
-    run failed; a cancelled run leaves the active model unchanged.
+    run failed; a cancelled run leaves the active model unchanged. The run acts as whoever
+    started it (their role is checked here, and their name is on the new version's audit).
     """
+    user = require(CONFIGURE)
     with _lock:
         job = _jobs.get(_key(tool))
         if job is not None and job.running:
@@ -77,9 +80,10 @@ def start_training(tool: Tool, options: TrainingOptions = BACKGROUND,
 
         def run() -> None:
             try:
-                job.meta = trainer(tool, options=options,
-                                   on_progress=lambda p: setattr(job, "progress", p),
-                                   cancel=job.cancel)
+                with as_user(user):
+                    job.meta = trainer(tool, options=options,
+                                       on_progress=lambda p: setattr(job, "progress", p),
+                                       cancel=job.cancel)
             except InspectorError as exc:
                 job.error = str(exc)
             except Exception as exc:  # noqa: BLE001 - shown to the engineer, logged in full

@@ -50,6 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.access import ADMINISTER, CONFIGURE, INSPECT, require
 from core.errors import InspectorError
 from core.framing import FramingWatch
 from core.inference import ToolRunner
@@ -314,6 +315,7 @@ class LiveStation:
 
     def add_to_line(self, name: str, actor: str) -> None:
         """Put a trained, enabled tool on the line: its verdicts count from the next frame."""
+        require(CONFIGURE)
         with self._lock:
             if name in self.state.tools:
                 raise InspectorError(f"'{name}' is already on the line")
@@ -331,6 +333,7 @@ class LiveStation:
                          strict={name})
 
     def remove_from_line(self, name: str, actor: str) -> None:
+        require(CONFIGURE)
         with self._lock:
             if name not in self.state.tools:
                 raise InspectorError(f"'{name}' is not on the line")
@@ -339,16 +342,19 @@ class LiveStation:
 
     def set_mode(self, camera: str, mode: str, actor: str) -> None:
         """Continuous (every frame) or triggered (one verdict per trigger) for one camera."""
+        require(INSPECT)
         if mode not in MODES:
             raise InspectorError(f"mode '{mode}' is unknown: use one of {MODES}")
         self._set_camera(camera_name(camera), "mode", mode, actor)
 
     def set_heatmaps(self, camera: str, on: bool, actor: str) -> None:
+        require(INSPECT)
         self._set_camera(camera_name(camera), "heatmaps", bool(on), actor)
 
     def try_settings(self, name: str, actor: str, **changes: Any) -> ToolConfig:
         """Judge with other settings from the next frame without saving them: trial values,
         shown as TRIAL until saved or reverted. A value equal to the saved one ends its trial."""
+        require(CONFIGURE)
         unknown = set(changes) - set(TRIAL_SETTINGS)
         if unknown:
             raise InspectorError(f"{sorted(unknown)} cannot be tried live; use {TRIAL_SETTINGS}")
@@ -375,6 +381,7 @@ class LiveStation:
 
     def revert_settings(self, name: str, actor: str) -> None:
         """Back to the saved settings (one click for every trial value of the tool)."""
+        require(INSPECT)
         with self._lock:
             values = self.state.trial_settings.get(name)
             if not values:
@@ -387,6 +394,7 @@ class LiveStation:
 
     def save_settings(self, name: str, actor: str) -> ToolConfig:
         """Save the trial values to the tool (each saved change is audited by ``Tool.update``)."""
+        require(CONFIGURE)
         with self._lock:
             values = self.state.trial_settings.get(name)
             if values:
@@ -402,6 +410,7 @@ class LiveStation:
     def start_trial(self, name: str, version: str, actor: str) -> None:
         """Run a version beside the line's on the tool's camera: same frames, its verdicts
         counted and compared, never sent. A tool's first version goes through one too."""
+        require(CONFIGURE)
         with self._lock:
             tool = self.store.get(name)
             tool.version_dir(version)  # refuses an unknown version with the tool's name
@@ -420,6 +429,7 @@ class LiveStation:
                 strict={name})
 
     def stop_trial(self, name: str, actor: str) -> None:
+        require(CONFIGURE)
         with self._lock:
             if name not in self.state.trials:
                 raise InspectorError(f"'{name}' has no trial running")
@@ -430,6 +440,7 @@ class LiveStation:
         """The trial version becomes the tool's active version and judges on the line from the
         next frame (a tool not on the line joins it: the trial was its check before the line).
         Its trial settings end: they were tried with the previous version."""
+        require(CONFIGURE)
         with self._lock:
             found = self.state.trials.get(name)
             if found is None:
@@ -454,6 +465,7 @@ class LiveStation:
     def rollback(self, name: str, version: str, actor: str) -> None:
         """Make an older version active at once (no trial: going back to a known version); on
         the line it judges from the next frame. Its trial settings end, as on promotion."""
+        require(CONFIGURE)
         with self._lock:
             tool = self.store.get(name)
             with self._writing(actor):
@@ -471,6 +483,7 @@ class LiveStation:
     def claim_feed(self, camera: str, browser: str, label: str, actor: str) -> None:
         """This browser's frames are judged for the camera from now on (the previous feeder's
         are not): when it presses START where nobody feeds, or takes over explicitly."""
+        require(INSPECT)
         previous = self.session(camera).claim(Feeder(browser, label, time.monotonic()))
         if previous is None or previous.browser != browser:
             with acting_as(actor):
@@ -483,11 +496,13 @@ class LiveStation:
 
     def trigger(self, camera: str | None, trigger_id: str | None = None) -> int:
         """Judge the next frame of ``camera`` (every camera if None), as a trigger of the line."""
+        require(INSPECT)
         return self.line.trigger(camera, trigger_id)
 
     def restart_line(self, actor: str) -> Line:
         """Close the history writer and integrations and open them again with the saved station
         settings; the sessions go on with the new line (events of the moment are kept)."""
+        require(ADMINISTER)
         with self._lock:
             held = _HeldEvents()
             for session in self._sessions.values():
@@ -815,6 +830,7 @@ def line_summary(root: Path | None = None) -> dict[str, str]:
 def restart_line(actor: str, root: Path | None = None) -> Line:
     """Restart the workspace's line: through its live station if one runs (its sessions go on
     with the new line), else just the line."""
+    require(ADMINISTER)
     root = (root or workspace_root()).resolve()
     running = _stations.get(root)
     if running is not None:

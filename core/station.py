@@ -1,4 +1,5 @@
-"""The station's own settings: its name, where its history goes, and its line integrations.
+"""The station's own settings: its name, where its history goes, who gets in, and its line
+integrations.
 
 They live in ``station.json`` in the workspace, beside the tools, so a station is configured by
 one readable file. ``INSPECTOR_HISTORY_URL`` overrides the history database (the one setting a
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.access import ADMINISTER, require
 from core.errors import InspectorError
 from core.secrets import read_secret
 from core.workspace import atomic_write_json, workspace_root
@@ -74,6 +76,8 @@ class StationSettings:
     keep_fail_images: bool = False  # store the ROI image of every FAIL with its event
     fail_image_max_kb: int = 200
     fail_image_days: int = 30  # FAIL images older than this are deleted (rows are kept)
+    session_timeout_min: float = 15.0  # a browser idle this long logs out (core.users)
+    kiosk_operator_view: bool = False  # Live inspection without a login, as operator 'kiosk'
     mqtt: MqttSettings = MqttSettings()
     opcua: OpcUaSettings = OpcUaSettings()
 
@@ -85,8 +89,10 @@ class StationSettings:
             raise InspectorError(f"history database '{self.history_url}' is not a database URL: "
                                  "e.g. postgresql+psycopg://user:password@host/database, or "
                                  "nothing for SQLite in the workspace")
-        if not self.heartbeat_s > 0 or self.fail_image_max_kb < 1 or self.fail_image_days < 1:
-            raise InspectorError("heartbeat, FAIL image size cap and retention must be positive")
+        if (not self.heartbeat_s > 0 or self.fail_image_max_kb < 1 or self.fail_image_days < 1
+                or not self.session_timeout_min > 0):
+            raise InspectorError("heartbeat, FAIL image size cap, retention and session timeout "
+                                 "must be positive")
         if not 0 < self.mqtt.port < 65536 or any(c in self.mqtt.topic_root for c in "#+"):
             raise InspectorError("MQTT: the port must be 1-65535 and the topic root may not "
                                  "contain '#' or '+'")
@@ -147,4 +153,5 @@ def load_settings(root: Path | None = None) -> StationSettings:
 
 
 def save_settings(settings: StationSettings, root: Path | None = None) -> None:
+    require(ADMINISTER)
     atomic_write_json((root or workspace_root()) / SETTINGS_FILE, settings.to_json())

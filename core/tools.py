@@ -7,13 +7,13 @@ Loading a tool parses JSON and safetensors only: nothing is ever unpickled.
 Every change made to a tool (created, a setting changed, trained, activated, imported, renamed,
 duplicated, deleted) is announced as a ``ToolChange`` to the listeners registered with
 ``add_change_listener``: the history store records them so a manager can audit why the line
-behaved as it did. ``acting_as`` names who makes the changes in a block of code.
+behaved as it did. ``acting_as`` names who makes the changes in a block of code; by default it
+is the acting user (``core.access``), whose role every change needs (``CONFIGURE``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import re
 import shutil
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.access import CONFIGURE, acting_user, require
 from core.errors import InspectorError
 from core.workspace import atomic_write_json, workspace_root
 
@@ -58,14 +59,10 @@ def add_change_listener(listener: ChangeListener) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
-def set_actor(actor: str | None) -> None:
-    """Attribute the tool changes this thread (context) makes from now on to ``actor``."""
-    _actor.set(actor or None)
-
-
 @contextlib.contextmanager
 def acting_as(actor: str) -> Iterator[None]:
-    """Attribute the tool changes made inside the block to ``actor`` (an operator, 'cli'...)."""
+    """Attribute the tool changes made inside the block to ``actor`` (the station names who asked
+    for a change it makes later, in its own thread); it does not change who may make them."""
     token = _actor.set(actor)
     try:
         yield
@@ -74,8 +71,12 @@ def acting_as(actor: str) -> Iterator[None]:
 
 
 def current_actor() -> str:
-    """Who the changes made here are attributed to: ``acting_as`` / ``set_actor``, else the OS user."""
-    return _actor.get() or getpass.getuser()
+    """Who the changes made here are attributed to: ``acting_as``, else the acting user."""
+    named = _actor.get()
+    if named:
+        return named
+    user = acting_user()
+    return user.name if user else "nobody"
 
 
 def announce(tool: str, action: str, **details: Any) -> None:
@@ -217,6 +218,7 @@ class Tool:
     def update(self, **changes: Any) -> ToolConfig:
         """Change settings (threshold, ROI, smoothing...), persist them atomically, announce each
         setting that really changed."""
+        require(CONFIGURE)
         before = self.config.to_json()
         self.config = replace(self.config, **changes)
         self.save()
@@ -264,6 +266,7 @@ class Tool:
 
     def activate(self, version: str) -> None:
         """Make a version live with its suggested threshold (a rollback activates an older one)."""
+        require(CONFIGURE)
         previous = self.config.active_version
         self.config = replace(self.config, active_version=version,
                               threshold=self.suggested_threshold(version))
@@ -304,6 +307,7 @@ class ToolStore:
         return Tool(folder, ToolConfig.from_json(data))
 
     def create(self, name: str, **settings: Any) -> Tool:
+        require(CONFIGURE)
         if self.exists(name):
             raise InspectorError(f"a tool named '{name}' already exists")
         tool = Tool(self._folder(name), ToolConfig(name=name, **settings))
@@ -330,10 +334,12 @@ class ToolStore:
         return tools, broken
 
     def delete(self, name: str) -> None:
+        require(CONFIGURE)
         shutil.rmtree(self.get(name).folder)
         announce(name, "deleted")
 
     def rename(self, name: str, new_name: str) -> Tool:
+        require(CONFIGURE)
         tool = self.get(name)
         if self.exists(new_name):
             raise InspectorError(f"a tool named '{new_name}' already exists")
@@ -345,6 +351,7 @@ class ToolStore:
         return renamed
 
     def duplicate(self, name: str, new_name: str) -> Tool:
+        require(CONFIGURE)
         tool = self.get(name)
         if self.exists(new_name):
             raise InspectorError(f"a tool named '{new_name}' already exists")

@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch.nn import functional as F
 
+from core.access import CONFIGURE, require
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
 from core.datasets import LoadedImages, ToolDataset, check_trainable
 from core.errors import TrainingCancelled
@@ -297,6 +298,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     ``data`` defaults to the tool's own dataset. The previous active version stays live if this
     run fails or is cancelled. Returns the new version's metadata.
     """
+    require(CONFIGURE)
     config = tool.config
     report = _Reporter(on_progress, cancel)
     data = data if data is not None else ToolDataset(tool.images_dir, config.classes).load()

@@ -24,6 +24,7 @@ from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
+from core.access import CONFIGURE
 from core.datasets import IMAGE_SUFFIXES, MIN_IMAGES_PER_CLASS, read_image
 from core.errors import InspectorError
 from core.explanation import draw_result
@@ -37,7 +38,7 @@ THUMBNAIL_SIDE = 120  # px sent to the browser per thumbnail
 FRAMING_EVERY_S = 3.0  # the framing check's refresh while the camera runs
 ROI_STEP, PHOTO_STEP = "1 · Region of interest", "2 · Take photos"
 
-ui.page_setup("Capture")
+ui.page_setup("Capture", needs=CONFIGURE)
 tool = ui.tool_picker()
 if tool is None:
     st.stop()

@@ -11,6 +11,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import streamlit as st
 
 import pages as ui
+from core.access import CONFIGURE
 from core.datasets import read_image
 from core.errors import InspectorError
 from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first
@@ -19,7 +20,7 @@ PAGE_SIZE = 24
 COLUMNS = 6
 ACTIONS = "labeling.actions"  # where the confirmations of Move and Delete show
 
-ui.page_setup("Labeling")
+ui.page_setup("Labeling", needs=CONFIGURE)
 tool = ui.tool_picker()
 if tool is None:
     st.stop()

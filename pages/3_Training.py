@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 import pages as ui
+from core.access import CONFIGURE
 from core.backbones import available_profiles
 from core.datasets import IMAGE_SUFFIXES, check_trainable, read_image
 from core.errors import InspectorError
@@ -38,7 +39,7 @@ MAX_MISCLASSIFIED = 12
 NO_DEFECTS = "no defect photos: add some to measure how many defects are caught"
 GOOD_COLOUR, DEFECT_COLOUR = "#1f9d3a", "#d62828"  # PASS green, FAIL red, as on the line
 
-ui.page_setup("Training")
+ui.page_setup("Training", needs=CONFIGURE)
 tool = ui.tool_picker()
 if tool is None:
     st.stop()

@@ -31,6 +31,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
+from core.access import INSPECT
 from core.errors import InspectorError
 from core.line import station_line
 from core.live import LiveSession
@@ -42,7 +43,7 @@ MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
 FRAMING_REFRESH_S = 2.0  # the framing notice's refresh (the check itself runs less often)
 
-ui.page_setup("Live inspection")
+ui.page_setup("Live inspection", needs=INSPECT)
 try:
     with st.spinner("Loading the models of the line..."):
         station = live_station()
@@ -253,6 +254,8 @@ def try_setting(tool: str, setting: str, key: str) -> None:
     if setting == "tta":
         value = replace(station.settings(tool).tta, enabled=value)
     act(station.try_settings, tool, actor, **{setting: value})
+    if REFUSED in st.session_state:  # e.g. an operator's role: show the station's value again
+        st.session_state[key] = SHOWN[setting](station.settings(tool))
 
 
 def trigger_all() -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 import pages as ui
+from core.access import REPORT
 from core.errors import InspectorError
 from core.history import PART_RULE, EventFilter, open_history
 from core.reports import (
@@ -28,7 +29,7 @@ from core.reports import (
     yield_over_time,
 )
 
-ui.page_setup("History")
+ui.page_setup("History", needs=REPORT)
 try:
     store = open_history()
     names = store.names()

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pandas as pd
 import streamlit as st
 
 import pages as ui
+from core.access import ADMINISTER
 from core.errors import InspectorError
 from core.line import station_line
 from core.live_station import restart_line
 from core.station import HISTORY_URL_ENV, MQTT_PASSWORD_ENV, load_settings, save_settings
 from core.tools import current_actor
 
-ui.page_setup("Station")
+ui.page_setup("Station", needs=ADMINISTER)
 try:
     current = load_settings()
 except InspectorError as exc:
@@ -71,6 +74,15 @@ with st.form("station_settings"):
     image_kb = left.number_input("FAIL image size cap (kB)", 10, 5000, current.fail_image_max_kb)
     image_days = right.number_input("Keep FAIL images for (days)", 1, 3650, current.fail_image_days)
 
+    st.markdown("**Who gets in** (see docs/SECURITY.md)")
+    left, right = st.columns(2)
+    timeout = left.number_input("Log out after idle (min)", 0.5, 24 * 60.0,
+                                float(current.session_timeout_min), key="station_timeout")
+    kiosk = right.toggle("Live inspection without a login (as operator)",
+                         current.kiosk_operator_view, key="station_kiosk",
+                         help="For the kiosk: it opens straight into the operator view; "
+                              "everything else still needs a login.")
+
     st.markdown("**MQTT** (verdicts out, triggers in; see docs/INTEGRATIONS.md)")
     mqtt_on = st.toggle("MQTT", current.mqtt.enabled, key="station_mqtt")
     left, mid, right = st.columns([3, 1, 2])
@@ -102,6 +114,7 @@ if saved:
             current, name=name.strip(), heartbeat_s=float(heartbeat),
             history_url=history_url.strip() or None, keep_fail_images=keep_images,
             fail_image_max_kb=int(image_kb), fail_image_days=int(image_days),
+            session_timeout_min=float(timeout), kiosk_operator_view=kiosk,
             mqtt=replace(current.mqtt, enabled=mqtt_on, host=mqtt_host.strip(), port=int(mqtt_port),
                          topic_root=topic_root.strip(), username=mqtt_user.strip() or None,
                          password_file=mqtt_password_file.strip() or None, tls=mqtt_tls,
@@ -114,3 +127,14 @@ if saved:
         ui.flash("Saved. Press 'Restart the line' to apply them (the history and the "
                  "integrations start with the line).")
         st.rerun()
+
+st.subheader("Users", anchor=False)
+people = ui.user_store().all()
+st.dataframe(pd.DataFrame([{"User": u["name"], "Role": u["role"], "PIN": "yes" if u["pin"] else "",
+                            "Locked until": (f"{datetime.fromtimestamp(u['locked_until']):%H:%M}"
+                                             if u["locked_until"] else "")} for u in people],
+                          columns=["User", "Role", "PIN", "Locked until"]),
+             hide_index=True, width="stretch")
+st.caption("Users are added, changed and unlocked from the station's shell: `inspector users add "
+           "NAME --role operator|engineer|manager|admin`, `inspector users pin|password|role|"
+           "unlock|remove NAME` (docs/SECURITY.md).")

@@ -2,30 +2,36 @@
 
 Only user-interface matters live here: page setup and style (the app icon is a file served by
 the station itself: a ``:material/...:`` page icon makes the browser fetch it from a Google font
-host), confirmations, the tool picker, the verdict banner, the ROI canvas, the framing findings
-and formatting. Every rule lives in ``core``
-(``core.live``, ``core.jobs``, ``core.review``, ``core.guidance``, ``core.datasets``...).
+host), the login and each page's role gate (the rules are ``core.access`` and ``core.users``;
+``core`` checks them again at every change, whatever widget or callback calls it),
+confirmations, the tool picker, the verdict banner, the ROI canvas, the framing findings and
+formatting. Every rule lives in ``core`` (``core.live``, ``core.jobs``, ``core.review``,
+``core.guidance``, ``core.datasets``...).
 """
 
 from __future__ import annotations
 
-import getpass
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from core.access import User, identify_callers, refusal, station_account
 from core.datasets import ToolDataset
 from core.errors import InspectorError
 from core.framing import ORIGIN, Finding, check_dataset
 from core.line import station_line
-from core.tools import ROI, Tool, ToolStore, set_actor
+from core.station import load_settings
+from core.tools import ROI, Tool, ToolStore
+from core.users import OPEN_STATION, Login, UserStore, browser_user
 from core.verdicts import ERROR, FAIL, PASS
 
 APP_ICON = str(Path(__file__).resolve().parents[1] / "assets" / "inspector.png")
 CURRENT_TOOL = "current_tool"
-_ACTOR = "_actor"
+_LOGIN = "_login"
 RTC_CONFIGURATION = {"iceServers": []}  # local station: no STUN/TURN, nothing leaves the LAN
 TRIGGER_KEY = "T"  # the keyboard key (or a foot pedal programmed to send it) of TRIGGER
 CAMERA_TRANSLATIONS = {  # what the stream widget says when the browser gets no camera
@@ -67,22 +73,86 @@ _CSS = """
 """
 
 
-def page_setup(title: str, icon: str = APP_ICON) -> None:
+def page_setup(title: str, needs: str | None = None, icon: str = APP_ICON) -> User:
+    """Set the page up and say who is here; the page stops, saying why and with the login, when
+    nobody may see it or the user's role lacks ``needs`` (a ``core.access`` permission)."""
     st.set_page_config(page_title=f"{title} - Shopfloor Inspector", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
     st.title(title)
     st.session_state[_PAGE] = title
-    show_flash()
-    # who changes tools from this browser, for the audit trail in the history
-    user = st.sidebar.text_input("Your name", st.session_state.get(_ACTOR, ""),  # across pages
-                                 placeholder=getpass.getuser(),
-                                 help="Recorded with every change you make to a tool.")
-    st.session_state[_ACTOR] = user
-    set_actor(user.strip() or None)
     try:
-        station_line()  # started once per process: records tool changes, serves the line
-    except InspectorError as exc:
-        st.error(str(exc))
+        user = _arrive()
+    except InspectorError as exc:  # e.g. no history database: nobody can be checked
+        st.error(f"{exc} (nobody can log in until this is fixed: see docs/SECURITY.md)")
+        st.stop()
+    show_flash()
+    if user is OPEN_STATION:
+        st.warning("This station has no user yet: anyone who reaches it may change everything. "
+                   "Create its first admin from the station's shell: "
+                   "`inspector users add NAME --role admin`.")
+    if user is None or (needs and not user.may(needs)):
+        st.error(refusal(needs, user) if needs else "Log in (on the left) to use the station.")
+        st.stop()
+    return user
+
+
+def _arrive() -> User | None:
+    """Who is here now: this browser's login (dropped once idle too long, refreshed otherwise)
+    or who the station lets in without one; draws the login or logout in the sidebar."""
+    settings, store = load_settings(), user_store()  # station_line: the history, its audit
+    login = st.session_state.get(_LOGIN)
+    if login is not None and login.expired(settings.session_timeout_min):
+        del st.session_state[_LOGIN]
+        flash(f"Your session timed out after {settings.session_timeout_min:g} min without "
+              f"activity: log in again.")
+    elif login is not None:
+        st.session_state[_LOGIN] = login.touched()
+    user = browser_user(st.session_state.get(_LOGIN), store, settings)
+    login = st.session_state.get(_LOGIN)
+    if login is not None and user is not None and login.user.name == user.name:
+        st.sidebar.markdown(f"Logged in as **{user.name}** ({user.role})")
+        st.sidebar.button("Log out", key="logout", on_click=st.session_state.pop, args=(_LOGIN,))
+        return user
+    st.session_state.pop(_LOGIN, None)  # a user removed meanwhile is out at once
+    if user is not OPEN_STATION:
+        _login_box(store, user)
+    return user
+
+
+def _login_box(store: UserStore, user: User | None) -> None:
+    """User name and password (or an operator's PIN); ``user`` is who the browser is without."""
+    with st.sidebar.form("login", clear_on_submit=True):
+        if user is not None:
+            st.caption(f"Without a login: {user.role} view ({user.name}).")
+        name = st.text_input("User", key="login_name")
+        secret = st.text_input("Password (operators: or PIN)", type="password", key="login_secret")
+        if st.form_submit_button("Log in", key="login_submit"):
+            try:
+                user = store.authenticate(name.strip(), secret)
+            except InspectorError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state[_LOGIN] = Login(user, time.time())
+                st.rerun()
+
+
+def user_store() -> UserStore:
+    """The station's users, in its history database (the line opens it once per process)."""
+    return UserStore(station_line().history.engine)
+
+
+def _caller() -> User | None:
+    """Who acts, for ``core.access``: in a page's run or a widget's callback, this browser's
+    user; in the station's own threads (video, line, watchers), the station itself."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return station_account()
+    try:
+        return browser_user(st.session_state.get(_LOGIN), user_store(), load_settings())
+    except InspectorError:
+        return None
+
+
+identify_callers(_caller)
 
 
 _PAGE = "_page"

@@ -19,6 +19,7 @@ from core.training import TrainingOptions, train_tool
 from tests.conftest import load_sample
 from tests.test_pages import (  # noqa: F401 - webrtc: autouse, the fake stream widget
     FakeWebRtc,
+    log_in,
     no_errors,
     page,
     texts,
@@ -51,12 +52,10 @@ def station_home(casting_tool, workspace):
     close_lines()
 
 
-def browser(name: str | None = None):
-    """A browser page of Live inspection, its user's name typed in the sidebar."""
-    at = page(LIVE).run()
-    if name:
-        at.sidebar.text_input[0].input(name).run()
-    return at
+def browser(name: str | None = None, role: str = "operator"):
+    """A browser page of Live inspection, logged in as ``name`` (else as whoever the station
+    lets in: anyone while it has no user)."""
+    return log_in(page(LIVE), name, role) if name else page(LIVE).run()
 
 
 def widget(elements, label: str):
@@ -88,7 +87,7 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     assert station.mode("0") == TRIGGERED and station.session("0").feeder.label.endswith("(kiosk)")
 
     station.trigger("0", "plc-1")  # a PLC trigger is pending when the second browser opens
-    laptop = browser()
+    laptop = browser("bob", "engineer")
     no_errors(laptop)
     assert "live::0" not in stream.callbacks  # a viewer: it shows no camera of its own
     assert "is fed by browser" in texts(laptop) and "(kiosk)" in texts(laptop)
@@ -98,7 +97,6 @@ def test_a_second_browser_changes_nothing_and_sees_the_first_one_s_changes(stati
     stream.send("live::0", photos["defect"][0])
     assert station.session("0").latest.triggered and station.session("0").latest.verdict == "FAIL"
 
-    laptop.sidebar.text_input[0].input("bob").run()
     widget(laptop.slider, THRESHOLD).set_value(0.95).run()
     no_errors(laptop)
     assert station.settings("casting").threshold == pytest.approx(0.95)

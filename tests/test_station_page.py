@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.line import close_lines
 from core.station import load_settings
+from tests.test_pages import log_in
 
 APP = Path(__file__).resolve().parents[1]
 if str(APP) not in sys.path:  # the pages' shared helpers are the package ``pages``
@@ -57,7 +58,7 @@ def test_restart_the_line_applies_saved_settings_with_the_live_sessions_going_on
         at.button(key="station_save").click().run()
         assert "Restart the line" in at.success[0].value
         assert "differ from those the line runs with" in at.info[0].value
-        at.sidebar.text_input[0].input("dana").run()
+        log_in(at, "dana", "admin", workspace)
         at.button(key="station_restart").click().run()
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert "The line restarted" in at.success[0].value and not at.info

@@ -196,6 +196,13 @@ def open_page(page, url: str, path: str, title: str, text: str | None = None) ->
         timeout=30_000)
 
 
+def log_in(page, name: str, secret: str) -> None:
+    """Fill the sidebar's login form and submit it (the page shows the outcome)."""
+    page.get_by_role("textbox", name="User").fill(name)
+    page.get_by_role("textbox", name="Password (operators: or PIN)").fill(secret)
+    page.get_by_role("button", name="Log in").click()
+
+
 def read_verdict(page) -> str:
     locator = page.locator("div.verdict")
     try:

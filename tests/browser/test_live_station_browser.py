@@ -20,10 +20,12 @@ from core.history import EventFilter, open_history
 from core.preprocessing import crop_roi
 from core.station import load_settings
 from core.tools import ROI, ToolStore
+from core.users import UserStore
 from tests.browser import helpers
 from tests.browser.helpers import (
     ARTIFACTS,
     BrowserError,
+    log_in,
     new_page,
     open_page,
     read_verdict,
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.slow
 WIDTH, HEIGHT, BOX = 480, 360, (120, 60, 360, 300)  # the part's place on the grey conveyor
 ROI_BOX = ROI.from_pixels(*BOX, WIDTH, HEIGHT)
 VERDICTS = {"PASS", "FAIL"}
+ROLES = {"kiosk": "operator", "bob": "engineer", "ann": "engineer"}  # who logs in where
 
 
 def on_conveyor(photo: np.ndarray) -> np.ndarray:
@@ -64,6 +67,9 @@ def line_home(station, tmp_path_factory) -> dict:
             tool, lambda im: crop_roi(helpers.webrtc_round_trip(on_conveyor(im)), ROI_BOX))
     except BrowserError as exc:
         pytest.fail(str(exc))
+    users = UserStore(open_history(load_settings(home), home).engine)
+    for name, role in ROLES.items():
+        users.add(name, role, f"{name}-password")
     video = helpers.write_y4m(home / "conveyor.y4m", [
         ([on_conveyor(im) for im in picked["good"]], 8),
         ([on_conveyor(im) for im in picked["defect"]], 8)], 10)
@@ -93,8 +99,7 @@ def kiosk(chromium, url):
     """The operator's browser, feeding camera 0 for the whole module."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = new_page(chromium)
-    open_page(page, url, "Live_inspection", "Live inspection")
-    type_name(page, "kiosk")
+    open_as(page, url, "Live_inspection", "Live inspection", "kiosk")
     start_camera(page)
     wait_verdict(page, VERDICTS, 60)
     yield page
@@ -109,11 +114,13 @@ def laptop(chromium):
     page.context.close()
 
 
-def type_name(page, name: str) -> None:
-    box = page.get_by_role("textbox", name="Your name")
-    box.fill(name)
-    box.press("Enter")
-    page.wait_for_timeout(1000)
+def open_as(page, url: str, path: str, title: str, name: str, text: str | None = None) -> None:
+    """Open a page and log in (every page load is a new session, logged out)."""
+    open_page(page, url, path, title)
+    log_in(page, name, f"{name}-password")
+    page.get_by_text(f"Logged in as {name} ({ROLES[name]})").wait_for(timeout=20_000)
+    if text:
+        page.get_by_text(text).first.wait_for(timeout=30_000)
 
 
 def audit(home, action: str):
@@ -149,7 +156,7 @@ def test_a_second_browser_opening_live_changes_nothing_in_the_first(kiosk, lapto
     state = (line_home["home"] / "line.json").read_bytes()
     threshold = threshold_of(kiosk)
 
-    open_page(laptop, url, "Live_inspection", "Live inspection", "is fed by browser")
+    open_as(laptop, url, "Live_inspection", "Live inspection", "bob", "is fed by browser")
     laptop.screenshot(path=str(ARTIFACTS / "live-station-viewer.png"))
     assert laptop.frame_locator("iframe[title*='webrtc']").locator("video").count() == 0
     assert laptop.get_by_role("radio", name="Triggered").is_checked()
@@ -166,8 +173,7 @@ def test_a_second_browser_opening_live_changes_nothing_in_the_first(kiosk, lapto
 
 def test_a_threshold_moved_in_one_browser_shows_in_the_other_and_the_audit(kiosk, laptop, url,
                                                                            line_home):
-    open_page(laptop, url, "Live_inspection", "Live inspection", "is fed by browser")
-    type_name(laptop, "bob")
+    open_as(laptop, url, "Live_inspection", "Live inspection", "bob", "is fed by browser")
     slider = threshold_slider(laptop)
     slider.focus()
     slider.press("End")  # threshold 1: every part passes, tried live, not saved
@@ -192,7 +198,7 @@ def test_deleting_a_running_tool_stops_its_verdicts_on_the_next_frames(kiosk, la
                                                                        line_home):
     home = line_home["home"]
     ToolStore(home).duplicate("casting", "casting copy")  # not on the line until added
-    open_page(laptop, url, "Live_inspection", "Live inspection", "Tool not on the line")
+    open_as(laptop, url, "Live_inspection", "Live inspection", "bob", "Tool not on the line")
     laptop.get_by_role("button", name="Add to line").click()
     within(20, lambda: kiosk.get_by_text(re.compile(r"^casting copy (PASS|FAIL)")).count() > 0,
            "the added tool judging")
@@ -200,7 +206,7 @@ def test_deleting_a_running_tool_stops_its_verdicts_on_the_next_frames(kiosk, la
     copies = EventFilter(tools=("casting copy",))
     within(30, lambda: len(history.events(copies)) > 0, "an event of the added tool")
 
-    open_page(laptop, url, "", "Shopfloor Inspector")
+    open_as(laptop, url, "", "Shopfloor Inspector", "bob")
     laptop.get_by_role("tab", name=re.compile("delete")).click()
     laptop.locator("[data-testid='stSelectbox']:visible").filter(has_text="Tool").first.click()
     laptop.keyboard.type("casting copy")
@@ -221,16 +227,14 @@ def test_deleting_a_running_tool_stops_its_verdicts_on_the_next_frames(kiosk, la
 
 
 def test_a_trial_shows_its_agreement_and_is_promoted(kiosk, laptop, url, line_home):
-    open_page(laptop, url, "Training", "Training", "Model versions")
-    type_name(laptop, "ann")
+    open_as(laptop, url, "Training", "Training", "ann", "Model versions")
     laptop.get_by_role("button", name=re.compile(r"^Run v999-trial as trial on the line")).click()
     within(30, lambda: kiosk.get_by_text(re.compile(r"TRIAL casting v999-trial .* agrees on")).count() > 0,
            "the kiosk showing the trial's agreement")
     kiosk.screenshot(path=str(ARTIFACTS / "live-station-trial.png"))
     laptop.wait_for_timeout(3000)
     laptop.reload()
-    open_page(laptop, url, "Training", "Training", "runs as a trial")
-    type_name(laptop, "ann")  # a reload is a new session
+    open_as(laptop, url, "Training", "Training", "ann", "runs as a trial")  # a new session
     info = laptop.get_by_text(re.compile("runs as a trial")).first.inner_text()
     assert "frames judged" in info and "agrees with" in info
     assert re.search(r"agrees with \S+ on 100\.0%", info), info  # the same model, another id
