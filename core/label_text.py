@@ -9,9 +9,10 @@ API (no Streamlit; call it from a worker or page thread):
     read_text(roi: np.ndarray) -> TextReading
         The text lines of one BGR (or grey) ROI image, in reading order, from the process's one
         ``TextReader`` (made on first use, shared by every thread, calls serialised).
-    TextReader(long_side=LONG_SIDE, turned_text=False)
-        An OCR engine with its own settings: the ROI is scaled so that its longer side is
-        ``long_side`` pixels (``None``: the library's own sizing, shorter side 736), and
+    TextReader(short_side=SHORT_SIDE, long_side=LONG_SIDE, turned_text=False)
+        An OCR engine with its own settings: the ROI is scaled so that its shorter side is
+        ``short_side`` pixels unless its longer side would then pass ``long_side`` (a ROI drawn
+        along one line of text), then to that (``None``: the library's own sizing), and
         ``turned_text`` runs the classifier that turns upside-down lines round first.
     ExpectedText.exact(text) | .pattern(regex) | .at_trigger()
         What the ROI must say: a fixed text, a regular expression (a lot number, a date format)
@@ -36,7 +37,10 @@ import numpy as np
 
 from core.errors import InspectorError
 
-LONG_SIDE = 640  # the detector sees the ROI at this longer side (a multiple of its stride, 32)
+# The detector sees the ROI at this shorter side, its longer side at most LONG_SIDE: the
+# library's own 736 reads small print best (see BENCHMARKS.md), the cap bounds the time of a ROI
+# drawn along one line (a 365 x 54 strip would otherwise reach 4975 x 736).
+SHORT_SIDE, LONG_SIDE = 736, 1280
 SHOWN_CHARS = 40  # a verdict's message quotes at most this much of what was read
 
 # Letters an OCR reads for the digit they resemble: applied only where a digit is expected.
@@ -132,9 +136,11 @@ class TextReader:
     """One OCR engine (its three ONNX sessions load on the first read) with a lock: RapidOCR keeps
     per-call state in the engine, so two threads never run it at once."""
 
-    def __init__(self, long_side: int | None = LONG_SIDE, turned_text: bool = False):
-        if long_side is not None and (long_side < 64 or long_side % 32):
-            raise InspectorError(f"long_side {long_side} is not usable: give a multiple of 32 from 64 up")
+    def __init__(self, short_side: int | None = SHORT_SIDE, long_side: int = LONG_SIDE,
+                 turned_text: bool = False):
+        if short_side is not None and not 32 <= short_side <= long_side:
+            raise InspectorError(f"short_side {short_side} is not usable: give 32 to {long_side} pixels")
+        self.short_side = short_side
         self.long_side = long_side
         self.turned_text = turned_text
         self._engine = None
@@ -144,7 +150,7 @@ class TextReader:
         if self._engine is None:
             from rapidocr_onnxruntime import RapidOCR
 
-            sizing = {} if self.long_side is None else {
+            sizing = {} if self.short_side is None else {
                 "det_limit_type": "max", "det_limit_side_len": self.long_side}
             self._engine = RapidOCR(use_cls=self.turned_text, **sizing)
         return self._engine
@@ -158,8 +164,8 @@ class TextReader:
         started = time.perf_counter()
         image = cv2.cvtColor(roi, cv2.COLOR_GRAY2BGR) if roi.ndim == 2 else roi
         scale = 1.0
-        if self.long_side is not None:
-            scale = self.long_side / max(image.shape[:2])
+        if self.short_side is not None:
+            scale = min(self.short_side / min(image.shape[:2]), self.long_side / max(image.shape[:2]))
             interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
         with self._lock:
