@@ -17,9 +17,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
 
 from core.access import (
     ADMIN,
@@ -33,25 +31,16 @@ from core.access import (
     needed_role,
     require,
 )
-from core.backbones import available_profiles
-from core.datasets import load_folder, read_image
 from core.errors import InspectorError
-from core.exchange import export_onnx, export_tool, import_tool
-from core.explanation import blend_heatmap
-from core.headless import parse_sources, run_station
 from core.history import open_history
 from core.history_cli import add_parser as add_history_parser
-from core.inference import TrainedModel
-from core.line import close_lines
-from core.live import camera_name
-from core.live_station import close_live_stations, live_station
-from core.metrics import pass_fail_metrics
-from core.preprocessing import crop_roi
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
-from core.training import Progress, TrainingOptions, train_tool
 from core.users_cli import add_parser as add_users_parser
 from core.verdicts import FAIL, PASS, verdict_of
+
+if TYPE_CHECKING:
+    from core.training import Progress
 
 ROLE_ENV = "INSPECTOR_ROLE"
 
@@ -74,7 +63,13 @@ def _print_progress(progress: Progress) -> None:
         print(file=sys.stderr)
 
 
+# The engine (torch, OpenCV) is imported inside the commands that run it, so that listing tools,
+# showing settings or printing a report answers at once.
+
 def cmd_train(args: argparse.Namespace) -> None:
+    from core.datasets import load_folder
+    from core.training import TrainingOptions, train_tool
+
     store = ToolStore()
     folder = Path(args.data)
     classes = ("good",) if args.kind == "anomaly" else _classes_in(folder)  # anomaly: DIR/good only
@@ -99,6 +94,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from core.datasets import load_folder
+    from core.inference import TrainedModel
+    from core.metrics import pass_fail_metrics
+
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool, args.version)
     folder = Path(args.data)
@@ -124,6 +125,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    import cv2
+
+    from core.datasets import read_image
+    from core.explanation import blend_heatmap
+    from core.inference import TrainedModel
+    from core.preprocessing import crop_roi
+
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
     rows = []
@@ -169,6 +177,8 @@ def cmd_create(args: argparse.Namespace) -> None:
 
 
 def cmd_set(args: argparse.Namespace) -> None:
+    from core.live import camera_name
+
     tool = ToolStore().get(args.tool)
     changes: dict = {}
     if args.threshold is not None:
@@ -201,6 +211,8 @@ def cmd_activate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from core.exchange import export_onnx, export_tool
+
     tool = ToolStore().get(args.tool)
     if args.onnx:
         report = export_onnx(tool, Path(args.out))
@@ -210,11 +222,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
+    from core.exchange import import_tool
+
     tool = import_tool(Path(args.file), name=args.name, replace_existing=args.replace)
     print(f"imported tool {tool.name} (version {tool.config.active_version or 'none'})")
 
 
 def cmd_profiles(args: argparse.Namespace) -> None:
+    from core.backbones import available_profiles
+
     for p in available_profiles().values():
         print(f"{p.name}\t{p.architecture}\t{p.input_size}px\t{p.description}")
 
@@ -245,6 +261,10 @@ def cmd_station_set(args: argparse.Namespace) -> None:
 
 
 def cmd_station_run(args: argparse.Namespace) -> None:
+    from core.headless import parse_sources, run_station
+    from core.line import close_lines
+    from core.live_station import close_live_stations, live_station
+
     sources = parse_sources(args.camera)
     stop = threading.Event()
     if args.duration:

@@ -51,7 +51,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -475,6 +474,8 @@ def _event_row(record: VerdictRecord, station: str) -> dict[str, Any]:
 
 def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:
     """The image as a JPEG of at most ``max_kb`` KB: lower quality first, then smaller."""
+    import cv2  # only where FAIL images are kept: reading the history needs no OpenCV
+
     if image is None or image.size == 0:
         return None
     for _ in range(8):
