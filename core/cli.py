@@ -235,6 +235,17 @@ def cmd_profiles(args: argparse.Namespace) -> None:
         print(f"{p.name}\t{p.architecture}\t{p.input_size}px\t{p.description}")
 
 
+def cmd_cert(args: argparse.Namespace) -> None:
+    from core.https import make_self_signed
+    from core.workspace import workspace_root
+
+    cert, key = make_self_signed(Path(args.out) if args.out else workspace_root() / "pki" / "https",
+                                 args.host or None)
+    print(f"wrote {cert} and {key} (owner-only). Serve the LAN over HTTPS with:\n"
+          f"  streamlit run Home.py --server.address 0.0.0.0 --server.sslCertFile {cert} "
+          f"--server.sslKeyFile {key}")
+
+
 def cmd_station_show(args: argparse.Namespace) -> None:
     print(json.dumps(load_settings().to_json(), indent=2))
 
@@ -351,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="install under another name")
     p.add_argument("--replace", action="store_true", help="replace a tool of the same name")
     p.set_defaults(run=cmd_import, needs=CONFIGURE)
+
+    p = sub.add_parser("cert", help="make a self-signed HTTPS certificate for serving the LAN")
+    p.add_argument("--host", action="append", help="a name or address the station is reached by "
+                   "(repeatable; default: this computer's name, localhost, 127.0.0.1)")
+    p.add_argument("--out", help="folder (default: <workspace>/pki/https)")
+    p.set_defaults(run=cmd_cert, needs=ADMINISTER)
 
     p = sub.add_parser("profiles", help="list the network profiles available offline")
     p.set_defaults(run=cmd_profiles)

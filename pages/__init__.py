@@ -23,6 +23,7 @@ from core.access import User, identify_callers, refusal, station_account
 from core.datasets import ToolDataset
 from core.errors import InspectorError
 from core.framing import ORIGIN, Finding, check_dataset
+from core.https import exposure_problem
 from core.line import station_line
 from core.station import load_settings
 from core.tools import ROI, Tool, ToolStore
@@ -81,9 +82,14 @@ def page_setup(title: str, needs: str | None = None, icon: str = APP_ICON) -> Us
     st.title(title)
     st.session_state[_PAGE] = title
     try:
-        user = _arrive()
+        exposed = exposure_problem(st.get_option("server.address"), st.get_option("server.sslCertFile"),
+                                   user_store().count() > 0)
+        user = None if exposed else _arrive()
     except InspectorError as exc:  # e.g. no history database: nobody can be checked
         st.error(f"{exc} (nobody can log in until this is fixed: see docs/SECURITY.md)")
+        st.stop()
+    if exposed:
+        st.error(exposed)
         st.stop()
     show_flash()
     if user is OPEN_STATION:

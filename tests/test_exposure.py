@@ -1,12 +1,22 @@
-"""What the station opens to the network on its defaults: the README's start command listens on
-this PC only (loopback), never on every interface."""
+"""What the station opens to the network: on its defaults the README's start command listens on
+this PC only (loopback), never on every interface; on the LAN only over HTTPS (a certificate
+made by ``inspector cert``), and a station exposed without it refuses to serve its pages."""
 
 from __future__ import annotations
 
+import os
+import ssl
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.browser.helpers import streamlit_server
+import numpy as np
+import pytest
+
+from core.https import exposure_problem
+from tests.browser.helpers import APP, chromium, new_page, streamlit_server, write_y4m
 
 LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp*
 
@@ -28,3 +38,36 @@ def test_the_app_listens_on_loopback_only(tmp_path):
         addresses = listening_addresses(urlparse(url).port)
     loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
     assert addresses and addresses <= loopback, f"listening on {addresses}, not only on loopback"
+
+
+def test_the_lan_is_served_over_https_only_with_a_certificate_made_by_the_cli(tmp_path):
+    made = subprocess.run([sys.executable, "-m", "core", "cert", "--out", str(tmp_path / "https"),
+                           "--host", "127.0.0.1"], cwd=APP, capture_output=True, text=True,
+                          env={**os.environ, "INSPECTOR_HOME": str(tmp_path)})
+    assert made.returncode == 0, made.stderr
+    cert, key = tmp_path / "https" / "cert.pem", tmp_path / "https" / "key.pem"
+    assert key.stat().st_mode & 0o077 == 0 and "--server.sslCertFile" in made.stdout
+    with streamlit_server(tmp_path, tmp_path / "streamlit.log", https=(cert, key)) as url:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"{url}/_stcore/health", context=trusted, timeout=5) as reply:
+            assert reply.read() == b"ok"  # the certificate checks out for 127.0.0.1
+        with pytest.raises(OSError):  # no plain HTTP on the same port
+            urllib.request.urlopen(url.replace("https://", "http://") + "/_stcore/health", timeout=5)
+
+
+def test_a_station_on_the_lan_without_https_refuses_to_serve_its_pages(tmp_path):
+    video = write_y4m(tmp_path / "camera.y4m", [([np.zeros((48, 64, 3), np.uint8)], 0.2)], 5)
+    with streamlit_server(tmp_path, tmp_path / "streamlit.log", address="0.0.0.0") as url, \
+            chromium(video) as browser:
+        page = new_page(browser)
+        page.goto(url)
+        page.get_by_text("without HTTPS").first.wait_for(timeout=60_000)
+        assert page.get_by_text("Log in").count() == 0  # no login form offered in clear
+
+
+def test_what_a_lan_station_lacks_is_said_in_one_line():
+    assert exposure_problem("127.0.0.1", None, False) is None
+    assert "without HTTPS" in exposure_problem("0.0.0.0", None, True)
+    assert "without HTTPS" in exposure_problem("", None, True)  # every interface
+    assert "no user yet" in exposure_problem("192.168.1.20", "/etc/cert.pem", False)
+    assert exposure_problem("192.168.1.20", "/etc/cert.pem", True) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -117,21 +118,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(home: Path, log: Path, timeout_s: float = 60) -> Iterator[str]:
-    """``streamlit run Home.py`` with INSPECTOR_HOME=home on a free port; yields its URL."""
+def streamlit_server(home: Path, log: Path, timeout_s: float = 60, address: str | None = None,
+                     https: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """``streamlit run Home.py`` with INSPECTOR_HOME=home on a free port; yields its URL. With
+    ``address`` it listens there instead of the configured loopback, with ``https`` (a
+    certificate and its key) it serves HTTPS only."""
     port = free_port()
     env = {**os.environ, "INSPECTOR_HOME": str(home)}
+    options = [*(["--server.address", address] if address else []),
+               *(["--server.sslCertFile", str(https[0]), "--server.sslKeyFile", str(https[1])]
+                 if https else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             "--server.headless", "true", "--browser.gatherUsageStats", "false", *options],
             cwd=APP, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(https[0])) if https else None
     try:
         deadline = time.time() + timeout_s
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2, context=trust) as r:
                     if r.read().strip() == b"ok":
                         break
             except OSError:
