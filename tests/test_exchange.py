@@ -69,7 +69,7 @@ def add_listed(members, name, data):
     (lambda m: m.update({"manifest.json": b'{"format": "something else"}'}), "does not describe"),
     (lambda m: m.update({"manifest.json": m["manifest.json"].replace(b'"threshold"', b'"thresh"')}),
      "unknown field"),
-    (lambda m: m.pop("model/meta.json"), r"lacks model/meta\.json, listed in its manifest$"),
+    (lambda m: m.pop("model/meta.json"), r"lacks 'model/meta\.json', listed in its manifest$"),
     (lambda m: add_listed(m, "model/memory.safetensors", b"\0" * 8),
      r"classifier model must hold exactly meta\.json and head\.safetensors; it holds head\.safetensors, "
      r"memory\.safetensors, meta\.json$"),
