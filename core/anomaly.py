@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from safetensors.numpy import save_file
 
-from core.model import check_tensor_names, damaged, meta_json, meta_number, read_model_file, top_mean
+from core.model import DamagedModel, check_tensor_names, meta_json, meta_number, read_model_file, top_mean
 from core.patches import local_average, on_grid
 from core.preprocessing import normalise_lighting
 from core.runtime import FeatureMaps
@@ -292,7 +292,7 @@ class AnomalyModel:
                 isinstance(stats.get(f), list) and len(stats[f]) == 2 and all(
                     type(v) in (int, float) and np.isfinite(v) for v in stats[f]) and stats[f][1] > 0
                 for f in names)):
-            raise damaged(path, "'standardisation' is not a finite mean and a positive spread per memory")
+            raise DamagedModel(path, "'standardisation' is not a finite mean and positive spread each")
         centre = meta_number(path, meta, "centre")
         model = cls({family: PatchMemory(tensors[name], float(stats[family][0]), float(stats[family][1]),
                                          settings.blur(family)) for family, name in names.items()},
@@ -303,25 +303,25 @@ class AnomalyModel:
         if any(m.cells.ndim != 2 or not len(m.cells) for m in model.memories.values()) or (
                 projection is not None and (projection.ndim != 2
                                             or projection.shape[1] != settings.last_features)):
-            raise damaged(path, "its arrays' shapes do not fit together")
+            raise DamagedModel(path, "its arrays' shapes do not fit together")
         if not model.spread > 0:
-            raise damaged(path, "'spread' is not positive")
+            raise DamagedModel(path, "'spread' is not positive")
         return model
 
 
 def _settings(path: Path, data: object) -> AnomalySettings:
     """A version's settings, refused unless each has the type of its default and is not negative."""
     if not isinstance(data, dict):
-        raise damaged(path, "'settings' is not a JSON object")
+        raise DamagedModel(path, "'settings' is not a JSON object")
     try:
         settings = AnomalySettings.from_json(data)
     except (TypeError, ValueError):
-        raise damaged(path, "'settings' name an unknown method or setting") from None
+        raise DamagedModel(path, "'settings' name an unknown method or setting") from None
     for f in fields(AnomalySettings):
         value, default = getattr(settings, f.name), f.default
         wanted = (int, float) if type(default) is float else (type(default),)
         if type(value) not in wanted or not np.isfinite(value) or value < 0:
-            raise damaged(path, f"setting '{f.name}' is not a number of its kind, 0 or more")
+            raise DamagedModel(path, f"setting '{f.name}' is not a number of its kind, 0 or more")
     return settings
 
 

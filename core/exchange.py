@@ -32,9 +32,10 @@ from core.backbones import available_profiles, create_backbone
 from core.datasets import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, image_files, read_image
 from core.errors import InspectorError, quoted
 from core.inference import TrainedModel
-from core.model import WEIGHTS_FILE, ClassifierHead, evidence_tensor
+from core.model import WEIGHTS_FILE, ClassifierHead, DamagedModel, evidence_tensor
 from core.preprocessing import to_tensor
-from core.tools import MAX_JSON_BYTES, Tool, ToolConfig, ToolStore, announce, parse_json
+from core.tools import (MAX_JSON_BYTES, Tool, ToolConfig, ToolStore, announce, parse_json,
+                        version_meta_problem)
 from core.workspace import atomic_write_bytes, fsync_dir
 
 FORMAT = "shopfloor-inspector-tool"
@@ -292,6 +293,9 @@ def _model_meta(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], l
     if not isinstance(meta["id"], str) or not _VERSION_ID.fullmatch(meta["id"]):
         raise InspectorError(f"refused: model version id {quoted(meta['id'])} is not a safe name")
     meta.setdefault("kind", "classifier")
+    problem = version_meta_problem(meta)
+    if problem:
+        raise InspectorError(f"refused: the model's meta.json is damaged ({problem})")
     if meta["kind"] != config.kind:
         raise InspectorError(f"refused: the model is a {quoted(meta['kind'])} model but the tool is a "
                              f"{config.kind} tool")
@@ -307,11 +311,14 @@ def _check_model(tool: Tool) -> None:
     if not tool.config.active_version:
         return
     folder = tool.version_dir()
-    tool.version_meta()
-    if tool.config.kind == "anomaly":
-        AnomalyModel.load(folder)
-    elif tuple(ClassifierHead.load(folder).classes) != tool.config.classes:
-        raise InspectorError("refused: the model's classes differ from the tool's")
+    try:
+        if tool.config.kind == "anomaly":
+            AnomalyModel.load(folder)
+        elif tuple(ClassifierHead.load(folder).classes) != tool.config.classes:
+            raise InspectorError("refused: the model's classes differ from the tool's")
+    except DamagedModel as exc:
+        raise InspectorError(f"refused: the model's {exc.path.name} is damaged ({exc.problem}); "
+                             "export the tool again from a station where it works") from None
 
 
 def _check_images(paths: list[Path]) -> np.ndarray | None:
@@ -338,7 +345,8 @@ def _trial_run(tool: Tool, sample: np.ndarray | None) -> None:
         shape = (model.input_shape.height, model.input_shape.width, 3)
         images = [np.full(shape, 128, np.uint8),
                   np.random.default_rng(0).integers(0, 256, shape, np.uint8)]
-        explained = model.explain(images + ([sample] if sample is not None else []))
+        with np.errstate(all="ignore"):  # an overflow is judged below, not printed
+            explained = model.explain(images + ([sample] if sample is not None else []))
     except InspectorError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile model may fail in any way: refuse it

@@ -39,10 +39,12 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024  # a head is a few hundred kB, an anomaly me
 _HEAD_TENSORS = {"mean", "std", "weight", "bias"}
 
 
-def damaged(path: Path, problem: str) -> InspectorError:
-    """The refusal of a model file that cannot be trusted, with what to do."""
-    return InspectorError(f"model file {path} is damaged ({problem}): activate another version or "
-                          "retrain")
+class DamagedModel(InspectorError):
+    """A model file that cannot be trusted: ``problem`` says why (an import words its own advice)."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"model file {path} is damaged ({problem}): activate another version or retrain")
+        self.path, self.problem = path, problem
 
 
 def read_model_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -53,19 +55,19 @@ def read_model_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
         size = path.stat().st_size
         if size > MAX_MODEL_BYTES:
-            raise damaged(path, f"{size // 2**20} MB, more than {MAX_MODEL_BYTES // 2**20} MB")
+            raise DamagedModel(path, f"{size // 2**20} MB, more than {MAX_MODEL_BYTES // 2**20} MB")
         with safe_open(str(path), "numpy") as f:
             meta: dict[str, str] = f.metadata() or {}
             dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
         wrong = sorted(name for name, dtype in dtypes.items() if dtype != "F32")
         if wrong:
-            raise damaged(path, f"{quoted(', '.join(wrong))} not float32")
+            raise DamagedModel(path, f"{quoted(', '.join(wrong))} not float32")
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
-        raise damaged(path, quoted(str(exc))) from None
+        raise DamagedModel(path, quoted(str(exc))) from None
     for name, array in tensors.items():
         if not np.isfinite(array).all():
-            raise damaged(path, f"'{name}' holds values that are not finite numbers")
+            raise DamagedModel(path, f"'{name}' holds values that are not finite numbers")
     return tensors, meta
 
 
@@ -74,33 +76,33 @@ def check_tensor_names(path: Path, tensors: dict[str, np.ndarray], required: set
     found = set(tensors)
     if found != required:
         missing, extra = sorted(required - found), sorted(found - required)
-        raise damaged(path, "; ".join(([f"lacks {quoted(', '.join(missing))}"] if missing else [])
+        raise DamagedModel(path, "; ".join(([f"lacks {quoted(', '.join(missing))}"] if missing else [])
                                       + ([f"holds unknown {quoted(', '.join(extra))}"] if extra else [])))
 
 
 def meta_number(path: Path, meta: dict[str, str], key: str, default: float | None = None,
                 kind: type = float) -> float:
-    """A finite number from a model file's metadata, or ``damaged``."""
+    """A finite number from a model file's metadata, or ``DamagedModel``."""
     text = meta.get(key)
     if text is None and default is not None:
         return kind(default)
     try:
         value = kind(text)
     except (TypeError, ValueError):
-        raise damaged(path, f"'{key}' is not a number") from None
+        raise DamagedModel(path, f"'{key}' is not a number") from None
     if not math.isfinite(value):
-        raise damaged(path, f"'{key}' is not a finite number")
+        raise DamagedModel(path, f"'{key}' is not a finite number")
     return value
 
 
 def meta_json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> object:
-    """A JSON value from a model file's metadata, or ``damaged``."""
+    """A JSON value from a model file's metadata, or ``DamagedModel``."""
     try:
         return json.loads(meta[key] if default is None else meta.get(key, default))
     except KeyError:
-        raise damaged(path, f"'{key}' is missing") from None
+        raise DamagedModel(path, f"'{key}' is missing") from None
     except (ValueError, RecursionError):
-        raise damaged(path, f"'{key}' is not valid JSON") from None
+        raise DamagedModel(path, f"'{key}' is not valid JSON") from None
 
 
 def pool_features(maps: FeatureMaps) -> np.ndarray:
@@ -236,7 +238,7 @@ class ClassifierHead:
         classes = meta_json(path, meta, "classes")
         if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
                 and "good" in classes and len(set(classes)) == len(classes) >= 2):
-            raise damaged(path, "'classes' is not a list of distinct class names with 'good'")
+            raise DamagedModel(path, "'classes' is not a list of distinct class names with 'good'")
         head = cls(tuple(classes), tensors["mean"], tensors["std"], tensors["weight"], tensors["bias"],
                    meta_number(path, meta, "last_channels", kind=int),
                    meta_number(path, meta, "cam_scale"), tensors.get("patch_weight"),
@@ -247,7 +249,7 @@ class ClassifierHead:
                 or head.bias.shape != (len(classes),) or not 0 < mid
                 or features != head.last_channels + 2 * mid
                 or top and (head.patch_weight.shape != (mid,) or top > 4096) or top < 0):
-            raise damaged(path, "its arrays' shapes do not fit together")
+            raise DamagedModel(path, "its arrays' shapes do not fit together")
         if not (head.std > 0).all() or not head.cam_scale > 0:
-            raise damaged(path, "a spread ('std' or 'cam_scale') is not positive")
+            raise DamagedModel(path, "a spread ('std' or 'cam_scale') is not positive")
         return head

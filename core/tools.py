@@ -209,21 +209,19 @@ def parse_json(data: bytes) -> Any:
 
 
 def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
-    """A JSON file read with a size limit, or ``InspectorError`` naming the file."""
+    """A JSON file read with a size limit, or ``InspectorError`` saying what is wrong with it (the
+    caller names the file and what to do)."""
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
-        raise InspectorError(f"{path} cannot be read ({exc.strerror})") from None
+        raise InspectorError(f"unreadable: {exc.strerror}") from None
     if len(data) > limit:
-        raise InspectorError(f"{path} is larger than {limit // 2**20} MB")
-    try:
-        return parse_json(data)
-    except InspectorError as exc:
-        raise InspectorError(f"{path} is {exc}") from None
+        raise InspectorError(f"larger than {limit // 2**20} MB")
+    return parse_json(data)
 
 
-def _version_meta_problem(meta: Any) -> str | None:
+def version_meta_problem(meta: Any) -> str | None:
     """What is wrong with a version's meta.json in the fields the station reads, if anything
     (each checked when present)."""
     if not isinstance(meta, dict):
@@ -246,8 +244,11 @@ def _version_meta_problem(meta: Any) -> str | None:
 def read_version_meta(folder: Path) -> dict[str, Any]:
     """A model version's meta.json, refused unless the fields the station reads are sound."""
     path = folder / "meta.json"
-    meta = read_json(path)
-    problem = _version_meta_problem(meta)
+    try:
+        meta = read_json(path)
+        problem = version_meta_problem(meta)
+    except InspectorError as exc:
+        problem = str(exc)
     if problem:
         raise InspectorError(f"{path} is damaged ({problem}): activate another version or retrain")
     return meta
@@ -466,10 +467,9 @@ class ToolStore:
             known = ", ".join(self.names()) or "none yet"
             raise InspectorError(f"no tool named '{name}' (tools: {known})")
         try:
-            data = read_json(path)
-            config = ToolConfig.from_json(data)
+            config = ToolConfig.from_json(read_json(path))
         except InspectorError as exc:
-            raise InspectorError(f"{path}: {exc}; restore it or re-import the tool") from exc
+            raise InspectorError(f"{path} is damaged ({exc}): restore it or re-import the tool") from None
         return Tool(folder, config)
 
     def create(self, name: str, **settings: Any) -> Tool:
