@@ -297,7 +297,7 @@ def _model_meta(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], l
     if problem:
         raise InspectorError(f"refused: the model's meta.json is damaged ({problem})")
     if meta["kind"] != config.kind:
-        raise InspectorError(f"refused: the model is a {quoted(meta['kind'])} model but the tool is a "
+        raise InspectorError(f"refused: the model is a {meta['kind']} model but the tool is a "
                              f"{config.kind} tool")
     for profile in (meta["profile"], config.profile):
         if profile not in available_profiles():
