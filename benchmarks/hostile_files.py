@@ -173,6 +173,11 @@ def main() -> None:
         f"{outcome['new']} times the new one, each whole (every file identical) and judging photos; "
         f"{outcome['leftovers']} kills left staging or trash folders, cleaned when the store opened.",
         "",
+        "Where the kills land depends on the load: the later ones may all come after the import "
+        "finished (see the counts). The instant between the two renames of a replace is too short to "
+        "hit by chance; `tests/test_hostile_files.py` builds that state on disk and checks the store "
+        "puts the old tool back.",
+        "",
         "Memory above the idle process while the biggest hostile files are refused (target < "
         f"{MEMORY_TARGET_MB} MB; before, the manifest bomb took 3.8 GB and the PNG 7.6 GB in a "
         "training folder):",
