@@ -45,8 +45,7 @@ import cv2
 import numpy as np
 from safetensors.numpy import save_file
 
-from core.errors import InspectorError
-from core.model import read_model_file, top_mean
+from core.model import DamagedModel, check_tensor_names, meta_json, meta_number, read_model_file, top_mean
 from core.patches import local_average, on_grid
 from core.preprocessing import normalise_lighting
 from core.runtime import FeatureMaps
@@ -280,27 +279,50 @@ class AnomalyModel:
 
     @classmethod
     def load(cls, folder: Path) -> AnomalyModel:
+        """A saved model, refused unless its arrays, shapes, statistics and settings are sound."""
         path = folder / MEMORY_FILE
-        try:
-            tensors, meta = read_model_file(path)
-            settings = AnomalySettings.from_json(json.loads(meta["settings"]))
-            # earlier versions: one memory, raw scores not standardised, heat up to the centre
-            stats = json.loads(meta.get("standardisation", '{"global": [0.0, 1.0]}'))
-            memories = {family: PatchMemory(tensors["memory" if family == GLOBAL else f"{family}_memory"],
-                                            float(stats[family][0]), float(stats[family][1]),
-                                            settings.blur(family))
-                        for family in settings.families}
-            model = cls(memories, float(meta["centre"]), float(meta["spread"]), float(meta["floor"]),
-                        float(meta.get("heat_level", meta["centre"])), settings,
-                        tensors["last_projection"] if settings.last_features else None)
-        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
-                                 "activate another version or retrain") from exc
-        projected = model.last_projection.shape[1] if model.last_projection is not None else 0
-        if any(m.cells.ndim != 2 or not len(m.cells) or not m.std > 0 for m in memories.values()) \
-                or not model.spread > 0 or projected != settings.last_features:
-            raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
+        tensors, meta = read_model_file(path)
+        settings = _settings(path, meta_json(path, meta, "settings"))
+        names = {family: "memory" if family == GLOBAL else f"{family}_memory" for family in settings.families}
+        check_tensor_names(path, tensors, {*names.values(), *(["last_projection"] if settings.last_features
+                                                               else [])})
+        # earlier versions: one memory, raw scores not standardised, heat up to the centre
+        stats = meta_json(path, meta, "standardisation", '{"global": [0.0, 1.0]}')
+        if not (isinstance(stats, dict) and all(
+                isinstance(stats.get(f), list) and len(stats[f]) == 2 and all(
+                    type(v) in (int, float) and np.isfinite(v) for v in stats[f]) and stats[f][1] > 0
+                for f in names)):
+            raise DamagedModel(path, "'standardisation' is not a finite mean and positive spread each")
+        centre = meta_number(path, meta, "centre")
+        model = cls({family: PatchMemory(tensors[name], float(stats[family][0]), float(stats[family][1]),
+                                         settings.blur(family)) for family, name in names.items()},
+                    centre, meta_number(path, meta, "spread"), meta_number(path, meta, "floor"),
+                    meta_number(path, meta, "heat_level", centre), settings,
+                    tensors.get("last_projection"))
+        projection = model.last_projection
+        if any(m.cells.ndim != 2 or not len(m.cells) for m in model.memories.values()) or (
+                projection is not None and (projection.ndim != 2
+                                            or projection.shape[1] != settings.last_features)):
+            raise DamagedModel(path, "its arrays' shapes do not fit together")
+        if not model.spread > 0:
+            raise DamagedModel(path, "'spread' is not positive")
         return model
+
+
+def _settings(path: Path, data: object) -> AnomalySettings:
+    """A version's settings, refused unless each has the type of its default and is not negative."""
+    if not isinstance(data, dict):
+        raise DamagedModel(path, "'settings' is not a JSON object")
+    try:
+        settings = AnomalySettings.from_json(data)
+    except (TypeError, ValueError):
+        raise DamagedModel(path, "'settings' name an unknown method or setting") from None
+    for f in fields(AnomalySettings):
+        value, default = getattr(settings, f.name), f.default
+        wanted = (int, float) if type(default) is float else (type(default),)
+        if type(value) not in wanted or not np.isfinite(value) or value < 0:
+            raise DamagedModel(path, f"setting '{f.name}' is not a number of its kind, 0 or more")
+    return settings
 
 
 def evidence_map(distances: dict[str, np.ndarray], memories: dict[str, PatchMemory],

@@ -11,6 +11,7 @@ import hashlib
 import io
 import shutil
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_IMAGES_PER_CLASS = 5
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one uploaded photo, or one photo inside a zip
 MAX_ZIP_BYTES = 1024 * 1024 * 1024  # all the photos of one uploaded zip, uncompressed
+MAX_IMAGE_PIXELS = 50_000_000  # 150 MB decoded; a 1.2 MB PNG can declare 400 megapixels (1.2 GB)
 CAMERA_TAG = "cam"  # in the name of a photo saved from the camera: <time>-cam-<hash>.png
 
 
@@ -42,13 +44,36 @@ def read_image(path: Path) -> np.ndarray | None:
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
+    """Decode an image file as 3-channel BGR, or None if it is unreadable or its header declares
+    more than ``MAX_IMAGE_PIXELS`` (checked before decoding anything)."""
+    pixels = image_pixels(data)
+    if pixels is None or pixels > MAX_IMAGE_PIXELS:
+        return None
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
+
+
+def image_pixels(data: bytes) -> float | None:
+    """The pixel count an image file's header declares (Pillow reads only the header), infinite
+    past Pillow's own bomb limit, None if it is not an image file Pillow knows."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        return float("inf")
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds of error on a file it cannot read
+        return None
+    return width * height
 
 
 def decode_photo(data: bytes, filename: str, outcome: str = "nothing was added") -> np.ndarray:
     """A photo file's image, once it is known complete and readable; else ``InspectorError``
     naming the file, what is wrong and ``outcome`` (what became of it)."""
+    if (image_pixels(data) or 0) > MAX_IMAGE_PIXELS:
+        raise InspectorError(f"'{filename}' has more than {MAX_IMAGE_PIXELS // 10**6} megapixels: "
+                             f"resize it first; {outcome}")
     if is_truncated(data):
         raise InspectorError(f"'{filename}' is incomplete: the file ends before the image does "
                              f"(a broken download or copy). Copy it again; {outcome}")

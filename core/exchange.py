@@ -10,37 +10,46 @@ is assembled in a hidden folder that is renamed into place only once all of it i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import warnings
 import zipfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from torch import nn
 
+from core.access import CONFIGURE, require
 from core.anomaly import MEMORY_FILE, AnomalyModel
-from core.backbones import create_backbone, get_profile
-from core.datasets import IMAGE_SUFFIXES, decode_image, image_files
-from core.errors import InspectorError
+from core.backbones import available_profiles, create_backbone
+from core.datasets import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, image_files, read_image
+from core.errors import InspectorError, quoted
 from core.inference import TrainedModel
-from core.model import WEIGHTS_FILE, ClassifierHead, evidence_tensor
+from core.model import WEIGHTS_FILE, ClassifierHead, DamagedModel, evidence_tensor
 from core.preprocessing import to_tensor
-from core.tools import Tool, ToolConfig, ToolStore, announce
+from core.tools import (MAX_JSON_BYTES, Tool, ToolConfig, ToolStore, announce, parse_json,
+                        version_meta_problem)
 from core.workspace import atomic_write_bytes, fsync_dir
 
 FORMAT = "shopfloor-inspector-tool"
 FORMAT_VERSION = 1
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
+MAX_MANIFEST_BYTES = MAX_JSON_BYTES
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 200
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _WEIGHTS_OF_KIND = {"classifier": WEIGHTS_FILE, "anomaly": MEMORY_FILE}
+_READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what 'inspector export' writes
+_CHUNK = 1024 * 1024
 _MODEL_FILES = {"model/meta.json", *(f"model/{name}" for name in _WEIGHTS_OF_KIND.values())}
 
 
@@ -76,139 +85,279 @@ def export_tool(tool: Tool, destination: Path, include_images: bool = False) -> 
 
 def _check_member_name(name: str, classes: tuple[str, ...]) -> None:
     path = PurePosixPath(name)
-    if name.startswith("/") or "\\" in name or ".." in path.parts or ":" in name:
-        raise InspectorError(f"refused: the file contains an unsafe path '{name}'")
     if name == "manifest.json" or name in _MODEL_FILES:
         return
     if (len(path.parts) == 3 and path.parts[0] == "images" and path.parts[1] in classes
             and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")):
         return
-    raise InspectorError(f"refused: unexpected member '{name}' (only a manifest, a model and "
+    raise InspectorError(f"refused: unexpected member {quoted(name)} (only a manifest, a model and "
                          "images may be in a tool file)")
 
 
-def _read_members(source: Path) -> tuple[dict, dict[str, bytes]]:
+def _open_archive(source: Path) -> zipfile.ZipFile:
     if not source.is_file():
-        raise InspectorError(f"no file at {source}")
-    if not zipfile.is_zipfile(source):
-        raise InspectorError(f"{source.name} is not a Shopfloor Inspector tool file (expected "
-                             "a file made by 'inspector export')")
-    with zipfile.ZipFile(source) as archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise InspectorError(f"refused: {len(infos)} members is more than {MAX_MEMBERS}")
-        if sum(i.file_size for i in infos) > MAX_TOTAL_BYTES:
-            raise InspectorError("refused: the file unpacks to more than 2 GB")
-        names = [i.filename for i in infos]
-        if "manifest.json" not in names:
-            raise InspectorError(f"{source.name} has no manifest.json: not a tool file")
-        try:
-            manifest = json.loads(archive.read("manifest.json"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InspectorError(f"refused: manifest.json is not valid JSON ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise InspectorError("refused: manifest.json does not describe a Shopfloor Inspector tool")
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise InspectorError("this tool file was made by a newer Shopfloor Inspector: update "
-                                 "this station first")
-        config = ToolConfig.from_json(manifest.get("tool"))
-        listed = manifest.get("files")
-        if not isinstance(listed, dict):
-            raise InspectorError("refused: manifest.json lists no files")
-        members: dict[str, bytes] = {}
-        for info in infos:
-            if info.filename == "manifest.json" or info.is_dir():
-                continue
-            _check_member_name(info.filename, config.classes)
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise InspectorError(f"refused: '{info.filename}' is a symbolic link")
-            if info.file_size > MAX_MEMBER_BYTES or (
-                    info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO):
-                raise InspectorError(f"refused: '{info.filename}' is too large")
-            data = archive.read(info)
-            expected = listed.get(info.filename)
-            if not isinstance(expected, dict) or expected.get("sha256") != _sha256(data):
-                raise InspectorError(f"refused: '{info.filename}' does not match its checksum; "
-                                     "the file is damaged or was altered")
-            members[info.filename] = data
-        missing = sorted(set(listed) - set(members))
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise InspectorError(f"refused: the file lacks {', '.join(missing[:3])}{more}, listed in "
-                                 "its manifest")
-    return manifest, members
+        raise InspectorError(f"no file at {quoted(str(source))}")
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
+        raise InspectorError(f"{quoted(source.name)} is not a Shopfloor Inspector tool file (expected "
+                             "a file made by 'inspector export')") from None
+
+
+def _check_infos(infos: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+    """The members by name, once their count, paths, types, methods and declared sizes are safe
+    (nothing is unpacked yet)."""
+    if len(infos) > MAX_MEMBERS:
+        raise InspectorError(f"refused: {len(infos)} members is more than {MAX_MEMBERS}")
+    if sum(i.file_size for i in infos) > MAX_TOTAL_BYTES:
+        raise InspectorError(f"refused: the file unpacks to more than {MAX_TOTAL_BYTES // 2**30} GB")
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name, where = info.filename, quoted(info.filename)
+        if name.startswith("/") or "\\" in name or ".." in PurePosixPath(name).parts or ":" in name:
+            raise InspectorError(f"refused: the file contains an unsafe path {where}")
+        if name in members:
+            raise InspectorError(f"refused: {where} is in the file twice")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise InspectorError(f"refused: {where} is a symbolic link")
+        if info.flag_bits & 0x1:
+            raise InspectorError(f"refused: {where} is encrypted; export the tool again without a "
+                                 "password")
+        if info.compress_type not in _READABLE_METHODS:
+            raise InspectorError(f"refused: {where} is compressed with method {info.compress_type}; "
+                                 "a tool file uses stored or deflated members: export it again")
+        limit = MAX_MANIFEST_BYTES if name == "manifest.json" else MAX_MEMBER_BYTES
+        if info.file_size > limit or (
+                info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO):
+            raise InspectorError(f"refused: {where} is too large")
+        if not info.is_dir():
+            members[name] = info
+    return members
+
+
+@contextlib.contextmanager
+def _unpacking(name: str) -> Iterator[None]:
+    """Turn a member that cannot be unpacked (damaged data, a bad CRC, an unknown method) into
+    one refusal."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise InspectorError(f"refused: {quoted(name)} cannot be unpacked ({quoted(str(exc))}); the "
+                             "file is damaged: export it again") from None
+
+
+def _chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Iterator[bytes]:
+    """A member's data in pieces, stopped past ``limit`` bytes whatever its header declares."""
+    read = 0
+    with _unpacking(info.filename), archive.open(info) as member:
+        while chunk := member.read(_CHUNK):
+            read += len(chunk)
+            if read > limit:
+                raise InspectorError(f"refused: {quoted(info.filename)} unpacks to more than "
+                                     f"{limit // 2**20} MB")
+            yield chunk
+
+
+def _check_listed(name: str, digest: str, size: int, listed: dict) -> None:
+    expected = listed.get(name)
+    if not isinstance(expected, dict) or expected.get("sha256") != digest or expected.get("size") != size:
+        raise InspectorError(f"refused: {quoted(name)} does not match its checksum; the file is "
+                             "damaged or was altered")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, listed: dict | None,
+                 limit: int) -> bytes:
+    """A small member's bytes (the manifest, a model's metadata), read with ``limit``."""
+    data = b"".join(_chunks(archive, info, limit))
+    if listed is not None:
+        _check_listed(info.filename, _sha256(data), len(data), listed)
+    return data
+
+
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, listed: dict, destination: Path) -> None:
+    """Stream a member to ``destination`` (flushed to disk), checking its size and checksum on the
+    way: no member is ever held in memory whole."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with open(destination, "xb") as out:
+        for chunk in _chunks(archive, info, MAX_MEMBER_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    _check_listed(info.filename, digest.hexdigest(), size, listed)
+
+
+def _check_manifest(manifest: object) -> dict:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InspectorError("refused: manifest.json does not describe a Shopfloor Inspector tool")
+    version = manifest.get("format_version", 0)
+    if type(version) is not int:
+        raise InspectorError("refused: manifest.json's format_version is not a whole number")
+    if version > FORMAT_VERSION:
+        raise InspectorError("this tool file was made by a newer Shopfloor Inspector: update "
+                             "this station first")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and type(entry.get("size")) is int for entry in listed.values()):
+        raise InspectorError("refused: manifest.json lists no files, or lists them without a "
+                             "checksum and size each")
+    return manifest
+
+
+def _read_manifest(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], source: Path) -> dict:
+    if "manifest.json" not in members:
+        raise InspectorError(f"{quoted(source.name)} has no manifest.json: not a tool file")
+    data = _read_member(archive, members["manifest.json"], None, MAX_MANIFEST_BYTES)
+    try:
+        manifest = parse_json(data)
+    except InspectorError as exc:
+        raise InspectorError(f"refused: manifest.json is {exc}") from None
+    return _check_manifest(manifest)
 
 
 def import_tool(source: Path, store: ToolStore | None = None, name: str | None = None,
                 replace_existing: bool = False) -> Tool:
-    """Validate a tool file completely, then install it as a tool (optionally under a new name)."""
+    """Validate a tool file completely, then install it as a tool (optionally under a new name).
+
+    The tool is unpacked into a staging folder of its own, its model loaded and run on test
+    images, and only then swapped in (``ToolStore.install``): a refused, interrupted or killed
+    import leaves the station's tools as they were. Only a role that may change tools imports.
+    """
+    require(CONFIGURE)
     store = store or ToolStore()
-    manifest, members = _read_members(Path(source))
-    config_json = dict(manifest["tool"])
-    config_json["name"] = name or config_json["name"]
-    config = ToolConfig.from_json(config_json)
-    if store.exists(config.name) and not replace_existing:
-        raise InspectorError(f"a tool named '{config.name}' already exists: import it under "
-                             "another name or replace it")
-    model_files = _MODEL_FILES & set(members)
-    has_model = bool(model_files)
-    if has_model:
-        meta = _model_meta(members, config)
-        if model_files != {"model/meta.json", f"model/{_WEIGHTS_OF_KIND[meta['kind']]}"}:
+    source = Path(source)
+    with _open_archive(source) as archive:
+        members = _check_infos(archive.infolist())
+        manifest = _read_manifest(archive, members, source)
+        config = ToolConfig.from_json(manifest.get("tool"))
+        config = ToolConfig.from_json({**config.to_json(), "name": name or config.name})
+        if store.exists(config.name) and not replace_existing:
+            raise InspectorError(f"a tool named '{config.name}' already exists: import it under "
+                                 "another name or replace it")
+        for member in members:
+            _check_member_name(member, config.classes)
+        listed = manifest["files"]
+        missing = sorted(set(listed) - set(members))
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise InspectorError(f"refused: the file lacks {', '.join(map(quoted, missing[:3]))}{more}, "
+                                 "listed in its manifest")
+        model_files = _MODEL_FILES & set(members)
+        meta = _model_meta(archive, members, listed, config) if model_files else None
+        if meta is not None and model_files != {"model/meta.json", f"model/{_WEIGHTS_OF_KIND[meta['kind']]}"}:
             found = ", ".join(sorted(PurePosixPath(member).name for member in model_files))
             raise InspectorError(f"refused: a {meta['kind']} model must hold exactly meta.json and "
                                  f"{_WEIGHTS_OF_KIND[meta['kind']]}; it holds {found}")
-        get_profile(meta["profile"])
-    for member, data in members.items():
-        if member.startswith("images/") and decode_image(data) is None:
-            raise InspectorError(f"refused: '{member}' is not a readable image")
-
-    store.root.mkdir(parents=True, exist_ok=True)
-    staging = store.root / f".import-{config.name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        version = None
-        if has_model:
-            version = str(meta["id"])
-            folder = staging / "versions" / version
-            if not _VERSION_ID.fullmatch(version):
-                raise InspectorError(f"refused: model version id '{version}' is not a safe name")
-            for member in model_files:
-                atomic_write_bytes(folder / PurePosixPath(member).name, members[member])
-            if meta["kind"] == "anomaly":
-                AnomalyModel.load(folder)
-            elif tuple(ClassifierHead.load(folder).classes) != config.classes:
-                raise InspectorError("refused: the model's classes differ from the tool's")
-        for member, data in members.items():
-            if member.startswith("images/"):
-                atomic_write_bytes(staging / member, data)
-        tool = Tool(staging, ToolConfig.from_json({**config.to_json(), "active_version": version}))
-        tool.save()
-        target = store.root / config.name
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-        fsync_dir(store.root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    announce(config.name, "imported", source=Path(source).name, version=version)
+        staging = store.staging(config.name)
+        try:
+            version = meta["id"] if meta is not None else None
+            images = []
+            for member, info in members.items():
+                if member == "manifest.json":
+                    continue
+                inside = PurePosixPath(member)
+                target = (staging / "versions" / version / inside.name if member in model_files
+                          else staging / inside)
+                _extract(archive, info, listed, target)
+                if member.startswith("images/"):
+                    images.append(target)
+            tool = Tool(staging, ToolConfig.from_json({**config.to_json(), "active_version": version}))
+            _check_model(tool)
+            sample = _check_images(images)
+            tool.save()
+            if version is not None:
+                _trial_run(tool, sample)
+            for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+                fsync_dir(folder)
+            store.install(staging, config.name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    announce(config.name, "imported", source=source.name, version=version)
     return store.get(config.name)
 
 
-def _model_meta(members: dict[str, bytes], config: ToolConfig) -> dict:
+def _model_meta(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], listed: dict,
+                config: ToolConfig) -> dict:
     """The packed model's metadata, checked against the tool it comes with."""
+    if "model/meta.json" not in members:
+        raise InspectorError("refused: the model's meta.json is missing")
+    data = _read_member(archive, members["model/meta.json"], listed, MAX_JSON_BYTES)
     try:
-        meta = json.loads(members["model/meta.json"])
-    except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InspectorError(f"refused: the model's meta.json is missing or not valid JSON ({exc})") from exc
+        meta = parse_json(data)
+    except InspectorError as exc:
+        raise InspectorError(f"refused: the model's meta.json is {exc}") from None
     if not isinstance(meta, dict) or not {"id", "profile"} <= set(meta):
         raise InspectorError("refused: the model's meta.json lacks its id or profile")
+    if not isinstance(meta["id"], str) or not _VERSION_ID.fullmatch(meta["id"]):
+        raise InspectorError(f"refused: model version id {quoted(meta['id'])} is not a safe name")
     meta.setdefault("kind", "classifier")
+    problem = version_meta_problem(meta)
+    if problem:
+        raise InspectorError(f"refused: the model's meta.json is damaged ({problem})")
     if meta["kind"] != config.kind:
         raise InspectorError(f"refused: the model is a {meta['kind']} model but the tool is a "
                              f"{config.kind} tool")
+    for profile in (meta["profile"], config.profile):
+        if profile not in available_profiles():
+            raise InspectorError(f"refused: this station has no network profile {quoted(profile)}; "
+                                 f"it has {', '.join(available_profiles())}")
     return meta
+
+
+def _check_model(tool: Tool) -> None:
+    """Load the staged version as the station will (every array, shape and setting checked)."""
+    if not tool.config.active_version:
+        return
+    folder = tool.version_dir()
+    try:
+        if tool.config.kind == "anomaly":
+            AnomalyModel.load(folder)
+        elif tuple(ClassifierHead.load(folder).classes) != tool.config.classes:
+            raise InspectorError("refused: the model's classes differ from the tool's")
+    except DamagedModel as exc:
+        raise InspectorError(f"refused: the model's {exc.path.name} is damaged ({exc.problem}); "
+                             "export the tool again from a station where it works") from None
+
+
+def _check_images(paths: list[Path]) -> np.ndarray | None:
+    """Refuse a photo that does not decode (or is over the pixel limit); return the first photo,
+    a sample the trial run scores."""
+    sample = None
+    for path in paths:
+        image = read_image(path)
+        if image is None:
+            member = "/".join(path.parts[-3:])
+            raise InspectorError(f"refused: {quoted(member)} is not a readable image (PNG, JPEG, "
+                                 f"BMP, TIFF or WebP of at most {MAX_IMAGE_PIXELS // 10**6} megapixels)")
+        sample = image if sample is None else sample
+    return sample
+
+
+def _trial_run(tool: Tool, sample: np.ndarray | None) -> None:
+    """Run the staged version on a blank image, a noise image and a photo of the file: its scores
+    must be numbers in 0..1 and its heatmaps finite, or it is refused. A model whose arrays are
+    each sound can still overflow to NaN, and NaN is never above a threshold: every part would
+    PASS."""
+    try:
+        model = TrainedModel(tool)
+        shape = (model.input_shape.height, model.input_shape.width, 3)
+        images = [np.full(shape, 128, np.uint8),
+                  np.random.default_rng(0).integers(0, 256, shape, np.uint8)]
+        with np.errstate(all="ignore"):  # an overflow is judged below, not printed
+            explained = model.explain(images + ([sample] if sample is not None else []))
+    except InspectorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile model may fail in any way: refuse it
+        raise InspectorError(f"refused: the model does not run on this station "
+                             f"({quoted(f'{type(exc).__name__}: {exc}')}); export it again from a "
+                             "station where it works") from None
+    if not all(0 <= e.score <= 1 and np.isfinite(e.heat).all() for e in explained):
+        raise InspectorError("refused: the model's scores on test images are not numbers in 0..1: "
+                             "it is damaged; export it again from a station where it works")
 
 
 class _FullModel(nn.Module):

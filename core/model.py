@@ -17,6 +17,7 @@ no backward pass through the backbone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,23 +25,84 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from torch.nn import functional as F
 
-from core.errors import InspectorError
+from core.errors import InspectorError, quoted
 
 if TYPE_CHECKING:
     from core.runtime import FeatureMaps
 
 WEIGHTS_FILE = "head.safetensors"
+MAX_MODEL_BYTES = 256 * 1024 * 1024  # a head is a few hundred kB, an anomaly memory tens of MB
+_HEAD_TENSORS = {"mean", "std", "weight", "bias"}
+
+
+class DamagedModel(InspectorError):
+    """A model file that cannot be trusted: ``problem`` says why (an import words its own advice)."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"model file {path} is damaged ({problem}): activate another version or retrain")
+        self.path, self.problem = path, problem
 
 
 def read_model_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """A safetensors model file's arrays and metadata (never unpickles anything)."""
-    with safe_open(str(path), "numpy") as f:
-        meta: dict[str, str] = f.metadata() or {}
-    return load_file(str(path)), meta
+    """A safetensors model file's arrays and metadata (never unpickles anything), refused unless
+    every array is float32 and finite: a NaN weight makes every score NaN, and NaN is never
+    above a threshold, so every part would PASS. Sizes and types are read from the header before
+    any array is."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise DamagedModel(path, f"{size // 2**20} MB, more than {MAX_MODEL_BYTES // 2**20} MB")
+        with safe_open(str(path), "numpy") as f:
+            meta: dict[str, str] = f.metadata() or {}
+            dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
+        wrong = sorted(name for name, dtype in dtypes.items() if dtype != "F32")
+        if wrong:
+            raise DamagedModel(path, f"{quoted(', '.join(wrong))} not float32")
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise DamagedModel(path, quoted(str(exc))) from None
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise DamagedModel(path, f"'{name}' holds values that are not finite numbers")
+    return tensors, meta
+
+
+def check_tensor_names(path: Path, tensors: dict[str, np.ndarray], required: set[str]) -> None:
+    """Refuse a model file whose arrays are not exactly those of its kind."""
+    found = set(tensors)
+    if found != required:
+        missing, extra = sorted(required - found), sorted(found - required)
+        raise DamagedModel(path, "; ".join(([f"lacks {quoted(', '.join(missing))}"] if missing else [])
+                                      + ([f"holds unknown {quoted(', '.join(extra))}"] if extra else [])))
+
+
+def meta_number(path: Path, meta: dict[str, str], key: str, default: float | None = None,
+                kind: type = float) -> float:
+    """A finite number from a model file's metadata, or ``DamagedModel``."""
+    text = meta.get(key)
+    if text is None and default is not None:
+        return kind(default)
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise DamagedModel(path, f"'{key}' is not a number") from None
+    if not math.isfinite(value):
+        raise DamagedModel(path, f"'{key}' is not a finite number")
+    return value
+
+
+def meta_json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> object:
+    """A JSON value from a model file's metadata, or ``DamagedModel``."""
+    try:
+        return json.loads(meta[key] if default is None else meta.get(key, default))
+    except KeyError:
+        raise DamagedModel(path, f"'{key}' is missing") from None
+    except (ValueError, RecursionError):
+        raise DamagedModel(path, f"'{key}' is not valid JSON") from None
 
 
 def pool_features(maps: FeatureMaps) -> np.ndarray:
@@ -168,18 +230,26 @@ class ClassifierHead:
 
     @classmethod
     def load(cls, folder: Path) -> ClassifierHead:
+        """A saved head, refused unless its arrays, shapes and settings are all sound."""
         path = folder / WEIGHTS_FILE
-        try:
-            tensors, meta = read_model_file(path)
-            top = int(meta.get("patch_top", 0))
-            head = cls(tuple(json.loads(meta["classes"])), tensors["mean"], tensors["std"],
-                       tensors["weight"], tensors["bias"], int(meta["last_channels"]),
-                       float(meta["cam_scale"]), tensors["patch_weight"] if top else None,
-                       float(meta.get("patch_bias", 0.0)), top)
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-            raise InspectorError(f"model file {path} is damaged or incomplete ({exc}); "
-                                 "activate another version or retrain") from exc
-        if head.weight.shape != (len(head.classes), head.mean.shape[0]) or (
-                top and head.patch_weight.ndim != 1):
-            raise InspectorError(f"model file {path} has inconsistent shapes; retrain the tool")
+        tensors, meta = read_model_file(path)
+        top = meta_number(path, meta, "patch_top", 0, int)
+        check_tensor_names(path, tensors, _HEAD_TENSORS | ({"patch_weight"} if top else set()))
+        classes = meta_json(path, meta, "classes")
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                and "good" in classes and len(set(classes)) == len(classes) >= 2):
+            raise DamagedModel(path, "'classes' is not a list of distinct class names with 'good'")
+        head = cls(tuple(classes), tensors["mean"], tensors["std"], tensors["weight"], tensors["bias"],
+                   meta_number(path, meta, "last_channels", kind=int),
+                   meta_number(path, meta, "cam_scale"), tensors.get("patch_weight"),
+                   meta_number(path, meta, "patch_bias", 0.0), top)
+        features = head.mean.shape[0] if head.mean.ndim == 1 else 0
+        mid = (features - head.last_channels) // 2
+        if (head.std.shape != (features,) or head.weight.shape != (len(classes), features)
+                or head.bias.shape != (len(classes),) or not 0 < mid
+                or features != head.last_channels + 2 * mid
+                or top and (head.patch_weight.shape != (mid,) or top > 4096) or top < 0):
+            raise DamagedModel(path, "its arrays' shapes do not fit together")
+        if not (head.std > 0).all() or not head.cam_scale > 0:
+            raise DamagedModel(path, "a spread ('std' or 'cam_scale') is not positive")
         return head

@@ -98,8 +98,12 @@ class FeatureExtractor:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = os.cpu_count() or 1
                 options.log_severity_level = 3
-                self._sessions[size] = ort.InferenceSession(str(path), options,
-                                                            providers=["CPUExecutionProvider"])
+                try:
+                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                except Exception:  # noqa: BLE001 - a damaged cached graph (a disk error): build it again
+                    export_backbone_onnx(create_backbone(self.profile), path, shape)
+                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                self._sessions[size] = session
             return self._sessions[size]
 
     def tensor(self, images: list[np.ndarray], shape: InputShape | None = None) -> np.ndarray:

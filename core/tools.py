@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -25,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from core.access import CONFIGURE, acting_user, require
-from core.errors import InspectorError
-from core.workspace import atomic_write_json, workspace_root
+from core.errors import InspectorError, quoted
+from core.workspace import atomic_write_json, fsync_dir, workspace_root
 
 TOOL_KINDS = ("classifier", "anomaly")
 TTA_VARIANTS = ("hflip", "vflip", "brighter", "darker")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 _CONFIG_FILE = "tool.json"
 SCHEMA_VERSION = 1
+MAX_JSON_BYTES = 16 * 1024 * 1024  # tool.json, meta.json, a tool file's manifest
+_LEFTOVER = re.compile(r"^\.(import|trash)-(.+)-(\d+)-[0-9a-f]{8}$")  # .<kind>-<tool>-<pid>-<id>
+STALE_SAVE_S = 15 * 60  # a temporary file or version folder this old is left by an interrupted save
 
 
 # ------------------------------------------------------------------ audit of changes
@@ -124,7 +129,7 @@ class TTASettings:
     def __post_init__(self) -> None:
         unknown = set(self.variants) - set(TTA_VARIANTS)
         if unknown:
-            raise InspectorError(f"unknown TTA variant(s) {sorted(unknown)}; use {TTA_VARIANTS}")
+            raise InspectorError(f"unknown TTA variant(s) {quoted(sorted(unknown))}; use {TTA_VARIANTS}")
 
 
 @dataclass(frozen=True)
@@ -147,15 +152,15 @@ class ToolConfig:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise InspectorError(f"tool name '{self.name}' is not allowed: use 1-64 letters, "
+            raise InspectorError(f"tool name {quoted(self.name)} is not allowed: use 1-64 letters, "
                                  "digits, spaces, '_', '-' or '.', starting with a letter or digit")
         if self.kind not in TOOL_KINDS:
-            raise InspectorError(f"unknown tool kind '{self.kind}'; use one of {TOOL_KINDS}")
+            raise InspectorError(f"unknown tool kind {quoted(self.kind)}; use one of {TOOL_KINDS}")
         if "good" not in self.classes or len(set(self.classes)) != len(self.classes):
             raise InspectorError("a tool's classes must be distinct and include 'good'")
         for c in self.classes:
             if not _NAME.match(c):
-                raise InspectorError(f"class name '{c}' is not allowed")
+                raise InspectorError(f"class name {quoted(c)} is not allowed")
         if not 0.0 <= self.threshold <= 1.0:
             raise InspectorError(f"threshold {self.threshold} must lie between 0 and 1")
         if not 1 <= self.smoothing <= 100:
@@ -176,7 +181,8 @@ class ToolConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise InspectorError(f"tool configuration has unknown field(s): {sorted(unknown)}")
+            raise InspectorError(f"tool configuration has unknown field(s): {quoted(sorted(unknown))}")
+        _check_types(data)
         try:
             values = dict(data)
             values["classes"] = tuple(values.get("classes", ("good", "defect")))
@@ -186,11 +192,97 @@ class ToolConfig:
             values["tta"] = TTASettings(**tta)
             config = cls(**values)
         except (TypeError, ValueError) as exc:
-            raise InspectorError(f"tool configuration is invalid: {exc}") from exc
+            raise InspectorError(f"tool configuration is invalid: {quoted(str(exc))}") from exc
         if config.schema > SCHEMA_VERSION:
             raise InspectorError(f"tool uses schema {config.schema}; this station knows up to "
                                  f"{SCHEMA_VERSION}: update Shopfloor Inspector")
         return config
+
+
+def parse_json(data: bytes) -> Any:
+    """JSON from bytes, or ``InspectorError`` saying why not (bad syntax, encoding, nesting too
+    deep to parse, a number too long)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else quoted(str(exc))
+        raise InspectorError(f"not valid JSON ({reason})") from None
+
+
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file read with a size limit, or ``InspectorError`` saying what is wrong with it (the
+    caller names the file and what to do)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise InspectorError(f"unreadable: {exc.strerror}") from None
+    if len(data) > limit:
+        raise InspectorError(f"larger than {limit // 2**20} MB")
+    return parse_json(data)
+
+
+def version_meta_problem(meta: Any) -> str | None:
+    """What is wrong with a version's meta.json in the fields the station reads, if anything
+    (each checked when present)."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    for key in ("id", "profile"):
+        if not isinstance(meta.get(key, ""), str):
+            return f"'{key}' is not a text"
+    if meta.get("kind", "classifier") not in TOOL_KINDS:
+        return f"unknown kind {quoted(meta['kind'])}"
+    shape = meta.get("input")
+    if shape is not None and not (isinstance(shape, dict) and all(
+            type(shape.get(side)) is int and 32 <= shape[side] <= 4096 for side in ("height", "width"))):
+        return "'input' is not a height and width of 32..4096 pixels"
+    threshold = meta.get("suggested_threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        return "'suggested_threshold' is not a number in 0..1"
+    return None
+
+
+def read_version_meta(folder: Path) -> dict[str, Any]:
+    """A model version's meta.json, refused unless the fields the station reads are sound."""
+    path = folder / "meta.json"
+    try:
+        meta = read_json(path)
+        problem = version_meta_problem(meta)
+    except InspectorError as exc:
+        problem = str(exc)
+    if problem:
+        raise InspectorError(f"{path} is damaged ({problem}): activate another version or retrain")
+    return meta
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "kind": (str,), "classes": (list, tuple), "roi": (dict,), "profile": (str,),
+    "threshold": _NUMBER, "smoothing": (int,), "tta": (dict,), "allow_flips": (bool,),
+    "camera": (str,), "enabled": (bool,), "active_version": (str, type(None)), "schema": (int,)}
+_PART_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "roi": {"x": _NUMBER, "y": _NUMBER, "w": _NUMBER, "h": _NUMBER},
+    "tta": {"enabled": (bool,), "variants": (list, tuple)}}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """Refuse a configuration field of the wrong JSON type before any of it is used (a file may
+    hold anything: a number where a name goes, a list where a number goes)."""
+    def check(where: str, value: Any, types: tuple[type, ...]) -> None:
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise InspectorError(f"tool configuration field '{where}' must be {wanted}, not "
+                                 f"{type(value).__name__}: fix the tool file or export it again")
+
+    for key, value in data.items():
+        check(key, value, _FIELD_TYPES[key])
+        for part, types in _PART_TYPES.get(key, {}).items():
+            if part in value:
+                check(f"{key}.{part}", value[part], types)
+    for key, items in (("classes", data.get("classes", ())),
+                       ("tta.variants", data.get("tta", {}).get("variants", ()))):
+        for item in items:
+            check(key, item, (str,))
 
 
 class Tool:
@@ -233,10 +325,12 @@ class Tool:
         found = []
         if self.versions_dir.is_dir():
             for folder in sorted(self.versions_dir.iterdir()):
-                meta = folder / "meta.json"
-                if folder.name.startswith(".") or not meta.is_file():
+                if folder.name.startswith(".") or not (folder / "meta.json").is_file():
                     continue
-                info = json.loads(meta.read_text())
+                try:
+                    info = read_version_meta(folder)
+                except InspectorError:
+                    continue  # damaged: it cannot be activated, and the others still list
                 info["active"] = folder.name == self.config.active_version
                 found.append(info)
         return found
@@ -251,7 +345,7 @@ class Tool:
         return folder
 
     def version_meta(self, version: str | None = None) -> dict[str, Any]:
-        return json.loads((self.version_dir(version) / "meta.json").read_text())
+        return read_version_meta(self.version_dir(version))
 
     def suggested_threshold(self, version: str) -> float:
         """The threshold a version suggests: what a trial runs it at and an activation sets."""
@@ -275,11 +369,86 @@ class Tool:
                  threshold=self.config.threshold)
 
 
+def _running(pid: int) -> bool:
+    """Whether a process with this id is running (its staging folders are still in use)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ToolStore:
     """The workspace's tools: create, list, open, rename, duplicate, delete."""
 
     def __init__(self, root: Path | None = None):
         self.root = (root or workspace_root()) / "tools"
+        self._recover()
+
+    def _recover(self) -> None:
+        """Finish what interrupted operations left (a kill, a power cut): delete staging folders,
+        put back a replaced tool whose successor never landed (else delete it), delete temporary
+        files and version folders of saves older than ``STALE_SAVE_S``. Operations of a running
+        process are left alone, and nothing here stops the store from opening."""
+        if not self.root.is_dir():
+            return
+        for entry in self.root.iterdir():
+            match = _LEFTOVER.match(entry.name)
+            if match is None or _running(int(match[3])):
+                continue
+            target = self.root / match[2]
+            try:
+                if match[1] == "trash" and not target.exists():
+                    entry.rename(target)
+                    fsync_dir(self.root)
+                elif match[1] == "import" or (target / _CONFIG_FILE).is_file():
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue  # another process recovers it at the same moment, or it stays for later
+        tools = [self.root / name for name in self.names()]
+        stale = time.time() - STALE_SAVE_S
+        for folder in [self.root, *tools, *(t / "versions" for t in tools if (t / "versions").is_dir())]:
+            for entry in folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if not entry.name.startswith(".") or entry.stat().st_mtime >= stale:
+                        continue
+                    if entry.name.endswith(".tmp") and entry.is_file():
+                        entry.unlink()
+                    elif entry.name.startswith(".staging-") and entry.is_dir():
+                        shutil.rmtree(entry)
+
+    def staging(self, name: str) -> Path:
+        """A new, unique folder to assemble tool ``name`` in before ``install`` swaps it in."""
+        self._folder(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = self.root / f".import-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        return folder
+
+    def install(self, staging: Path, name: str) -> None:
+        """Swap a complete tool assembled in ``staging`` in as ``name``, replacing the tool there.
+
+        The old tool is renamed aside first, so at every instant one whole tool is under the name
+        or aside (where ``_recover`` puts it back after a kill); a failed swap is rolled back.
+        """
+        target = self._folder(name)
+        trash = self.root / f".trash-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        replacing = target.exists()
+        if replacing:
+            target.rename(trash)
+        try:
+            staging.rename(target)
+        except BaseException:
+            if replacing:
+                trash.rename(target)
+            raise
+        finally:
+            fsync_dir(self.root)
+        shutil.rmtree(trash, ignore_errors=True)  # what cannot be deleted now goes at the next open
 
     def _folder(self, name: str) -> Path:
         ToolConfig(name=name)  # validates the name before it touches the file system
@@ -288,7 +457,8 @@ class ToolStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / _CONFIG_FILE).is_file())
+        return sorted(p.name for p in self.root.iterdir()
+                      if not p.name.startswith(".") and (p / _CONFIG_FILE).is_file())
 
     def exists(self, name: str) -> bool:
         return (self._folder(name) / _CONFIG_FILE).is_file()
@@ -300,11 +470,10 @@ class ToolStore:
             known = ", ".join(self.names()) or "none yet"
             raise InspectorError(f"no tool named '{name}' (tools: {known})")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InspectorError(f"{path} is not valid JSON ({exc}): restore it or re-import "
-                                 "the tool") from exc
-        return Tool(folder, ToolConfig.from_json(data))
+            config = ToolConfig.from_json(read_json(path))
+        except InspectorError as exc:
+            raise InspectorError(f"{path} is damaged ({exc}): restore it or re-import the tool") from None
+        return Tool(folder, config)
 
     def create(self, name: str, **settings: Any) -> Tool:
         require(CONFIGURE)

@@ -1,8 +1,6 @@
 """Tool files between stations and ONNX export: same scores after the trip, bad files refused."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from core.exchange import export_onnx, export_tool, import_tool
 from core.inference import TrainedModel
 from core.tools import ToolStore
 from tests.conftest import load_sample
+from tests.hostile import add_listed, rewrite
 
 
 def test_export_import_round_trip_gives_the_same_scores(casting_tool, tmp_path):
@@ -38,28 +37,6 @@ def test_images_travel_when_asked(casting_tool, tmp_path):
     assert ToolDataset(imported.images_dir, imported.config.classes).counts() == {"good": 1, "defect": 1}
 
 
-def rewrite(source, target, change):
-    """Copy a tool file, letting ``change(members)`` edit its members first."""
-    with zipfile.ZipFile(source) as archive:
-        members = {n: archive.read(n) for n in archive.namelist()}
-    change(members)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    target.write_bytes(buffer.getvalue())
-    return target
-
-
-def add_listed(members, name, data):
-    import hashlib
-
-    manifest = json.loads(members["manifest.json"])
-    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    members["manifest.json"] = json.dumps(manifest).encode()
-    members[name] = data
-
-
 @pytest.mark.parametrize("change, message", [
     (lambda m: add_listed(m, "../../evil.sh", b"#!/bin/sh"), "unsafe path"),
     (lambda m: add_listed(m, "model/payload.pkl", b"\x80\x04pickle"), "unexpected member"),
@@ -69,7 +46,7 @@ def add_listed(members, name, data):
     (lambda m: m.update({"manifest.json": b'{"format": "something else"}'}), "does not describe"),
     (lambda m: m.update({"manifest.json": m["manifest.json"].replace(b'"threshold"', b'"thresh"')}),
      "unknown field"),
-    (lambda m: m.pop("model/meta.json"), r"lacks model/meta\.json, listed in its manifest$"),
+    (lambda m: m.pop("model/meta.json"), r"lacks 'model/meta\.json', listed in its manifest$"),
     (lambda m: add_listed(m, "model/memory.safetensors", b"\0" * 8),
      r"classifier model must hold exactly meta\.json and head\.safetensors; it holds head\.safetensors, "
      r"memory\.safetensors, meta\.json$"),
