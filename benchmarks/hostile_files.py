@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -30,18 +29,9 @@ from core.exchange import export_tool
 from core.inference import TrainedModel
 from core.tools import ToolStore
 from core.training import TrainingOptions, train_tool
-from tests.hostile import add_listed, blank_png, manifest_bomb, members_of, pack
+from tests.hostile import add_listed, blank_png, digest, manifest_bomb, members_of, pack
 
 MEMORY_TARGET_MB = 200
-
-
-def digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def installed(home: Path) -> tuple[str, str]:

@@ -55,6 +55,9 @@ class TrainedModel:
             raise InspectorError(f"tool '{tool.name}' has no trained model yet: train it first")
         meta = tool.version_meta(self.version)
         self.kind = meta.get("kind", "classifier")
+        if not isinstance(meta.get("profile"), str):
+            raise InspectorError(f"version {self.version} of tool '{tool.name}' names no network "
+                                 "profile in its meta.json: retrain the tool or import it again")
         self.profile = get_profile(meta["profile"])
         self.input_shape = InputShape.from_json(meta.get("input"), self.profile.input_size)
         folder = tool.version_dir(self.version)

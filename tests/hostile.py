@@ -96,3 +96,13 @@ def manifest_bomb(target: Path, inflated_bytes: int) -> Path:
                 member.write(piece)
             member.write(b"}")
     return target
+
+
+def digest(folder: Path) -> str:
+    """Every file under ``folder``, names and bytes: equal digests, identical tools."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()

@@ -9,7 +9,6 @@ killed at any moment leaves either the old tool or the new one, whole.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -35,7 +34,7 @@ from core.exchange import export_tool
 from core.inference import TrainedModel
 from core.tools import STALE_SAVE_S, ToolStore
 from tests.conftest import load_sample
-from tests.hostile import add_listed, blank_png, manifest_bomb, members_of, pack, patch_member
+from tests.hostile import add_listed, blank_png, digest, manifest_bomb, members_of, pack, patch_member
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "model/head.safetensors"
@@ -54,16 +53,6 @@ FIELD_TYPES = {"name": (str,), "kind": (str,), "classes": (list,), "roi": (dict,
 
 def of_type(value: object, types: tuple[type, ...]) -> bool:
     return isinstance(value, types) and (bool in types or not isinstance(value, bool))
-
-
-def digest(folder: Path) -> str:
-    """Every file under ``folder``, names and bytes: equal digests, identical tools."""
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def cli(*argv: str) -> tuple[int, list[str]]:
