@@ -56,7 +56,16 @@ from core.framing import FramingWatch
 from core.inference import ToolRunner
 from core.line import Line, reopen_line, station_line
 from core.live import Feeder, Lineup, LiveSession, RecentVerdicts, TrialRun, UnableTool, camera_name
-from core.tools import Tool, ToolChange, ToolConfig, ToolStore, acting_as, add_change_listener, announce
+from core.tools import (
+    STATION,
+    Tool,
+    ToolChange,
+    ToolConfig,
+    ToolStore,
+    acting_as,
+    add_change_listener,
+    announce,
+)
 from core.verdicts import DEFAULT_CAMERA, short_error
 from core.workspace import atomic_write_json, workspace_root
 
@@ -67,7 +76,6 @@ SCHEMA = 1
 CONTINUOUS, TRIGGERED = "continuous", "triggered"
 MODES = (CONTINUOUS, TRIGGERED)
 TRIAL_SETTINGS = ("threshold", "smoothing", "tta", "roi")  # what may be tried before it is saved
-STATION = "(station)"  # the audit trail's subject for a change of the whole station
 FIRST_START = "station (first start)"
 POLL_S = 0.5
 

@@ -84,6 +84,9 @@ def current_actor() -> str:
     return user.name if user else "nobody"
 
 
+STATION = "(station)"  # the audit trail's subject for a change of the whole station
+
+
 def announce(tool: str, action: str, **details: Any) -> None:
     """Tell the listeners about a change, made by ``current_actor()``."""
     change = ToolChange(tool, action, details, current_actor(), time.time())

@@ -19,6 +19,7 @@ from core.inference import ToolRunner
 from core.integrations.opcua import OpcUaLink
 from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import OpcUaSettings
+from core.tools import add_change_listener
 from core.verdicts import CHANGE, ERROR, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
 from tests.servers import free_port, opcua_client_certificate, wait_until
@@ -152,9 +153,17 @@ def test_counters_and_their_reset(start_link):
         assert plc.read("Tools.weld.Verdict") == "FAIL"  # the tool's nodes follow every event
         assert plc.read("Tools.weld.ClassIndex") == 2 and plc.read("Tools.weld.DefectClass") == "porosity"
 
-        plc.write("ResetCounters", True)
-        plc.wait("Counters.Total", 0)
+        changes = []
+        stop_listening = add_change_listener(changes.append)
+        try:
+            plc.write("ResetCounters", True)
+            plc.wait("Counters.Total", 0)
+        finally:
+            stop_listening()
         assert [plc.read(f"Counters.{n}") for n in ("Pass", "Fail")] == [0, 0]
+        reset = [c for c in changes if c.action == "counters reset"]  # audited, with who
+        assert len(reset) == 1 and reset[0].actor == "opcua:anonymous"
+        assert reset[0].details["counters"]["Total"] == 3
         plc.wait("ResetCounters", False)  # ready for the next reset
         link.remember([event("weld", "PASS", "mqtt-2")])
         plc.wait("Counters.Total", 1)

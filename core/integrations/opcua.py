@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.integrations import LinkStatus, TriggerCallback
 from core.station import OpcUaSettings
+from core.tools import STATION, acting_as, announce
 from core.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, overall
 
 LOG = logging.getLogger("shopfloor_inspector.opcua")
@@ -73,6 +74,12 @@ TOOL_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {
     "Error": ("", V.String),  # why the tool's verdict is ERROR ("" otherwise)
 }
 WRITABLE = ("Trigger", "ResetCounters")
+
+
+def _client_of(event: ServerItemCallback) -> str:
+    """Who wrote, for the audit trail: the client's user name, else its anonymous session."""
+    user = getattr(event, "user", None)
+    return str(getattr(user, "name", None) or "anonymous")
 
 
 def node_id(*path: str) -> str:
@@ -440,6 +447,8 @@ class OpcUaLink:
             if request.NodeId == self._id("Trigger"):
                 await self._trigger_written(value)
             elif request.NodeId == self._id("ResetCounters") and value:
+                with acting_as(f"opcua:{_client_of(event)}"):  # audited like any other change
+                    announce(STATION, "counters reset", counters=dict(self._counts))
                 self._counts = dict.fromkeys(COUNTERS, 0)
                 await self._write_counters()
                 await self._write("ResetCounters", False)
