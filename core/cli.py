@@ -32,7 +32,6 @@ from core.access import (
     require,
 )
 from core.errors import InspectorError
-from core.history import open_history
 from core.history_cli import add_parser as add_history_parser
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
@@ -400,6 +399,8 @@ def shell_user() -> User:
 def record_changes() -> None:
     """Record the command's changes in the station's history (written before the process ends),
     as the app records its own."""
+    from core.history import open_history
+
     settings = load_settings()
     try:
         open_history(settings).listen_to_tool_changes(settings.name)

@@ -13,23 +13,23 @@ import argparse
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.access import REPORT
 from core.errors import InspectorError
-from core.history import EventFilter, open_history
-from core.reports import (
-    DEFAULT_SHIFTS,
-    EXPORT_FORMATS,
-    PERIODS,
-    REPORTS,
-    export_events,
-    local_zone,
-    yield_over_time,
-)
+from core.report_options import DEFAULT_SHIFTS, EXPORT_FORMATS, PERIODS, REPORT_NAMES
+
+if TYPE_CHECKING:
+    from core.history import EventFilter
+
+# The history and the report engine (pandas, the database) are imported by the commands that
+# read them: building the parser stays light for every other command.
 
 
 def parse_when(text: str, end_of_day: bool = False) -> float:
     """A local date or date-time as epoch seconds (a bare date: its start, or its end)."""
+    from core.reports import local_zone
+
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError as exc:
@@ -40,6 +40,8 @@ def parse_when(text: str, end_of_day: bool = False) -> float:
 
 
 def _filter(args: argparse.Namespace) -> EventFilter:
+    from core.history import EventFilter
+
     since = parse_when(args.since) if args.since else None
     until = parse_when(args.until, end_of_day=True) if args.until else None
     if since is not None and until is not None and since >= until:
@@ -49,11 +51,17 @@ def _filter(args: argparse.Namespace) -> EventFilter:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from core.history import open_history
+    from core.reports import export_events
+
     count = export_events(open_history(), Path(args.out), args.format, _filter(args))
     print(f"wrote {count} event(s) to {args.out}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from core.history import open_history
+    from core.reports import REPORTS, yield_over_time
+
     store, where = open_history(), _filter(args)
     if args.kind == "yield":
         shifts = [s for s in args.shifts.split(",") if s.strip()]
@@ -87,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = actions.add_parser("report", help="yield over time, defect Pareto, score histogram or "
                                           "first-pass yield")
-    p.add_argument("kind", choices=list(REPORTS))
+    p.add_argument("kind", choices=REPORT_NAMES)
     p.add_argument("--by", choices=PERIODS, default="day", help="period of the yield report")
     p.add_argument("--shifts", default=",".join(DEFAULT_SHIFTS), help="shift starts, HH:MM,...")
     p.add_argument("--json", action="store_true")

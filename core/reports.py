@@ -52,11 +52,9 @@ from core.history import (
     parts_of_events,
     score_counts,
 )
+from core.report_options import DEFAULT_SHIFTS, EXPORT_FORMATS, PERIODS, REPORT_NAMES
 from core.verdicts import FAIL, PASS
 
-DEFAULT_SHIFTS = ("06:00", "14:00", "22:00")
-PERIODS = ("hour", "shift", "day")
-EXPORT_FORMATS = ("csv", "parquet")
 DAY_S = 86400
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 EXPORT_SCHEMA = pa.schema([
@@ -347,10 +345,8 @@ def first_pass_yield(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd
     return counts[["station", "parts", "passed", "failed", "triggered", "fpy"]]
 
 
-REPORTS: dict[str, Callable[..., pd.DataFrame]] = {
-    "yield": yield_over_time, "pareto": defect_pareto, "scores": score_distribution,
-    "fpy": first_pass_yield,
-}
+REPORTS: dict[str, Callable[..., pd.DataFrame]] = dict(zip(REPORT_NAMES, (
+    yield_over_time, defect_pareto, score_distribution, first_pass_yield), strict=True))
 
 
 # ------------------------------------------------------------------ export

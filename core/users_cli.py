@@ -15,14 +15,19 @@ import argparse
 import getpass
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from core.access import ADMINISTER, ROLES
 from core.errors import InspectorError
-from core.history import open_history
-from core.users import UserStore
+
+if TYPE_CHECKING:
+    from core.users import UserStore
 
 
 def _store() -> UserStore:
+    from core.history import open_history  # the database only for the commands that use it
+    from core.users import UserStore
+
     return UserStore(open_history().engine)
 
 

@@ -17,9 +17,8 @@ import pages as ui
 from core.access import REPORT
 from core.errors import InspectorError
 from core.history import PART_RULE, EventFilter, open_history
+from core.report_options import DEFAULT_SHIFTS, PERIODS
 from core.reports import (
-    DEFAULT_SHIFTS,
-    PERIODS,
     day_range,
     defect_pareto,
     events_csv,
