@@ -54,8 +54,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core import tools
@@ -68,6 +66,8 @@ from core.workspace import fsync_dir, workspace_root
 LOG = logging.getLogger("shopfloor_inspector.history")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# revisions are numbered in order ("0001_...py", "0002_...py"): the highest is the head
+HEAD_REVISION = max(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 QUARTER_S = 900  # the rollups' time bucket: 15 minutes fit every time zone and shift boundary
 SCORE_BINS = 20  # smoothed-score histogram bins of width 0.05
 _MIGRATION_LOCK = 7_384_210_311  # PostgreSQL advisory lock id: one station migrates at a time
@@ -243,11 +243,16 @@ class HistoryStore:
         return self.engine.dialect.name
 
     def _migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
             if self.dialect == "postgresql":
                 conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            if _revision_of(conn) == HEAD_REVISION:
+                return  # up to date: no need to load Alembic (reports from a shell stay quick)
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
@@ -259,7 +264,7 @@ class HistoryStore:
     def revision(self) -> str | None:
         """The schema's Alembic revision (``head`` after ``open_history``)."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision_of(conn)
 
     # -------------------------------------------------------------- writing
 
@@ -789,6 +794,13 @@ def open_history(settings: StationSettings | None = None, root: Path | None = No
             _STORES[url] = store
         store.settings = settings
         return store
+
+
+def _revision_of(conn: sa.Connection) -> str | None:
+    """The schema's Alembic revision, None for a new database."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _safe(url: str) -> str:
