@@ -20,8 +20,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import cv2
@@ -252,7 +251,9 @@ class ReviewQueue:
         """Photos labelled (waiting or in the dataset, not discarded) after the active version was
         trained: what the next training would add."""
         active = self.tool.config.active_version
-        since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp() if active else 0.0
+        since = 0.0
+        if active:
+            since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp()
         return sum(1 for r in self.labelled() + self.corrections()
                    if r.label != DISCARD and (r.labelled_at or 0.0) > since)
 
@@ -275,7 +276,9 @@ class LineKeeper:
         """Keep a judged frame's ROI crop if the policy wants it and the hour's bound allows;
         ``pooled`` (the frame's pooled features) lets a novel frame be kept. Returns why it
         was kept, or None."""
-        novelty = float(self.novelty.novelty(pooled)[0]) if self.novelty is not None and pooled is not None else None
+        novelty = None
+        if self.novelty is not None and pooled is not None:
+            novelty = float(self.novelty.novelty(pooled)[0])
         reason = self.policy.reason(result.score, result.threshold, novelty)
         if reason is None:
             return None

