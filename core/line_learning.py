@@ -1,0 +1,317 @@
+"""Learning on the line: the station keeps the frames worth a label, a person labels them, and the
+next training learns from them.
+
+Why: a tool trained on 20 photos meets thousands of parts. Most tell it nothing new; the few it is
+unsure of (a score near its threshold) or has never seen anything like (pooled features far from
+every training photo's) are where a label moves the model most. ``KeepPolicy`` decides per judged
+frame in microseconds; ``LineKeeper`` writes the kept crops on its own thread, so the video never
+waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops hardest first, labels with undo,
+and the move of labelled crops into the tool's dataset (``core.datasets.ToolDataset``), where the
+next training finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import cv2
+import numpy as np
+
+from core.datasets import ToolDataset, read_image
+from core.errors import InspectorError
+from core.tools import Tool, current_actor
+from core.verdicts import DEFAULT_CAMERA, ToolResult
+from core.workspace import atomic_write_bytes, atomic_write_json
+
+NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why a frame was kept
+DISCARD = "discard"  # the label of a crop nobody should train on (blurred, no part, two parts)
+REVIEW_DIR = "review"
+CORRECTIONS_DIR = "corrections"  # review/corrections/: one JSON per crop moved into the dataset
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """Which judged frames are worth an operator's label, and how many per hour.
+
+    ``margin``: a score this close to the threshold is uncertain. ``novelty``: a frame whose
+    ``NoveltyReference.novelty`` reaches this is unlike the training photos. ``per_hour`` bounds
+    what one tool asks of the operator; ``max_pending`` and ``max_age_days`` bound the disk (the
+    easiest and the oldest unlabelled crops go first).
+    """
+
+    margin: float = 0.15
+    novelty: float = 1.5
+    per_hour: int = 60
+    max_pending: int = 500
+    max_age_days: float = 30.0
+
+    def reason(self, score: float, threshold: float, novelty: float | None = None) -> str | None:
+        """Why a frame is worth a label (``NEAR_THRESHOLD`` or ``NOVEL``), or None. A frame the tool
+        could not judge (a score that is not a number) is a fault to fix, not a label to give."""
+        if not (math.isfinite(score) and math.isfinite(threshold)):
+            return None
+        if abs(score - threshold) <= self.margin:
+            return NEAR_THRESHOLD
+        if novelty is not None and novelty >= self.novelty:
+            return NOVEL
+        return None
+
+    def hardness(self, score: float, threshold: float, novelty: float | None = None) -> float:
+        """0 is hardest: a score on the threshold, or a frame infinitely far from the training
+        photos; 1 is where the policy stops keeping."""
+        near = abs(score - threshold) / self.margin if self.margin > 0 else math.inf
+        far = self.novelty / novelty if novelty else math.inf
+        return float(min(near, far))
+
+
+class NoveltyReference:
+    """How far a frame's pooled features (``core.model.pool_features``) lie from the training
+    photos', in units of the training photos' own typical nearest-neighbour distance (1.0: as
+    close as two training photos usually are).
+
+    Features are standardised as the head standardises them (``ClassifierHead.mean/std``), and
+    at most ``MAX_ROWS`` training rows are kept, so one frame costs one small matrix product.
+    """
+
+    MAX_ROWS = 256
+
+    def __init__(self, pooled: np.ndarray, mean: np.ndarray, std: np.ndarray, seed: int = 0):
+        if len(pooled) < 2:
+            raise InspectorError("novelty needs the features of at least two training photos")
+        rows = pooled if len(pooled) <= self.MAX_ROWS else pooled[
+            np.random.default_rng(seed).choice(len(pooled), self.MAX_ROWS, replace=False)]
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        self.rows = ((rows - self.mean) / self.std).astype(np.float32)
+        self.squared = (self.rows ** 2).sum(1)
+        distances = self._distances(self.rows)
+        np.fill_diagonal(distances, np.inf)
+        self.scale = float(max(np.median(distances.min(1)), 1e-6))
+
+    def _distances(self, z: np.ndarray) -> np.ndarray:
+        squared = (z ** 2).sum(1)[:, None] + self.squared[None, :] - 2 * z @ self.rows.T
+        return np.sqrt(np.maximum(squared, 0))
+
+    def novelty(self, pooled: np.ndarray) -> np.ndarray:
+        """(N, D) pooled features -> (N,) distance to the nearest training photo, in ``scale``."""
+        z = ((np.atleast_2d(pooled) - self.mean) / self.std).astype(np.float32)
+        return self._distances(z).min(1) / self.scale
+
+
+@dataclass
+class KeptFrame:
+    """A kept crop's record (the JSON beside its PNG) and, once labelled, its correction."""
+
+    id: str
+    tool: str
+    score: float
+    threshold: float
+    version: str
+    time: float  # time.time() of the judged frame
+    reason: str
+    camera: str = DEFAULT_CAMERA
+    novelty: float | None = None
+    hardness: float = 1.0
+    label: str | None = None  # a class of the tool, or DISCARD
+    labelled_by: str | None = None
+    labelled_at: float | None = None
+    previous: list[dict[str, Any]] = field(default_factory=list)  # earlier labels, for undo
+    dataset_path: str | None = None  # where the crop went in the tool's dataset
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeptFrame:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class ReviewQueue:
+    """A tool's kept crops on disk (``<tool>/review/<id>.png`` and ``<id>.json``) and its
+    corrections (``review/corrections/<id>.json``: the label, who and when, and where the crop
+    went in the dataset). Safe for the writer thread and a page at once."""
+
+    def __init__(self, tool: Tool, policy: KeepPolicy = KeepPolicy()):
+        self.tool, self.policy = tool, policy
+        self.folder = tool.folder / REVIEW_DIR
+        self.corrections_dir = self.folder / CORRECTIONS_DIR
+        self._lock = threading.Lock()
+
+    def add(self, crop: np.ndarray, frame: KeptFrame) -> KeptFrame:
+        """Store a kept crop (lossless PNG) and its record, then apply the retention rule."""
+        ok, encoded = cv2.imencode(".png", crop)
+        if not ok:
+            raise InspectorError("could not encode the kept crop to store it")
+        with self._lock:
+            atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes())
+            atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json())
+            self._retain()
+        return frame
+
+    def _records(self) -> list[KeptFrame]:
+        if not self.folder.is_dir():
+            return []
+        return [KeptFrame.from_json(json.loads(p.read_text())) for p in sorted(self.folder.glob("*.json"))]
+
+    def _retain(self) -> None:
+        """Drop unlabelled crops older than ``max_age_days``, then the easiest beyond ``max_pending``."""
+        oldest = time.time() - self.policy.max_age_days * 86400
+        waiting = [r for r in self._records() if r.label is None]
+        stale = [r for r in waiting if r.time < oldest]
+        fresh = sorted((r for r in waiting if r.time >= oldest), key=lambda r: r.hardness)
+        for record in stale + fresh[self.policy.max_pending:]:
+            self._remove(record.id)
+
+    def _remove(self, frame_id: str) -> None:
+        for suffix in (".png", ".json"):
+            (self.folder / f"{frame_id}{suffix}").unlink(missing_ok=True)
+
+    def pending(self) -> list[KeptFrame]:
+        """Kept crops waiting for a label, hardest first."""
+        with self._lock:
+            return sorted((r for r in self._records() if r.label is None), key=lambda r: r.hardness)
+
+    def labelled(self) -> list[KeptFrame]:
+        """Labelled crops not yet moved into the dataset, in the order they were labelled."""
+        with self._lock:
+            return sorted((r for r in self._records() if r.label is not None),
+                          key=lambda r: r.labelled_at or 0.0)
+
+    def crop(self, frame_id: str) -> np.ndarray:
+        image = read_image(self.folder / f"{frame_id}.png")
+        if image is None:
+            raise InspectorError(f"kept crop '{frame_id}' of tool '{self.tool.name}' is gone or "
+                                 "unreadable: it was moved, discarded or retired")
+        return image
+
+    def _get(self, frame_id: str) -> KeptFrame:
+        path = self.folder / f"{frame_id}.json"
+        if not path.is_file():
+            raise InspectorError(f"tool '{self.tool.name}' has no kept crop '{frame_id}' waiting "
+                                 "(moved into the dataset, discarded or retired)")
+        return KeptFrame.from_json(json.loads(path.read_text()))
+
+    def label(self, frame_id: str, label: str, who: str | None = None) -> KeptFrame:
+        """Give a kept crop a label: one of the tool's classes, or ``DISCARD``."""
+        if label != DISCARD and label not in self.tool.config.classes:
+            known = ", ".join(f"'{c}'" for c in (*self.tool.config.classes, DISCARD))
+            raise InspectorError(f"unknown label '{label}': use one of {known}")
+        with self._lock:
+            record = self._get(frame_id)
+            if record.label is not None:
+                record.previous.append({"label": record.label, "labelled_by": record.labelled_by,
+                                        "labelled_at": record.labelled_at})
+            record.label, record.labelled_by, record.labelled_at = label, who or current_actor(), time.time()
+            atomic_write_json(self.folder / f"{frame_id}.json", record.to_json())
+        return record
+
+    def undo(self, frame_id: str) -> KeptFrame:
+        """Take back a crop's last label: its earlier one, or waiting again."""
+        with self._lock:
+            record = self._get(frame_id)
+            if record.label is None:
+                raise InspectorError(f"kept crop '{frame_id}' has no label to undo")
+            earlier = record.previous.pop() if record.previous else {}
+            record.label = earlier.get("label")
+            record.labelled_by, record.labelled_at = earlier.get("labelled_by"), earlier.get("labelled_at")
+            atomic_write_json(self.folder / f"{frame_id}.json", record.to_json())
+        return record
+
+    def to_dataset(self) -> list[KeptFrame]:
+        """Move every labelled crop into the tool's dataset under its label (discarded ones are
+        deleted) and keep its correction; the next training learns from them. Returns the
+        corrections written."""
+        dataset = ToolDataset(self.tool.images_dir, self.tool.config.classes)
+        moved = []
+        with self._lock:
+            for record in (r for r in self._records() if r.label is not None):
+                if record.label != DISCARD:
+                    record.dataset_path = str(dataset.add_image(record.label, self.crop(record.id)))
+                    atomic_write_json(self.corrections_dir / f"{record.id}.json", record.to_json())
+                    moved.append(record)
+                self._remove(record.id)
+        return moved
+
+    def corrections(self) -> list[KeptFrame]:
+        """Every crop moved into the dataset, with its label, who gave it and when."""
+        if not self.corrections_dir.is_dir():
+            return []
+        return sorted((KeptFrame.from_json(json.loads(p.read_text()))
+                       for p in self.corrections_dir.glob("*.json")), key=lambda r: r.labelled_at or 0.0)
+
+    def labelled_since_active(self) -> int:
+        """Photos labelled (waiting or in the dataset, not discarded) after the active version was
+        trained: what the next training would add."""
+        active = self.tool.config.active_version
+        since = 0.0
+        if active:
+            since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp()
+        return sum(1 for r in self.labelled() + self.corrections()
+                   if r.label != DISCARD and (r.labelled_at or 0.0) > since)
+
+
+class LineKeeper:
+    """The frame callback's side of learning on the line: ``offer`` decides in microseconds and
+    queues the crop; one writer thread stores it. A full queue drops the frame, never waits."""
+
+    QUEUE_SIZE = 32
+
+    def __init__(self, review: ReviewQueue, novelty: NoveltyReference | None = None):
+        self.review, self.policy, self.novelty = review, review.policy, novelty
+        self._kept_times: deque[float] = deque()
+        self._queue: queue.Queue[tuple[np.ndarray, KeptFrame] | None] = queue.Queue(self.QUEUE_SIZE)
+        self._writer = threading.Thread(target=self._write, name=f"keeper-{review.tool.name}", daemon=True)
+        self._writer.start()
+
+    def offer(self, crop: np.ndarray, result: ToolResult, camera: str = DEFAULT_CAMERA,
+              pooled: np.ndarray | None = None, now: float | None = None) -> str | None:
+        """Keep a judged frame's ROI crop if the policy wants it and the hour's bound allows;
+        ``pooled`` (the frame's pooled features) lets a novel frame be kept. Returns why it
+        was kept, or None."""
+        novelty = None
+        if self.novelty is not None and pooled is not None:
+            novelty = float(self.novelty.novelty(pooled)[0])
+        reason = self.policy.reason(result.score, result.threshold, novelty)
+        if reason is None:
+            return None
+        now = time.time() if now is None else now
+        while self._kept_times and self._kept_times[0] <= now - 3600:
+            self._kept_times.popleft()
+        if len(self._kept_times) >= self.policy.per_hour:
+            return None
+        frame = KeptFrame(uuid.uuid4().hex[:12], result.tool, float(result.score), float(result.threshold),
+                          result.version, now, reason, camera, novelty,
+                          self.policy.hardness(result.score, result.threshold, novelty))
+        try:
+            self._queue.put_nowait((crop.copy(), frame))
+        except queue.Full:
+            return None
+        self._kept_times.append(now)
+        return reason
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.review.add(*item)
+            except (OSError, InspectorError):  # a full disk loses a crop, never the station
+                pass
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued crop is on disk."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Store what is queued, then stop the writer."""
+        self._queue.put(None)
+        self._writer.join()

@@ -1,0 +1,132 @@
+"""Learning on the line: what the station keeps, labels and their undo, and the move of labelled
+crops into the tool's dataset, on real casting photos judged by a real trained tool."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from core.datasets import ToolDataset, read_image
+from core.errors import InspectorError
+from core.inference import Inspector, ToolRunner, TrainedModel
+from core.line_learning import (
+    DISCARD,
+    NEAR_THRESHOLD,
+    NOVEL,
+    KeepPolicy,
+    LineKeeper,
+    NoveltyReference,
+    ReviewQueue,
+)
+from core.model import pool_features
+from tests.conftest import load_sample
+
+
+@pytest.fixture
+def judged(casting_tool):
+    """16 casting photos the tool never saw, each with its live result."""
+    photos = load_sample("casting", 8, seed=1, skip=12).images
+    runner = ToolRunner(casting_tool)
+    return casting_tool, photos, [Inspector([runner]).inspect(p, heatmaps=False)[0] for p in photos]
+
+
+def keeper_of(tool, policy: KeepPolicy, novelty: NoveltyReference | None = None) -> LineKeeper:
+    return LineKeeper(ReviewQueue(tool, policy), novelty)
+
+
+def test_uncertain_frames_are_kept_up_to_the_hourly_bound_and_no_further(judged):
+    tool, photos, results = judged
+    distances = np.array([abs(r.score - r.threshold) for r in results])
+    policy = KeepPolicy(margin=float(np.median(distances)), per_hour=3)
+    uncertain = [i for i, d in enumerate(distances) if d <= policy.margin]
+    assert len(uncertain) > policy.per_hour
+    keeper = keeper_of(tool, policy)
+    start = time.time()
+    reasons = [keeper.offer(photo, result, camera="top", now=start + i)
+               for i, (photo, result) in enumerate(zip(photos, results))]
+    assert [i for i, r in enumerate(reasons) if r] == uncertain[:3]
+    assert {reasons[i] for i in uncertain[:3]} == {NEAR_THRESHOLD}
+    later = uncertain[3]  # an hour after the first kept frame, the bound has room again
+    assert keeper.offer(photos[later], results[later], now=start + uncertain[0] + 3600) == NEAR_THRESHOLD
+    keeper.close()
+    pending = ReviewQueue(tool, policy).pending()
+    assert len(pending) == 4
+    assert [p.hardness for p in pending] == sorted(p.hardness for p in pending)
+    first = next(p for p in pending if p.camera == "top")
+    assert (first.version, first.threshold) == (tool.config.active_version, tool.config.threshold)
+
+
+def test_a_part_unlike_the_training_photos_is_kept_as_novel(casting_tool):
+    model = TrainedModel(casting_tool)
+    trained = load_sample("casting", 12, seed=1).images  # the tool's own training photos
+    reference = NoveltyReference(pool_features(model.maps(trained)), model.head.mean, model.head.std)
+    def novelty(photos: list[np.ndarray]) -> np.ndarray:
+        return reference.novelty(pool_features(model.maps(photos)))
+
+    unseen_casting = novelty(load_sample("casting", 4, seed=1, skip=12).images)
+    solar_novelty = novelty(load_sample("elpv", 4, seed=0).images)
+    assert solar_novelty.min() > unseen_casting.max()
+    policy = KeepPolicy(margin=0.0, novelty=float(unseen_casting.max()) + 1e-3)
+    assert policy.reason(0.02, 0.5, float(solar_novelty[0])) == NOVEL
+    assert policy.reason(0.02, 0.5, float(unseen_casting[0])) is None
+    assert policy.reason(float("nan"), 0.5, float(solar_novelty[0])) is None
+
+
+def test_a_label_and_its_undo(judged):
+    tool, photos, results = judged
+    keeper = keeper_of(tool, KeepPolicy(margin=1.0))
+    for photo, result in zip(photos[:3], results[:3]):
+        keeper.offer(photo, result)
+    keeper.close()
+    review = ReviewQueue(tool)
+    frame = review.pending()[0]
+    review.label(frame.id, "defect", who="ana")
+    assert frame.id not in [p.id for p in review.pending()]
+    assert review.label(frame.id, "good", who="bo").labelled_by == "bo"
+    restored = review.undo(frame.id)
+    assert (restored.label, restored.labelled_by) == ("defect", "ana")
+    assert review.undo(frame.id).label is None and frame.id in [p.id for p in review.pending()]
+    with pytest.raises(InspectorError, match="no label to undo"):
+        review.undo(frame.id)
+    with pytest.raises(InspectorError, match="unknown label 'scratch'"):
+        review.label(frame.id, "scratch")
+
+
+def test_labelled_crops_land_in_the_dataset_with_their_label_and_author(judged):
+    tool, photos, results = judged
+    keeper = keeper_of(tool, KeepPolicy(margin=1.0))
+    for photo, result in zip(photos[:4], results[:4]):
+        keeper.offer(photo, result)
+    keeper.close()
+    review = ReviewQueue(tool)
+    frames = review.pending()
+    crops = {f.id: review.crop(f.id) for f in frames}
+    review.label(frames[0].id, "good", who="ana")
+    review.label(frames[1].id, "defect", who="bo")
+    review.label(frames[2].id, DISCARD, who="ana")
+    assert review.labelled_since_active() == 2
+    moved = review.to_dataset()
+    assert sorted((m.label, m.labelled_by) for m in moved) == [("defect", "bo"), ("good", "ana")]
+    data = ToolDataset(tool.images_dir, tool.config.classes).load()  # what the next training loads
+    for record in moved:
+        row = [str(p) for p in data.paths].index(record.dataset_path)
+        assert tool.config.classes[data.labels[row]] == record.label
+        assert np.array_equal(read_image(data.paths[row]), crops[record.id])
+    assert len(data.paths) == 2  # the discarded crop is not trained on
+    assert [p.id for p in review.pending()] == [frames[3].id] and not review.labelled()
+    authors = {(c.id, c.labelled_by) for c in review.corrections()}
+    assert authors == {(frames[0].id, "ana"), (frames[1].id, "bo")}
+    assert review.labelled_since_active() == 2
+
+
+def test_the_disk_keeps_the_hardest_waiting_crops_only(judged):
+    tool, photos, results = judged
+    policy = KeepPolicy(margin=1.0, max_pending=2)
+    keeper = keeper_of(tool, policy)
+    for photo, result in zip(photos[:5], results[:5]):
+        keeper.offer(photo, result)
+    keeper.close()
+    hardest = sorted(policy.hardness(r.score, r.threshold) for r in results[:5])[:2]
+    assert [p.hardness for p in ReviewQueue(tool, policy).pending()] == pytest.approx(hardest)
