@@ -139,7 +139,8 @@ def within(seconds: float, check, what: str) -> None:
 
 
 def threshold_slider(page):
-    return page.get_by_role("slider", name="Threshold (FAIL at or above)")
+    """The threshold slider as last drawn (while a rerun replaces it, the old one may linger)."""
+    return page.get_by_role("slider", name="Threshold (FAIL at or above)").last
 
 
 def threshold_of(page) -> float:
