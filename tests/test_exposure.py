@@ -1,6 +1,7 @@
 """What the station opens to the network: on its defaults the README's start command listens on
 this PC only (loopback), never on every interface; on the LAN only over HTTPS (a certificate
-made by ``inspector cert``), and a station exposed without it refuses to serve its pages."""
+made by ``inspector cert``; a station exposed without it refusing its pages is
+tests/browser/test_exposure_browser.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
 
 from core.https import exposure_problem
-from tests.browser.helpers import APP, chromium, new_page, streamlit_server, write_y4m
+from tests.browser.helpers import APP, streamlit_server
 
 LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp*
 
@@ -53,16 +53,6 @@ def test_the_lan_is_served_over_https_only_with_a_certificate_made_by_the_cli(tm
             assert reply.read() == b"ok"  # the certificate checks out for 127.0.0.1
         with pytest.raises(OSError):  # no plain HTTP on the same port
             urllib.request.urlopen(url.replace("https://", "http://") + "/_stcore/health", timeout=5)
-
-
-def test_a_station_on_the_lan_without_https_refuses_to_serve_its_pages(tmp_path):
-    video = write_y4m(tmp_path / "camera.y4m", [([np.zeros((48, 64, 3), np.uint8)], 0.2)], 5)
-    with streamlit_server(tmp_path, tmp_path / "streamlit.log", address="0.0.0.0") as url, \
-            chromium(video) as browser:
-        page = new_page(browser)
-        page.goto(url)
-        page.get_by_text("without HTTPS").first.wait_for(timeout=60_000)
-        assert page.get_by_text("Log in").count() == 0  # no login form offered in clear
 
 
 def test_what_a_lan_station_lacks_is_said_in_one_line():
