@@ -136,8 +136,8 @@ def test_station_commands_set_show_and_run(casting_tool, workspace, video, capsy
     settings = load_settings()
     assert (settings.name, settings.heartbeat_s, settings.mqtt.host) == ("line-3", 5, "plc.local")
     assert main(["station", "set", "mqtt.colour=red"]) == 2
-    assert ("unknown setting(s) colour in mqtt; known: buffer, enabled, host, password, port, qos, "
-            "topic_root, username") in capsys.readouterr().err
+    assert ("unknown setting(s) colour in mqtt; known: buffer, ca_file, cert_file, enabled, host, "
+            "key_file, password_file, port, qos, tls, topic_root, username") in capsys.readouterr().err
     assert load_settings() == settings  # a refused change changes nothing
 
     assert main(["station", "run", "--camera", f"0={video}", "--duration", "3"]) == 0
