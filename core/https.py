@@ -12,14 +12,17 @@ import datetime
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 
 
-def exposure_problem(address: str | None, cert_file: str | None, has_users: bool) -> str | None:
-    """Why the app must not serve as started (None: it may). An empty address is every interface."""
+def exposure_problem(address: str | None, cert_file: str | None,
+                     has_users: Callable[[], bool]) -> str | None:
+    """Why the app must not serve as started (None: it may). An empty address is every interface;
+    ``has_users`` is asked only for a station on the network."""
     if address in LOOPBACK:
         return None
     where = address or "every network interface"
@@ -27,7 +30,7 @@ def exposure_problem(address: str | None, cert_file: str | None, has_users: bool
         return (f"This station listens on {where} without HTTPS: passwords would cross the network "
                 "in clear. Run `inspector cert`, then start the app with the --server.sslCertFile "
                 "and --server.sslKeyFile it prints (see docs/SECURITY.md).")
-    if not has_users:
+    if not has_users():
         return (f"This station listens on {where} and has no user yet: anyone on the network could "
                 "change it. Create its first admin from the station's shell: "
                 "`inspector users add NAME --role admin`.")

@@ -231,7 +231,10 @@ class Inspector:
                 self._judge_group(indices, snapshots, prepared, judged, heatmaps)
             except Exception:  # noqa: BLE001 - find out which tool of the batch cannot run
                 for index in indices:
-                    self._judge_group([index], snapshots, prepared, judged, heatmaps, alone=True)
+                    try:
+                        self._judge_group([index], snapshots, prepared, judged, heatmaps)
+                    except Exception as exc:  # noqa: BLE001 - this tool's failure is its ERROR
+                        judged[index] = Judgement.failed(exc)
         latency = (time.perf_counter() - start) * 1000
         return [runner._decide(config, model, frame.shape, judged[i], latency)
                 for i, (runner, (config, model)) in enumerate(zip(self.runners, snapshots))]
@@ -239,23 +242,18 @@ class Inspector:
     @staticmethod
     def _judge_group(indices: list[int], snapshots: list[tuple[ToolConfig, TrainedModel]],
                      prepared: dict[int, list[np.ndarray]], judged: list[Judgement | None],
-                     heatmaps: bool, alone: bool = False) -> None:
-        """One backbone pass for the ROIs of tools sharing a network; ``alone`` (one tool) turns
-        its failure into that tool's ERROR instead of raising it."""
-        try:
-            model = snapshots[indices[0]][1]
-            images = [im for i in indices for im in prepared[i]]
-            maps = model.extractor.maps(model.extractor.tensor(images, model.input_shape))
-            offset = 0
-            for i in indices:
-                own = len(prepared[i])
-                judged[i] = Judgement(*snapshots[i][1].judge(maps.take(slice(offset, offset + own)),
-                                                             heatmaps))
-                offset += own
-        except Exception as exc:
-            if not alone:
-                raise
-            judged[indices[0]] = Judgement.failed(exc)
+                     heatmaps: bool) -> None:
+        """One backbone pass for the ROIs of tools sharing a network, their judgements in
+        ``judged``."""
+        model = snapshots[indices[0]][1]
+        images = [im for i in indices for im in prepared[i]]
+        maps = model.extractor.maps(model.extractor.tensor(images, model.input_shape))
+        offset = 0
+        for i in indices:
+            own = len(prepared[i])
+            judged[i] = Judgement(*snapshots[i][1].judge(maps.take(slice(offset, offset + own)),
+                                                         heatmaps))
+            offset += own
 
     @staticmethod
     def draw(frame: np.ndarray, results: list[ToolResult], heatmaps: bool = True) -> np.ndarray:

@@ -83,7 +83,7 @@ def page_setup(title: str, needs: str | None = None, icon: str = APP_ICON) -> Us
     st.session_state[_PAGE] = title
     try:
         exposed = exposure_problem(st.get_option("server.address"), st.get_option("server.sslCertFile"),
-                                   user_store().count() > 0)
+                                   lambda: user_store().count() > 0)
         user = None if exposed else _arrive()
     except InspectorError as exc:  # e.g. no history database: nobody can be checked
         st.error(f"{exc} (nobody can log in until this is fixed: see docs/SECURITY.md)")

@@ -56,8 +56,11 @@ def test_the_lan_is_served_over_https_only_with_a_certificate_made_by_the_cli(tm
 
 
 def test_what_a_lan_station_lacks_is_said_in_one_line():
-    assert exposure_problem("127.0.0.1", None, False) is None
-    assert "without HTTPS" in exposure_problem("0.0.0.0", None, True)
-    assert "without HTTPS" in exposure_problem("", None, True)  # every interface
-    assert "no user yet" in exposure_problem("192.168.1.20", "/etc/cert.pem", False)
-    assert exposure_problem("192.168.1.20", "/etc/cert.pem", True) is None
+    def users(answer: bool):
+        return lambda: answer
+
+    assert exposure_problem("127.0.0.1", None, users(False)) is None
+    assert "without HTTPS" in exposure_problem("0.0.0.0", None, users(True))
+    assert "without HTTPS" in exposure_problem("", None, users(True))  # every interface
+    assert "no user yet" in exposure_problem("192.168.1.20", "/etc/cert.pem", users(False))
+    assert exposure_problem("192.168.1.20", "/etc/cert.pem", users(True)) is None

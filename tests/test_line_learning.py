@@ -36,6 +36,16 @@ def keeper_of(tool, policy: KeepPolicy, novelty: NoveltyReference | None = None)
     return LineKeeper(ReviewQueue(tool, policy), novelty)
 
 
+def queue_of_first(judged, count: int) -> ReviewQueue:
+    """The tool's review queue once its first ``count`` judged photos were all kept."""
+    tool, photos, results = judged
+    keeper = keeper_of(tool, KeepPolicy(margin=1.0))
+    for photo, result in zip(photos[:count], results[:count]):
+        keeper.offer(photo, result)
+    keeper.close()
+    return ReviewQueue(tool)
+
+
 def test_uncertain_frames_are_kept_up_to_the_hourly_bound_and_no_further(judged):
     tool, photos, results = judged
     distances = np.array([abs(r.score - r.threshold) for r in results])
@@ -75,12 +85,7 @@ def test_a_part_unlike_the_training_photos_is_kept_as_novel(casting_tool):
 
 
 def test_a_label_and_its_undo(judged):
-    tool, photos, results = judged
-    keeper = keeper_of(tool, KeepPolicy(margin=1.0))
-    for photo, result in zip(photos[:3], results[:3]):
-        keeper.offer(photo, result)
-    keeper.close()
-    review = ReviewQueue(tool)
+    review = queue_of_first(judged, 3)
     frame = review.pending()[0]
     review.label(frame.id, "defect", who="ana")
     assert frame.id not in [p.id for p in review.pending()]
@@ -95,12 +100,8 @@ def test_a_label_and_its_undo(judged):
 
 
 def test_labelled_crops_land_in_the_dataset_with_their_label_and_author(judged):
-    tool, photos, results = judged
-    keeper = keeper_of(tool, KeepPolicy(margin=1.0))
-    for photo, result in zip(photos[:4], results[:4]):
-        keeper.offer(photo, result)
-    keeper.close()
-    review = ReviewQueue(tool)
+    tool = judged[0]
+    review = queue_of_first(judged, 4)
     frames = review.pending()
     crops = {f.id: review.crop(f.id) for f in frames}
     review.label(frames[0].id, "good", who="ana")
