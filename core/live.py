@@ -284,6 +284,10 @@ class Feeder:
     label: str  # how it is shown: "browser 3f2a1c (ann)"
     since: float  # time.monotonic() it started feeding
 
+    def started(self) -> float:
+        """When it started feeding, on the wall clock: to show (intervals use ``since``)."""
+        return time.time() - (time.monotonic() - self.since)
+
 
 class LiveSession:
     """One camera's live inspection, shared by its video thread, the station and page scripts.

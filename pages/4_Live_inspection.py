@@ -106,7 +106,7 @@ def viewer(camera: str) -> None:
         st.image(ui.to_rgb(session.overlay), width="stretch")
     feeder = session.feeder
     if feeder is not None:
-        st.caption(f"Camera {camera} is fed by {feeder.label} since {clock(feeder.since)}: this "
+        st.caption(f"Camera {camera} is fed by {feeder.label} since {clock(feeder.started())}: this "
                    "browser shows its verdicts and picture; its own camera is not used.")
 
 

@@ -237,6 +237,7 @@ def test_only_the_feeder_s_frames_are_judged(casting_tool, photos):
     assert live.latest.verdict == "FAIL" and live.overlay is not None
     previous = live.claim(Feeder("laptop", "browser laptop", time.monotonic()))
     assert previous.browser == "kiosk"
+    assert abs(previous.started() - time.time()) < 5  # shown as a time of day, not monotonic
     live.offer("kiosk", photos["defect"][0])  # the old feeder's frames no longer count
     assert live.frames.count == 1
     live.offer("laptop", photos["good"][0])
