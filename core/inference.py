@@ -208,9 +208,12 @@ class Inspector:
     def __init__(self, runners: list[ToolRunner]):
         self.runners = runners
 
-    def inspect(self, frame: np.ndarray, heatmaps: bool = True) -> list[ToolResult]:
+    def inspect(self, frame: np.ndarray, heatmaps: bool = True,
+                expected: str | None = None) -> list[ToolResult]:
         """Every tool's verdict on the frame. A tool that cannot run on it (a broken model, an
-        unusable ROI) gets an ERROR verdict and every other tool is judged as usual."""
+        unusable ROI) gets an ERROR verdict and every other tool is judged as usual. ``expected``
+        is the value a trigger sent for this part (e.g. the order's serial): a reading tool set
+        to expect the trigger's value compares what it reads with it."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
             raise InspectorError(f"expected a BGR colour frame, got an array of shape {frame.shape}")
         start = time.perf_counter()

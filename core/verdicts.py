@@ -56,6 +56,18 @@ def short_error(error: BaseException | str) -> str:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """What a reading tool (a code or label text tool) read in its ROI: the text as read, what it
+    was read as (a symbology such as "EAN-13", or "text"), and the reader's confidence and print
+    quality grade where it gives one."""
+
+    text: str
+    format: str
+    confidence: float | None = None
+    grade: str | None = None
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """One tool's decision on one frame."""
 
@@ -70,6 +82,9 @@ class ToolResult:
     latency_ms: float
     version: str
     error: str | None = None  # why the verdict is ERROR: one short line
+    reading: Reading | None = None  # what a reading tool read (None for other kinds or no read)
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)  # pooled
+    # backbone features of the ROI (row 0), for the line's "far from the training photos" check
 
     @property
     def passed(self) -> bool:
@@ -105,6 +120,7 @@ class VerdictRecord:
     box: tuple[int, int, int, int] | None = None  # the ROI in frame pixels
     frame: np.ndarray | None = field(default=None, compare=False, repr=False)  # FAIL events only
     error: str | None = None  # why the verdict is ERROR
+    reading: Reading | None = None  # what a reading tool read
 
     @classmethod
     def of(cls, result: ToolResult, when: float, cause: str, camera: str = DEFAULT_CAMERA,
@@ -112,7 +128,7 @@ class VerdictRecord:
         return cls(when, result.tool, result.verdict, result.defect_class, _finite(result.smoothed),
                    result.threshold, result.version, cause, camera, _finite(result.score),
                    result.latency_ms, trigger_id, result.box,
-                   frame if result.verdict == FAIL else None, result.error)
+                   frame if result.verdict == FAIL else None, result.error, result.reading)
 
     def roi_image(self) -> np.ndarray | None:
         """The judged ROI of a FAIL event (what a manager wants to see), else None."""
