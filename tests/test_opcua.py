@@ -153,8 +153,8 @@ def test_the_plc_sends_the_expected_value_with_the_trigger_and_reads_what_was_re
         assert calls == [("opcua-1", "8480010001136")] and plc.read("Expected") == ""  # taken
         link.remember([VerdictRecord.of(code_result(), time.time(), TRIGGER, trigger_id="opcua-1")])
         plc.wait("ResultValid", True)  # a real EAN-13 photo, read by the decoder
-        assert (plc.read("Pass"), plc.read("Tools.serial.Reading"), plc.read("Tools.serial.ReadingFormat")) == (
-            True, "8480010001136", "EAN-13")
+        assert plc.read("Pass") is True and plc.read("Tools.serial.Reading") == "8480010001136"
+        assert plc.read("Tools.serial.ReadingFormat") == "EAN-13"
         plc.write("Trigger", False)
         plc.wait("TriggerAck", False)
 
@@ -270,7 +270,8 @@ def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_tri
 
 
 def test_a_tool_that_cannot_judge_gives_no_valid_result_and_the_next_part_goes_on(start_link):
-    link = start_link({"weld": CLASSES, "label": ("good", "missing")}, lambda camera, trigger_id, expected: None)
+    link = start_link({"weld": CLASSES, "label": ("good", "missing")},
+                      lambda camera, trigger_id, expected: None)
     plc = Plc(link)
     try:
         plc.write("Trigger", True)
