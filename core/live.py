@@ -6,13 +6,12 @@ mode one per change of a tool's smoothed verdict (PASS to FAIL or back; the firs
 session counts as a change) plus a heartbeat when a verdict has held for ``heartbeat_s``; in
 triggered mode one per trigger, whatever the verdict, carrying the trigger's id. A trigger may
 also bring the value its part must read (the order's serial): the reading tools get it for
-that frame only. A trigger that
-reaches a camera in continuous mode is answered too (the next frame's verdicts, as trigger
-events with its id), so a PLC waiting for a result is never left hanging. ``LiveSession``
-hands its events to a sink with a ``remember(records)`` method, called on the video thread, so
-a sink must never block (the history store and the line integrations queue them). ``Fanout``
-hands them to several sinks (``core.line`` gives every session the station's); ``RecentVerdicts``
-keeps the latest ones in memory.
+that frame only. A trigger that reaches a camera in continuous mode is answered too (the next
+frame's verdicts, as trigger events with its id), so a PLC waiting for a result is never left
+hanging. ``LiveSession`` hands its events to a sink with a ``remember(records)`` method,
+called on the video thread, so a sink must never block (the history store and the line
+integrations queue them). ``Fanout`` hands them to several sinks (``core.line`` gives every
+session the station's); ``RecentVerdicts`` keeps the latest ones in memory.
 
 What a session runs is its ``Lineup``: the runners of the tools on the line (their verdicts are
 the station's) and ``TrialRun``s beside them (a model version judging the same frames, its
