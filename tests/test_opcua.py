@@ -165,11 +165,18 @@ def test_the_plc_sends_the_expected_value_with_the_trigger_and_reads_what_was_re
         assert not plc.read("TriggerAck") and plc.read("Ready") and len(calls) == 1
         plc.write("Trigger", False)
 
-        plc.write("Expected", "")  # nothing expected this time
-        plc.write("Trigger", True)
+        plc.client.write_values([plc.node("Trigger"), plc.node("Expected")], [True, "SN-2"])
+        plc.wait("TriggerAck", True)  # one write request, the trigger first: its value is taken
+        assert calls[-1] == ("opcua-2", "SN-2") and plc.read("Error") == ""
+        link.remember([VerdictRecord.of(code_result(), time.time(), TRIGGER, trigger_id="opcua-2")])
+        plc.wait("ResultValid", True)
+        plc.write("Trigger", False)
+        plc.wait("TriggerAck", False)
+
+        plc.write("Trigger", True)  # the PLC wrote no new value: the last one is not reused
         plc.wait("TriggerAck", True)
-        assert calls[-1] == ("opcua-2", None) and plc.read("Error") == ""
-        link.remember([event("serial", "PASS", "opcua-2")])  # no reading: the nodes are cleared
+        assert calls[-1] == ("opcua-3", None)
+        link.remember([event("serial", "PASS", "opcua-3")])  # no reading: the nodes are cleared
         plc.wait("ResultValid", True)
         assert plc.read("Tools.serial.Reading") == "" == plc.read("Tools.serial.ReadingFormat")
     finally:
