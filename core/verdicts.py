@@ -84,6 +84,10 @@ class Reading:
     confidence: float | None = None
     grade: str | None = None
 
+    def __post_init__(self) -> None:  # an OCR's numpy float would reach no database or JSON
+        if self.confidence is not None:
+            object.__setattr__(self, "confidence", float(self.confidence))
+
     def shown(self, limit: int = LABEL_READING_CHARS) -> str:
         """The text on one line (a line break or control character as '?'), cut to ``limit``."""
         text = "".join(c if c.isprintable() else "?" for c in self.text)

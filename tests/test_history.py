@@ -112,13 +112,14 @@ def readings(frame: pd.DataFrame) -> dict[str, list]:
 
 def reading_events(when: float) -> list[VerdictRecord]:
     """One part judged by a code tool (a real EAN-13 photo read by the decoder), a label text
-    tool (with a confidence and a grade) and a classifier, which reads nothing."""
+    tool (with a confidence, a numpy float as OCR engines give it, and a grade) and a
+    classifier, which reads nothing."""
     code = VerdictRecord.of(code_result(tool="serial"), when, TRIGGER, trigger_id="P1")
-    text = replace(code, tool="lot", reading=Reading("LOT 2503-17", "text", 0.91, "B"))
+    text = replace(code, tool="lot", reading=Reading("LOT 2503-17", "text", np.float32(0.875), "B"))
     return [code, text, record(when, "weld", trigger_id="P1")]
 
 
-READ = {"serial": ["8480010001136", "EAN-13", None, None], "lot": ["LOT 2503-17", "text", 0.91, "B"],
+READ = {"serial": ["8480010001136", "EAN-13", None, None], "lot": ["LOT 2503-17", "text", 0.875, "B"],
         "weld": [None, None, None, None]}
 
 
