@@ -492,9 +492,13 @@ def _event_row(record: VerdictRecord, station: str) -> dict[str, Any]:
 
 
 def _reading_columns(reading: Reading | None) -> dict[str, Any]:
-    """What a reading tool read, as the event's ``reading_*`` columns (all None without one)."""
-    fields = ("text", "format", "confidence", "grade")
-    return {f"reading_{name}": None if reading is None else getattr(reading, name) for name in fields}
+    """What a reading tool read, as the event's ``reading_*`` columns (all None without one).
+    A NUL character (a Code 128 can hold one) is stored as its picture '␀': PostgreSQL text
+    cannot hold it, and the event would be refused."""
+    if reading is None:
+        return dict.fromkeys(("reading_text", "reading_format", "reading_confidence", "reading_grade"))
+    return {"reading_text": reading.text.replace("\x00", "\u2400"), "reading_format": reading.format,
+            "reading_confidence": reading.confidence, "reading_grade": reading.grade}
 
 
 def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:

@@ -394,10 +394,13 @@ def test_an_upgrade_from_revision_5_keeps_old_events_and_adds_readings(empty_dat
     store = open_history(StationSettings(history_url=url))
     try:
         assert store.revision() == HEAD
-        store.write("new", reading_events(T0 + 60)[:1])
+        code = reading_events(T0 + 60)[0]
+        nul = replace(code, tool="code128", reading=Reading("AB\x00C", "Code 128"))  # a NUL in it
+        store.write("new", [code, nul])
         frame = store.events(newest_first=False)
-        assert list(frame["trigger_id"]) == ["A", "P1"] and frame.iloc[0]["defect_class"] == "crack"
-        assert readings(frame) == {"weld": [None] * 4, "serial": READ["serial"]}
+        assert list(frame["trigger_id"]) == ["A", "P1", "P1"] and frame.iloc[0]["defect_class"] == "crack"
+        assert readings(frame) == {"weld": [None] * 4, "serial": READ["serial"],
+                                   "code128": ["AB\u2400C", "Code 128", None, None]}
     finally:
         store.close()
 
@@ -405,7 +408,7 @@ def test_an_upgrade_from_revision_5_keeps_old_events_and_adds_readings(empty_dat
     with engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("verdict_events")}
         assert not {c for c in columns if c.startswith("reading_")} and "error" in columns
-        assert conn.execute(sa.text("SELECT count(*) FROM verdict_events")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM verdict_events")).scalar() == 3
     engine.dispose()
 
 
