@@ -25,6 +25,8 @@ Besides the events, the writer keeps three small rollups in the same transaction
 tool and 15 minutes, smoothed-score bins per tool and UTC day, parts per station and 15 minutes):
 ``core.reports`` reads those, so a report over a year of history takes milliseconds. What a
 *part* is (``PART_RULE``) is defined here once, for the writer, the reports and the migrations.
+An event of a reading tool (a code or label text) also keeps what it read, in its ``reading_*``
+columns (text, format, confidence, grade; NULL for the other kinds).
 
 FAIL images (``keep_fail_images``) are stored as JPEG blobs in ``fail_images``, keyed by their
 event's id, not as files: the event and its image commit in one transaction (a crash never
@@ -60,7 +62,17 @@ from core import tools
 from core.errors import InspectorError
 from core.station import StationSettings, load_settings
 from core.tools import ToolChange
-from core.verdicts import CHANGE, ERROR, FAIL, HEARTBEAT, PASS, TRIGGER, VerdictRecord, short_error
+from core.verdicts import (
+    CHANGE,
+    ERROR,
+    FAIL,
+    HEARTBEAT,
+    PASS,
+    TRIGGER,
+    Reading,
+    VerdictRecord,
+    short_error,
+)
 from core.workspace import fsync_dir, workspace_root
 
 LOG = logging.getLogger("shopfloor_inspector.history")
@@ -95,6 +107,8 @@ events = sa.Table(
     _col("trigger_id", sa.String(), True),
     _col("quarter", sa.Integer(), True), _col("score_bin", sa.Integer(), True),
     _col("error", sa.Text(), True),
+    _col("reading_text", sa.Text(), True), _col("reading_format", sa.String(), True),
+    _col("reading_confidence", sa.Double(), True), _col("reading_grade", sa.String(), True),
 )
 changes = sa.Table(
     "tool_changes", metadata,
@@ -474,7 +488,17 @@ def _event_row(record: VerdictRecord, station: str) -> dict[str, Any]:
             "score": record.score, "threshold": record.threshold, "latency_ms": record.latency_ms,
             "cause": record.cause, "trigger_id": record.trigger_id,
             "quarter": int(record.time // QUARTER_S), "score_bin": score_bin(record.score),
-            "error": record.error}
+            "error": record.error, **_reading_columns(record.reading)}
+
+
+def _reading_columns(reading: Reading | None) -> dict[str, Any]:
+    """What a reading tool read, as the event's ``reading_*`` columns (all None without one).
+    A NUL character (a Code 128 can hold one) is stored as its picture '␀': PostgreSQL text
+    cannot hold it, and the event would be refused."""
+    if reading is None:
+        return dict.fromkeys(("reading_text", "reading_format", "reading_confidence", "reading_grade"))
+    return {"reading_text": reading.text.replace("\x00", "\u2400"), "reading_format": reading.format,
+            "reading_confidence": reading.confidence, "reading_grade": reading.grade}
 
 
 def _jpeg(image: np.ndarray | None, max_kb: int) -> bytes | None:
@@ -583,7 +607,8 @@ def _to_json(item: Any) -> dict[str, Any]:
 def _from_json(data: dict[str, Any]) -> Any:
     if "change" in data:
         return ToolChange(**data["change"])
-    return [VerdictRecord(**{**r, "box": tuple(r["box"]) if r.get("box") else None})
+    return [VerdictRecord(**{**r, "box": tuple(r["box"]) if r.get("box") else None,
+                             "reading": Reading(**r["reading"]) if r.get("reading") else None})
             for r in data["events"]]
 
 

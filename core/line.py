@@ -3,7 +3,8 @@
 One ``Line`` per station process (the Streamlit server or ``inspector station run``) gives every
 live session the same sink, ``Fanout(history recorder, MQTT, OPC UA)``, records every
 change made to a tool in the history, and routes a trigger from the line (an MQTT command, the
-OPC UA ``Trigger`` node) to the live session of the camera it names, or to all of them.
+OPC UA ``Trigger`` node), with the value it expects a reading tool to read, to the live session
+of the camera it names, or to all of them.
 Integrations are started only when ``station.json`` enables them.
 """
 
@@ -74,13 +75,14 @@ class Line:
             if hasattr(link, "update_tools"):
                 link.update_tools(tools)
 
-    def trigger(self, camera: str | None, trigger_id: str | None) -> int:
-        """Ask the session of ``camera`` (every session if None) to judge its next frame;
-        returns how many sessions were asked (0 = no camera of that name is running)."""
+    def trigger(self, camera: str | None, trigger_id: str | None, expected: str | None = None) -> int:
+        """Ask the session of ``camera`` (every session if None) to judge its next frame, its
+        reading tools comparing with ``expected`` (e.g. the order's serial); returns how many
+        sessions were asked (0 = no camera of that name is running)."""
         with self._lock:
             targets = [s for c, s in self._sessions.items() if camera is None or c == camera]
         for session in targets:
-            session.request_trigger(trigger_id)
+            session.request_trigger(trigger_id, expected)
         if not targets:
             LOG.warning("trigger %s for camera %s: no such camera is running", trigger_id, camera)
         return len(targets)

@@ -4,13 +4,14 @@ the verdict events it produces.
 A *verdict event* is what a station records: one row per part, not per frame. In continuous
 mode one per change of a tool's smoothed verdict (PASS to FAIL or back; the first verdict of a
 session counts as a change) plus a heartbeat when a verdict has held for ``heartbeat_s``; in
-triggered mode one per trigger, whatever the verdict, carrying the trigger's id. A trigger that
-reaches a camera in continuous mode is answered too (the next frame's verdicts, as trigger
-events with its id), so a PLC waiting for a result is never left hanging. ``LiveSession``
-hands its events to a sink with a ``remember(records)`` method, called on the video thread, so
-a sink must never block (the history store and the line integrations queue them). ``Fanout``
-hands them to several sinks (``core.line`` gives every session the station's); ``RecentVerdicts``
-keeps the latest ones in memory.
+triggered mode one per trigger, whatever the verdict, carrying the trigger's id. A trigger may
+also bring the value its part must read (the order's serial): the reading tools get it for
+that frame only. A trigger that reaches a camera in continuous mode is answered too (the next
+frame's verdicts, as trigger events with its id), so a PLC waiting for a result is never left
+hanging. ``LiveSession`` hands its events to a sink with a ``remember(records)`` method,
+called on the video thread, so a sink must never block (the history store and the line
+integrations queue them). ``Fanout`` hands them to several sinks (``core.line`` gives every
+session the station's); ``RecentVerdicts`` keeps the latest ones in memory.
 
 What a session runs is its ``Lineup``: the runners of the tools on the line (their verdicts are
 the station's) and ``TrialRun``s beside them (a model version judging the same frames, its
@@ -55,6 +56,7 @@ from core.verdicts import (
     TRIGGER,
     ToolResult,
     VerdictRecord,
+    expected_value,
     overall,
 )
 
@@ -265,6 +267,7 @@ class LiveResults:
     seen: float  # time.monotonic() of the judged frame: for its age (a clock step changes none)
     triggered: bool  # judged because of a trigger
     trials: tuple[ToolResult, ...] = ()  # shown and counted, never part of the verdict
+    expected: str | None = None  # the value the trigger sent for this part (e.g. its serial)
 
     @property
     def verdict(self) -> str:
@@ -274,6 +277,15 @@ class LiveResults:
     def age(self, now: float | None = None) -> float:
         """Seconds since the frame arrived (``now``: a ``time.monotonic()`` reading)."""
         return (time.monotonic() if now is None else now) - self.seen
+
+
+class TriggerRequest(NamedTuple):
+    """A trigger waiting for the next frame: the id its events carry and the value its reading
+    tools compare with (one object, so the video thread never reads one trigger's id with
+    another's value)."""
+
+    trigger_id: str | None = None
+    expected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +327,7 @@ class LiveSession:
         self.error: str | None = None
         self.feeder: Feeder | None = None
         self._feeder_lock = threading.Lock()
-        self._trigger_id: str | None = None
+        self._request = TriggerRequest()
         self._last_events: dict[str, tuple[str, float]] = {}  # tool -> (verdict, monotonic time)
 
     @property
@@ -361,9 +373,11 @@ class LiveSession:
 
     # -------------------------------------------------------------- judging
 
-    def request_trigger(self, trigger_id: str | None = None) -> None:
-        """Judge the next frame as a part of its own; its events carry ``trigger_id``."""
-        self._trigger_id = trigger_id
+    def request_trigger(self, trigger_id: str | None = None, expected: str | None = None) -> None:
+        """Judge the next frame as a part of its own; its events carry ``trigger_id`` and its
+        reading tools compare what they read with ``expected`` (ValueError: see
+        ``expected_value``)."""
+        self._request = TriggerRequest(trigger_id, expected_value(expected))
         self.trigger.set()
 
     def process(self, image: np.ndarray) -> np.ndarray:
@@ -389,23 +403,23 @@ class LiveSession:
 
     def _judge(self, image: np.ndarray, arrived: float, seen: float, triggered: bool) -> LiveResults:
         lineup = self.lineup
-        trigger_id = None
+        request = TriggerRequest()
         if triggered:
-            trigger_id, self._trigger_id = self._trigger_id, None
+            request, self._request = self._request, TriggerRequest()
             self.trigger.clear()
             if not self.continuous:
                 for runner in (*lineup.runners, *(t.runner for t in lineup.trials)):
                     runner.reset()  # a triggered verdict judges this part only
         runners = [*lineup.runners, *(t.runner for t in lineup.trials)]
-        judged = Inspector(runners).inspect(image, heatmaps=self.heatmaps)
+        judged = Inspector(runners).inspect(image, heatmaps=self.heatmaps, expected=request.expected)
         line, trials = judged[:len(lineup.runners)], judged[len(lineup.runners):]
         line += [unable.result(image.shape) for unable in lineup.unable]
         by_tool = {r.tool: r for r in line}
         for trial, result in zip(lineup.trials, trials):
             trial.count(result, by_tool.get(result.tool), arrived)
-        results = LiveResults(tuple(line), arrived, seen, triggered, tuple(trials))
+        results = LiveResults(tuple(line), arrived, seen, triggered, tuple(trials), request.expected)
         self.latest, self.error = results, None
-        events = self._events(results, image, trigger_id)
+        events = self._events(results, image, request.trigger_id)
         if events:
             self.sink.remember(events)
         return results

@@ -63,6 +63,8 @@ EXPORT_SCHEMA = pa.schema([
     ("verdict", pa.string()), ("defect_class", pa.string()), ("raw_score", pa.float64()),
     ("score", pa.float64()), ("threshold", pa.float64()), ("latency_ms", pa.float64()),
     ("cause", pa.string()), ("trigger_id", pa.string()), ("error", pa.string()),
+    ("reading_text", pa.string()), ("reading_format", pa.string()),
+    ("reading_confidence", pa.float64()), ("reading_grade", pa.string()),
     ("has_image", pa.bool_()),
 ])
 

@@ -27,6 +27,8 @@ HEARTBEAT = "heartbeat"  # cause of a continuous-mode event: the verdict held fo
 TRIGGER = "trigger"  # cause of an event asked for by a trigger: one per trigger
 
 MAX_ERROR_CHARS = 200  # an error quoted in a verdict, an overlay or a message stays one short line
+MAX_EXPECTED_CHARS = 200  # a value sent with a trigger: a serial or a part number, never a file
+LABEL_READING_CHARS = 24  # of a read text in a result's label, so that the overlay stays one line
 
 
 def verdict_of(score: float, threshold: float) -> str:
@@ -55,6 +57,22 @@ def short_error(error: BaseException | str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
 
 
+def expected_value(value: object) -> str | None:
+    """The value a trigger sent for its part (e.g. the order's serial), which a reading tool
+    compares what it reads with; None when none was sent ("" is none: an OPC UA string node
+    cleared). Refused with a ValueError when it is not a text or longer than
+    ``MAX_EXPECTED_CHARS`` (a line that sends something else is misconfigured)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("the expected value sent with a trigger must be a text (a JSON string: "
+                         f"a number would lose its leading zeros), not {type(value).__name__}")
+    if len(value) > MAX_EXPECTED_CHARS:
+        raise ValueError(f"the expected value sent with a trigger is {len(value)} characters "
+                         f"long: at most {MAX_EXPECTED_CHARS} are taken (send the serial alone)")
+    return value
+
+
 @dataclass(frozen=True)
 class Reading:
     """What a reading tool (a code or label text tool) read in its ROI: the text as read, what it
@@ -65,6 +83,15 @@ class Reading:
     format: str
     confidence: float | None = None
     grade: str | None = None
+
+    def __post_init__(self) -> None:  # an OCR's numpy float would reach no database or JSON
+        if self.confidence is not None:
+            object.__setattr__(self, "confidence", float(self.confidence))
+
+    def shown(self, limit: int = LABEL_READING_CHARS) -> str:
+        """The text on one line (a line break or control character as '?'), cut to ``limit``."""
+        text = "".join(c if c.isprintable() else "?" for c in self.text)
+        return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -91,9 +118,13 @@ class ToolResult:
         return self.verdict == PASS
 
     def label(self) -> str:
+        """One line for the overlay: the verdict, then what a reading tool read (its score
+        means nothing to an operator) or the smoothed score."""
         if self.verdict == ERROR:
             return f"{self.tool}: {ERROR} {self.error or ''}".rstrip()
         cls = f" {self.defect_class}" if self.defect_class and not self.passed else ""
+        if self.reading is not None:
+            return f'{self.tool}: {self.verdict}{cls} "{self.reading.shown()}" ({self.reading.format})'
         return f"{self.tool}: {self.verdict}{cls} {self.smoothed:.2f}"
 
 

@@ -144,10 +144,13 @@ with recent:
     if latest.empty:
         st.caption("No event in this range.")
     else:
+        read = {"Read": latest["reading_text"].fillna(""),  # what a code or text tool read
+                "Read as": latest["reading_format"].fillna("")}
         shown = pd.DataFrame({
             "Time": latest["time"].dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S"),
             "Station": latest["station"], "Camera": latest["camera"], "Tool": latest["tool"],
             "Verdict": latest["verdict"], "Defect": latest["defect_class"].fillna(""),
+            **(read if latest["reading_text"].notna().any() else {}),
             "Score": latest["score"].round(3), "Threshold": latest["threshold"].round(3),
             "Event": latest["cause"], "Trigger": latest["trigger_id"].fillna(""),
             "Version": latest["version"], "Image": latest["has_image"].map({True: "yes", False: ""}),

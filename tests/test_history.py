@@ -12,11 +12,12 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -29,8 +30,9 @@ from core.history import HEAD_REVISION, MIGRATIONS, EventFilter, HistoryStore, o
 from core.reports import first_pass_yield, yield_over_time
 from core.station import StationSettings
 from core.tools import ToolChange, ToolStore, acting_as
-from core.verdicts import ERROR, VerdictRecord
+from core.verdicts import ERROR, TRIGGER, Reading, VerdictRecord
 from tests.conftest import sample_paths
+from tests.readings import code_result
 from tests.servers import Postgres, free_port, wait_until
 
 APP = Path(__file__).resolve().parents[1]
@@ -99,6 +101,54 @@ def test_an_error_verdict_is_recorded_without_a_score_and_never_blocks_the_rows_
     hourly = yield_over_time(store)
     weld = hourly[hourly["tool"] == "weld"].iloc[0]
     assert (weld["parts"], weld["passed"], weld["failed"]) == (2, 1, 1)
+
+
+def readings(frame: pd.DataFrame) -> dict[str, list]:
+    """The reading columns of each tool's events, None where NULL."""
+    cells = frame.set_index("tool")[["reading_text", "reading_format", "reading_confidence",
+                                     "reading_grade"]]
+    return {tool: [None if pd.isna(v) else v for v in row] for tool, row in cells.iterrows()}
+
+
+def reading_events(when: float) -> list[VerdictRecord]:
+    """One part judged by a code tool (a real EAN-13 photo read by the decoder), a label text
+    tool (with a confidence, a numpy float as OCR engines give it, and a grade) and a
+    classifier, which reads nothing."""
+    code = VerdictRecord.of(code_result(tool="serial"), when, TRIGGER, trigger_id="P1")
+    text = replace(code, tool="lot", reading=Reading("LOT 2503-17", "text", np.float32(0.875), "B"))
+    return [code, text, record(when, "weld", trigger_id="P1")]
+
+
+READ = {"serial": ["8480010001136", "EAN-13", None, None], "lot": ["LOT 2503-17", "text", 0.875, "B"],
+        "weld": [None, None, None, None]}
+
+
+def test_what_a_reading_tool_read_is_recorded_with_its_event(store):
+    store.recorder("st1").remember(reading_events(time.time()))
+    assert store.recorder("st1").flush(10)
+    assert readings(store.events()) == READ
+
+
+def test_readings_wait_in_the_spool_and_the_quarantine_as_they_were_read(store, tmp_path):
+    away = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/history"  # nobody listens
+    waiting = open_history(StationSettings(name="st1", history_url=away), tmp_path, while_away=True)
+    try:
+        recorder = waiting.recorder("st1")
+        events = reading_events(time.time())
+        recorder.remember(events)
+        assert recorder.flush(30) and recorder.spool.size() > 0, recorder.error
+        spooled = recorder.spool.items()
+        assert spooled == [events]  # on disk and back, the readings too
+    finally:
+        waiting.close()
+    store.write("st1", spooled[0])  # what the recorder replays once the database is back
+    assert readings(store.events()) == READ
+
+    refused = replace(events[1], tool=None)  # NOT NULL: refused and set aside
+    store.recorder("st1").remember([refused])
+    assert store.recorder("st1").flush(10) and store.recorder("st1").quarantined == 1
+    kept = json.loads(store.recorder("st1").quarantine.read_text().splitlines()[0])
+    assert kept["events"][0]["reading"] == asdict(refused.reading)
 
 
 def sqlite_connection(store: HistoryStore):
@@ -186,14 +236,15 @@ def test_a_writer_killed_mid_write_leaves_every_committed_row(tmp_path):
         reopened.close()
 
 
-def migrated_to(url: str, revision: str) -> sa.Engine:
-    """A database at an older schema revision, as an older release created it."""
+def migrated_to(url: str, revision: str, step=command.upgrade) -> sa.Engine:
+    """A database at an older schema revision, as an older release created it (``step``:
+    ``command.downgrade`` to take a newer one back there)."""
     engine = sa.create_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        step(config, revision)
     return engine
 
 
@@ -325,6 +376,40 @@ def test_an_upgrade_from_revision_2_recounts_parts_by_the_part_rule(empty_databa
             assert cut.loc["old"].equals(cut.loc["new"])  # rollup and edges agree (NaN fpy too)
     finally:
         store.close()
+
+
+def test_an_upgrade_from_revision_5_keeps_old_events_and_adds_readings(empty_database_url):
+    """Events written before readings existed keep their values and have none; new events
+    carry theirs; a downgrade drops the columns again."""
+    url = empty_database_url
+    engine = migrated_to(url, "0005")
+    old = {"time": T0, "station": "old", "camera": "0", "tool": "weld", "version": "v1",
+           "verdict": "FAIL", "defect_class": "crack", "raw_score": 0.9, "score": 0.9,
+           "threshold": 0.5, "latency_ms": 9.0, "cause": "trigger", "trigger_id": "A",
+           "quarter": int(T0 // 900), "score_bin": 18, "error": None}
+    with engine.begin() as conn:
+        conn.execute(sa.table("verdict_events", *[sa.column(c) for c in old]).insert(), [old])
+    engine.dispose()
+
+    store = open_history(StationSettings(history_url=url))
+    try:
+        assert store.revision() == HEAD
+        code = reading_events(T0 + 60)[0]
+        nul = replace(code, tool="code128", reading=Reading("AB\x00C", "Code 128"))  # a NUL in it
+        store.write("new", [code, nul])
+        frame = store.events(newest_first=False)
+        assert list(frame["trigger_id"]) == ["A", "P1", "P1"] and frame.iloc[0]["defect_class"] == "crack"
+        assert readings(frame) == {"weld": [None] * 4, "serial": READ["serial"],
+                                   "code128": ["AB\u2400C", "Code 128", None, None]}
+    finally:
+        store.close()
+
+    engine = migrated_to(url, "0005", command.downgrade)
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("verdict_events")}
+        assert not {c for c in columns if c.startswith("reading_")} and "error" in columns
+        assert conn.execute(sa.text("SELECT count(*) FROM verdict_events")).scalar() == 3
+    engine.dispose()
 
 
 def test_tool_changes_are_recorded_once_with_their_actor(store, workspace):

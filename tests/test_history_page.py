@@ -13,7 +13,7 @@ from core.datasets import read_image
 from core.history import open_history
 from core.station import StationSettings
 from core.tools import ToolChange
-from core.verdicts import VerdictRecord
+from core.verdicts import Reading, VerdictRecord
 from tests.conftest import sample_paths
 
 APP = Path(__file__).resolve().parents[1]
@@ -23,8 +23,9 @@ if str(APP) not in sys.path:  # the pages' shared helpers are the package ``page
 
 @pytest.fixture
 def seeded(workspace):
-    """Today: 'weld' 6 parts (2 FAIL), 'label' 4 parts (1 FAIL) on station st1, 3 parts of 'weld'
-    on st2 (all PASS); ten days ago: 5 'weld' parts on st1 (out of the default range)."""
+    """Today: 'weld' 6 parts (2 FAIL), 'label' 4 parts (1 FAIL, each with the lot number it
+    read) on station st1, 3 parts of 'weld' on st2 (all PASS); ten days ago: 5 'weld' parts on
+    st1 (out of the default range)."""
     settings = StationSettings(name="st1", keep_fail_images=True)
     store = open_history(settings, root=workspace)
     photo = read_image(sample_paths("casting", 1, seed=5)["defect"][0])
@@ -33,7 +34,8 @@ def seeded(workspace):
     def part(when: float, tool: str, fail: bool) -> VerdictRecord:
         return VerdictRecord(when, tool, "FAIL" if fail else "PASS", "crack" if fail else None,
                              0.9 if fail else 0.1, 0.5, "v2", "trigger", "0", None, 10.0, None,
-                             (0, 0, 100, 100), photo if fail else None)
+                             (0, 0, 100, 100), photo if fail else None,
+                             reading=Reading(f"LOT-{when:.0f}", "text") if tool == "label" else None)
 
     store.write("st1", [part(noon + i, "weld", i < 2) for i in range(6)]
                 + [part(noon + 10 + i, "label", i == 0) for i in range(4)]
@@ -56,6 +58,9 @@ def test_history_page_shows_counts_and_filters_change_them(seeded):
     events = at.dataframe[-2].value  # tabs render in order: FPY, Pareto, events, changes
     assert len(events) == 13 and set(events["Station"]) == {"st1", "st2"}
     assert events["Image"].tolist().count("yes") == 3
+    label = events[events["Tool"] == "label"]
+    assert label["Read"].str.startswith("LOT-").all() and set(label["Read as"]) == {"text"}
+    assert set(events.loc[events["Tool"] == "weld", "Read"]) == {""}  # a classifier reads nothing
     changes = at.dataframe[-1].value
     assert changes.iloc[0]["By"] == "alice" and changes.iloc[0]["Change"] == "threshold"
     fpy = at.dataframe[0].value.set_index("Station")
@@ -100,6 +105,8 @@ def test_continuous_mode_counts_defective_parts_not_verdict_changes(workspace):
         at = AppTest.from_file(str(APP / "pages/5_History.py"), default_timeout=60).run()
         assert not at.exception and not at.error
         assert metrics(at) == {"Tool verdicts": "2", "PASS": "0", "FAIL": "2", "Yield": "-"}
+        events = next(d.value for d in at.dataframe if "Verdict" in d.value)
+        assert len(events) == 6 and "Read" not in events  # no reading tool: no empty column
         assert "2 FAIL part(s) seen in continuous mode" in at.caption[0].value
         rule = " ".join(m.value for m in at.markdown)
         assert "**change** event: a change to FAIL is one defective part" in rule

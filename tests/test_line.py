@@ -154,6 +154,8 @@ def test_a_line_without_integrations_has_no_link_status(line):
 
 def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
         casting_tool, workspace, tmp_path):
+    """Each trigger's expected value (an order's serial) reaches the inspection of its frame
+    through the line: the value the camera's session judged the part with."""
     from asyncua.sync import Client
 
     from core.station import MqttSettings, OpcUaSettings, StationSettings, save_settings
@@ -184,15 +186,19 @@ def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
     try:
         wait_until(lambda: all(s.connected for s in line.status()), 20, "MQTT and OPC UA up")
         subscriber.client.publish("shopfloor-inspector/cell-9/cmd/trigger",
-                                  json.dumps({"camera": "0", "id": "mqtt-1"}), qos=1)
+                                  json.dumps({"camera": "0", "id": "mqtt-1", "expected": "SN-0001"}),
+                                  qos=1)
         wait_until(lambda: subscriber.payloads("/casting/verdict"), 10, "the MQTT verdict")
+        assert session.latest.triggered and session.latest.expected == "SN-0001"
 
         plc = Client(f"opc.tcp://127.0.0.1:{port}/inspector/", timeout=10)
         plc.connect()
         ns = plc.get_namespace_index("urn:cell-9")
         node = lambda path: plc.get_node(f"ns={ns};s=Station.{path}")  # noqa: E731
+        node("Expected").write_value("8480010001136")
         node("Trigger").write_value(True)
         wait_until(lambda: node("ResultValid").read_value(), 10, "ResultValid")
+        assert session.latest.expected == "8480010001136" and node("Expected").read_value() == ""
         node("Trigger").write_value(False)
         time.sleep(1.0)  # frames keep coming: nothing more may be recorded
     finally:

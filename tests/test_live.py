@@ -104,6 +104,28 @@ def test_a_trigger_in_continuous_mode_is_answered_not_eaten(casting_tool, photos
     assert len(sink.recent()) == 2  # back to one event per change
 
 
+def test_a_value_sent_with_a_trigger_judges_that_part_only(casting_tool, photos):
+    """The expected value (an order's serial) is the trigger's: its frame is judged with it, the
+    next trigger without one expects nothing, a continuous frame never gets one."""
+    sink = RecentVerdicts()
+    live = session([casting_tool], sink)
+    live.process(photos["good"][0])
+    assert live.latest.expected is None
+    live.request_trigger("part-1", "8480010001136")
+    live.process(photos["good"][1])
+    assert (live.latest.triggered, live.latest.expected) == (True, "8480010001136")
+    assert sink.recent()[-1].trigger_id == "part-1"
+    live.process(photos["good"][2])
+    assert (live.latest.triggered, live.latest.expected) == (False, None)
+    live.continuous = False
+    live.request_trigger("part-2")
+    live.process(photos["good"][0])
+    assert (live.latest.expected, sink.recent()[-1].trigger_id) == (None, "part-2")
+    with pytest.raises(ValueError, match="at most 200"):
+        live.request_trigger("part-3", "9" * 201)
+    assert not live.trigger.is_set()  # refused: no part is judged without what it must read
+
+
 def test_triggered_mode_judges_one_frame_per_trigger_and_holds_it(casting_tool, photos):
     runner_sink = RecentVerdicts()
     live = session([casting_tool], runner_sink)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from core.inference import ToolRunner
 from core.integrations.mqtt import MqttLink, parse_trigger
 from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
-from core.verdicts import TRIGGER, VerdictRecord
+from core.verdicts import MAX_EXPECTED_CHARS, TRIGGER, Reading, VerdictRecord
 from tests.conftest import load_sample
+from tests.readings import code_result
 from tests.servers import Mosquitto, MqttSubscriber, self_signed_certificate, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +85,7 @@ def test_verdicts_arrive_as_json_on_the_documented_topics(mosquitto, link_of):
         "seq": 1, "time": weld["time"], "epoch": round(when, 3), "station": "press+7/a", "camera": "0",
         "tool": "weld", "version": "v2", "verdict": "PASS", "pass": True, "defect_class": None,
         "score": 0.2, "raw_score": 0.25, "threshold": 0.5, "latency_ms": 12.3, "cause": "change",
-        "trigger_id": None, "error": None}
+        "trigger_id": None, "error": None, "reading": None}
     assert abs(time.mktime(time.strptime(weld["time"][:19], "%Y-%m-%dT%H:%M:%S")) - int(when)) <= 1
     assert (label["seq"], label["pass"], label["defect_class"], label["cause"], label["trigger_id"]) == (
         2, False, "crack", "trigger", "A17")
@@ -101,22 +103,46 @@ def test_verdicts_arrive_as_json_on_the_documented_topics(mosquitto, link_of):
 
 
 def test_trigger_command_parsing():
-    assert parse_trigger(b" {} ") == (None, None)
-    assert parse_trigger(b'{"camera": null, "id": "A1"}') == (None, "A1")
-    assert parse_trigger(b'{"camera": 1, "id": 42}') == ("1", "42")
-    for bad in (b"go", b"", b"[1]", b'{"cam": "0"}', b'{"camera": ["0"]}'):
+    assert parse_trigger(b" {} ") == (None, None, None)
+    assert parse_trigger(b'{"camera": null, "id": "A1"}') == (None, "A1", None)
+    assert parse_trigger(b'{"camera": 1, "id": 42}') == ("1", "42", None)
+    assert parse_trigger(b'{"id": "A2", "expected": "0042-SN"}') == (None, "A2", "0042-SN")
+    assert parse_trigger(b'{"expected": ""}') == (None, None, None)  # nothing expected
+    for bad in (b"go", b"", b"[1]", b'{"cam": "0"}', b'{"camera": ["0"]}', b'{"expected": 42}',
+                json.dumps({"expected": "9" * (MAX_EXPECTED_CHARS + 1)}).encode()):
         with pytest.raises(ValueError):
             parse_trigger(bad)
+    with pytest.raises(ValueError, match=f"201 characters long: at most {MAX_EXPECTED_CHARS}"):
+        parse_trigger(json.dumps({"expected": "9" * 201}).encode())
+
+
+def test_what_a_reading_tool_read_is_in_its_verdict_message(mosquitto, link_of):
+    listener = MqttSubscriber(mosquitto, "plant/line3/st1/+/+/verdict")
+    link = link_of(settings(mosquitto), "st1")
+    wait_until(lambda: link.status().connected, what="the link's connection")
+    code = VerdictRecord.of(code_result(), time.time(), TRIGGER, trigger_id="P1")  # a real EAN-13
+    text = replace(code, tool="lot", reading=Reading("LOT 2503-17", "text", 0.912345, "B"))
+    wrong = VerdictRecord.of(code_result(expected="4006381333931"), time.time(), TRIGGER)
+    link.remember([code, text, wrong])
+    wait_until(lambda: len(listener.payloads()) == 3, what="three verdict messages")
+    messages = [json.loads(p) for p in listener.payloads()]
+    assert [m["reading"] for m in messages] == [
+        {"text": "8480010001136", "format": "EAN-13", "confidence": None, "grade": None},
+        {"text": "LOT 2503-17", "format": "text", "confidence": 0.9123, "grade": "B"},
+        {"text": "8480010001136", "format": "EAN-13", "confidence": None, "grade": None}]
+    assert [(m["verdict"], m["defect_class"]) for m in messages] == [
+        ("PASS", None), ("PASS", None), ("FAIL", "wrong code")]  # what was read, whatever the verdict
+    listener.close()
 
 
 def test_a_trigger_from_the_line_gives_exactly_one_verdict(mosquitto, link_of, casting_tool):
     good = load_sample("casting", 1, seed=1).images[0]
     sink = RecentVerdicts()
-    calls: list[tuple[str | None, str | None]] = []
+    calls: list[tuple[str | None, str | None, str | None]] = []
 
-    def on_trigger(camera: str | None, trigger_id: str | None) -> None:
-        calls.append((camera, trigger_id))
-        live.request_trigger(trigger_id)
+    def on_trigger(camera: str | None, trigger_id: str | None, expected: str | None) -> None:
+        calls.append((camera, trigger_id, expected))
+        live.request_trigger(trigger_id, expected)
 
     commander = MqttSubscriber(mosquitto, "nothing/here")
     commander.client.publish("plant/line3/st1/cmd/trigger", b'{"id": "stale"}', qos=1, retain=True)
@@ -151,7 +177,7 @@ def test_a_trigger_from_the_line_gives_exactly_one_verdict(mosquitto, link_of, c
         time.sleep(0.3)  # an empty message (what clearing sends) is no trigger either
         commander.close()
     assert live.error is None
-    assert calls == [(None, "T-42")]
+    assert calls == [(None, "T-42", None)]
     events = sink.recent()
     assert [(e.cause, e.trigger_id, e.tool) for e in events] == [(TRIGGER, "T-42", "casting")]
     wait_until(lambda: listener.payloads(), what="the verdict message")

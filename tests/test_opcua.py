@@ -20,8 +20,9 @@ from core.integrations.opcua import OpcUaLink
 from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
 from core.station import OpcUaSettings
 from core.tools import add_change_listener
-from core.verdicts import CHANGE, ERROR, TRIGGER, VerdictRecord
+from core.verdicts import CHANGE, ERROR, MAX_EXPECTED_CHARS, TRIGGER, VerdictRecord
 from tests.conftest import load_sample
+from tests.readings import code_result
 from tests.servers import free_port, opcua_client_certificate, wait_until
 
 NAMESPACE = "urn:test-station"
@@ -85,9 +86,9 @@ def test_the_plc_handshake_drives_one_inspection_per_trigger(start_link, casting
     photos = load_sample("casting", 1, seed=1)
     sink, calls = RecentVerdicts(), []
 
-    def on_trigger(camera, trigger_id):
+    def on_trigger(camera, trigger_id, expected):
         calls.append((camera, trigger_id))
-        live.request_trigger(trigger_id)
+        live.request_trigger(trigger_id, expected)
 
     link = start_link({"casting": casting_tool.config.classes}, on_trigger)
     live = LiveSession(Lineup((ToolRunner(casting_tool),)), Fanout(sink, link))
@@ -136,6 +137,49 @@ def test_the_plc_handshake_drives_one_inspection_per_trigger(start_link, casting
     finally:
         stop.set()
         feeder.join()
+        plc.close()
+
+
+def test_the_plc_sends_the_expected_value_with_the_trigger_and_reads_what_was_read(start_link):
+    calls = []
+    link = start_link({"serial": ("good", "wrong code")},
+                      lambda camera, trigger_id, expected: calls.append((trigger_id, expected)))
+    plc = Plc(link)
+    try:
+        assert plc.read("Tools.serial.Reading") == "" == plc.read("Tools.serial.ReadingFormat")
+        plc.write("Expected", "8480010001136")  # the order's serial, then the trigger
+        plc.write("Trigger", True)
+        plc.wait("TriggerAck", True)
+        assert calls == [("opcua-1", "8480010001136")] and plc.read("Expected") == ""  # taken
+        link.remember([VerdictRecord.of(code_result(), time.time(), TRIGGER, trigger_id="opcua-1")])
+        plc.wait("ResultValid", True)  # a real EAN-13 photo, read by the decoder
+        assert plc.read("Pass") is True and plc.read("Tools.serial.Reading") == "8480010001136"
+        assert plc.read("Tools.serial.ReadingFormat") == "EAN-13"
+        plc.write("Trigger", False)
+        plc.wait("TriggerAck", False)
+
+        plc.write("Expected", "9" * (MAX_EXPECTED_CHARS + 1))
+        plc.write("Trigger", True)  # refused, and the PLC is told why
+        wait_until(lambda: "trigger ignored" in plc.read("Error"), what="the refusal")
+        assert f"at most {MAX_EXPECTED_CHARS}" in plc.read("Error")
+        assert not plc.read("TriggerAck") and plc.read("Ready") and len(calls) == 1
+        plc.write("Trigger", False)
+
+        plc.client.write_values([plc.node("Trigger"), plc.node("Expected")], [True, "SN-2"])
+        plc.wait("TriggerAck", True)  # one write request, the trigger first: its value is taken
+        assert calls[-1] == ("opcua-2", "SN-2") and plc.read("Error") == ""
+        link.remember([VerdictRecord.of(code_result(), time.time(), TRIGGER, trigger_id="opcua-2")])
+        plc.wait("ResultValid", True)
+        plc.write("Trigger", False)
+        plc.wait("TriggerAck", False)
+
+        plc.write("Trigger", True)  # the PLC wrote no new value: the last one is not reused
+        plc.wait("TriggerAck", True)
+        assert calls[-1] == ("opcua-3", None)
+        link.remember([event("serial", "PASS", "opcua-3")])  # no reading: the nodes are cleared
+        plc.wait("ResultValid", True)
+        assert plc.read("Tools.serial.Reading") == "" == plc.read("Tools.serial.ReadingFormat")
+    finally:
         plc.close()
 
 
@@ -201,7 +245,7 @@ def test_no_client_can_forge_a_result_or_change_the_node_tree(start_link):
 def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_triggers(start_link):
     calls = []
     link = start_link({"weld": CLASSES, "label": ("good", "missing")},
-                      lambda camera, trigger_id: calls.append(trigger_id), result_timeout_s=1.0)
+                      lambda camera, trigger_id, expected: calls.append(trigger_id), result_timeout_s=1.0)
     plc = Plc(link)
     try:
         plc.write("Trigger", True)
@@ -233,7 +277,8 @@ def test_a_tool_that_never_answers_fails_the_part_and_a_busy_station_ignores_tri
 
 
 def test_a_tool_that_cannot_judge_gives_no_valid_result_and_the_next_part_goes_on(start_link):
-    link = start_link({"weld": CLASSES, "label": ("good", "missing")}, lambda camera, trigger_id: None)
+    link = start_link({"weld": CLASSES, "label": ("good", "missing")},
+                      lambda camera, trigger_id, expected: None)
     plc = Plc(link)
     try:
         plc.write("Trigger", True)
@@ -263,7 +308,7 @@ def test_a_tool_that_cannot_judge_gives_no_valid_result_and_the_next_part_goes_o
 
 
 def test_a_clock_set_back_an_hour_delays_no_handshake(start_link, monkeypatch):
-    link = start_link({"weld": CLASSES}, lambda camera, trigger_id: None, result_timeout_s=1.0)
+    link = start_link({"weld": CLASSES}, lambda camera, trigger_id, expected: None, result_timeout_s=1.0)
     plc = Plc(link)
     try:
         plc.write("Trigger", True)

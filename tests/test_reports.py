@@ -22,7 +22,7 @@ from core.reports import (
     yield_over_time,
 )
 from core.station import StationSettings
-from core.verdicts import VerdictRecord
+from core.verdicts import Reading, VerdictRecord
 
 BERLIN = ZoneInfo("Europe/Berlin")  # 2025-03-30 02:00 -> 03:00: a 23-hour day
 
@@ -56,12 +56,18 @@ TRIGGERED = [e for e in EVENTS if e[7] == "trigger"]
 SHIFT_STARTS = (6, 14, 22)
 
 
+def label_read(when: str) -> Reading:
+    """What the label tool (a text reading tool) read on the part of ``when``: its lot number."""
+    return Reading(f"LOT {when[:10]}", "text", confidence=0.875)
+
+
 @pytest.fixture
 def history(workspace):
     store = open_history(StationSettings(name="st1"), root=workspace)
     for station in ("st1", "st2"):
         store.write(station, [
-            VerdictRecord(at(t), tool, verdict, defect, score, 0.5, "v1", cause, camera)
+            VerdictRecord(at(t), tool, verdict, defect, score, 0.5, "v1", cause, camera,
+                          reading=label_read(t) if tool == "label" else None)
             for t, st, camera, tool, verdict, defect, score, cause in EVENTS if st == station])
     yield store
     store.close()
@@ -187,8 +193,15 @@ def test_export_round_trips_every_event_in_chunks(history, tmp_path, fmt):
         back["time"] = pd.to_datetime(back["time"], utc=True)
     assert list(back.columns) == list(original.columns)
     assert (back["time"] == original["time"]).all()
-    for column in ("id", "station", "tool", "verdict", "defect_class", "score", "cause", "has_image"):
+    for column in ("id", "station", "tool", "verdict", "defect_class", "score", "cause", "has_image",
+                   "reading_text", "reading_format"):
         assert back[column].fillna("-").tolist() == original[column].fillna("-").tolist()
+    reads = back[back["tool"] == "label"]
+    assert reads["reading_text"].tolist() == [label_read(e[0]).text for e in
+                                              sorted(EVENTS, key=lambda e: at(e[0])) if e[3] == "label"]
+    assert set(reads["reading_confidence"]) == {0.875} and back["reading_grade"].isna().all()
+    assert back["reading_confidence"].isna().sum() == original["reading_confidence"].isna().sum()
+    assert back.loc[back["tool"] == "weld", "reading_text"].isna().all()  # a classifier reads none
     assert [round(t.timestamp(), 6) for t in back["time"]] == [round(at(e[0]), 6) for e in
                                                                 sorted(EVENTS, key=lambda e: at(e[0]))]
     assert not list(tmp_path.glob(".*partial"))

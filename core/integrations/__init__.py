@@ -5,7 +5,9 @@ triggers from them.
 broker is away) and takes trigger commands from it; ``opcua.OpcUaLink`` runs an OPC UA server
 whose nodes a PLC reads and whose ``Trigger`` it sets, with the usual vision-sensor handshake.
 Both are verdict sinks (``remember(records)``, called on the video thread, never blocking) and
-hand triggers to an ``on_trigger(camera, trigger_id)`` callback (camera None = every camera).
+hand triggers to an ``on_trigger(camera, trigger_id, expected)`` callback (camera None = every
+camera; ``expected``: the value the line sent for the part, e.g. the order's serial, that a
+reading tool compares what it reads with, already checked by ``core.verdicts.expected_value``).
 The topic tree, the node tree and the handshake are described in ``docs/INTEGRATIONS.md``.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TriggerCallback = Callable[[str | None, str | None], None]  # (camera or None for all, trigger id)
+# (camera or None for all, trigger id, expected value or None)
+TriggerCallback = Callable[[str | None, str | None, str | None], None]
 
 
 @dataclass(frozen=True)

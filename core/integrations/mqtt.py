@@ -5,10 +5,11 @@ Topics (``<base>`` is ``<topic_root>/<station>``; see ``docs/INTEGRATIONS.md``):
 - ``<base>/status``: retained ``online`` / ``offline``; the broker publishes ``offline`` itself
   (last will) when the station dies without saying goodbye.
 - ``<base>/<camera>/<tool>/verdict``: one JSON message per verdict event (``verdict_payload``).
-- ``<base>/cmd/trigger``: a JSON ``{"camera": "0" | null, "id": "..."}`` (``{}``: every camera,
-  no id) asks for one triggered inspection. An empty message is ignored: it is what clearing a
-  retained message sends, and retained commands are ignored too (they would fire at every
-  reconnection).
+- ``<base>/cmd/trigger``: a JSON ``{"camera": "0" | null, "id": "...", "expected": "..."}``
+  (``{}``: every camera, no id, nothing expected) asks for one triggered inspection;
+  ``expected`` is the value a reading tool compares with (the order's serial). An empty message
+  is ignored: it is what clearing a retained message sends, and retained commands are ignored
+  too (they would fire at every reconnection).
 
 Delivery is *at least once*: an event leaves the station's own bounded outbox only when the
 broker has acknowledged it (PUBACK). On every (re)connection each event still in the outbox is
@@ -35,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from core.errors import InspectorError
 from core.integrations import LinkStatus, TriggerCallback
 from core.station import MqttSettings
-from core.verdicts import PASS, VerdictRecord, short_error
+from core.verdicts import PASS, VerdictRecord, expected_value, short_error
 
 LOG = logging.getLogger("shopfloor_inspector.mqtt")
 
@@ -64,6 +65,7 @@ def _number(value: float | None, digits: int = 4) -> float | None:
 
 def verdict_payload(record: VerdictRecord, station: str, seq: int) -> dict[str, Any]:
     """The JSON message of one verdict event; ``seq`` counts the station's events since it started."""
+    reading = record.reading
     return {
         "seq": seq,
         "time": datetime.fromtimestamp(record.time).astimezone().isoformat(timespec="milliseconds"),
@@ -82,23 +84,29 @@ def verdict_payload(record: VerdictRecord, station: str, seq: int) -> dict[str, 
         "cause": record.cause,
         "trigger_id": record.trigger_id,
         "error": record.error,  # why the verdict is ERROR (the tool could not judge the part)
+        "reading": None if reading is None else {  # what a code or label text tool read
+            "text": reading.text, "format": reading.format,
+            "confidence": _number(reading.confidence), "grade": reading.grade},
     }
 
 
-def parse_trigger(payload: bytes) -> tuple[str | None, str | None]:
-    """(camera or None for every camera, trigger id or None) of a trigger command, or ValueError."""
+def parse_trigger(payload: bytes) -> tuple[str | None, str | None, str | None]:
+    """(camera or None for every camera, trigger id or None, expected value or None) of a
+    trigger command, or ValueError."""
     try:
         command = json.loads(payload.decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"trigger command is not JSON ({exc}); send {{\"camera\": \"0\", "
                          "\"id\": \"...\"} or {} for every camera") from exc
-    if not isinstance(command, dict) or set(command) - {"camera", "id"}:
-        raise ValueError("trigger command must be a JSON object with only 'camera' and 'id'")
+    if not isinstance(command, dict) or set(command) - {"camera", "id", "expected"}:
+        raise ValueError("trigger command must be a JSON object with only 'camera', 'id' and "
+                         "'expected'")
     camera, trigger_id = command.get("camera"), command.get("id")
     if camera is not None and not isinstance(camera, str | int):
         raise ValueError("trigger 'camera' must be a camera name or null (every camera)")
     return (None if camera is None else str(camera),
-            None if trigger_id is None else str(trigger_id))
+            None if trigger_id is None else str(trigger_id),
+            expected_value(command.get("expected")))
 
 
 class MqttLink:
@@ -305,7 +313,7 @@ class MqttLink:
                         message.topic)
             return
         try:
-            camera, trigger_id = parse_trigger(message.payload)
+            camera, trigger_id, expected = parse_trigger(message.payload)
         except ValueError as exc:
             with self._cond:
                 self._last_error = str(exc)
@@ -314,6 +322,6 @@ class MqttLink:
         if self.on_trigger is None:
             return
         try:
-            self.on_trigger(camera, trigger_id)
+            self.on_trigger(camera, trigger_id, expected)
         except Exception:  # noqa: BLE001 - paho's thread must go on
             LOG.exception("MQTT: the trigger handler failed")

@@ -2,10 +2,13 @@
 
 The address space (see ``docs/INTEGRATIONS.md``) holds one ``Station`` object with the
 station's state (``Online``, ``Ready``, ``Error``, ``Heartbeat``), the trigger handshake
-(``Trigger``, ``TriggerAck``, ``ResultValid``, ``InspectionID``, ``TriggerID``), the last
-inspection's result (``Pass``, ``Verdict``), counters and one object per tool with its latest
-verdict. The handshake is the usual one of vision sensors: the PLC sets ``Trigger``; the station
-sets ``TriggerAck``, clears ``ResultValid`` and ``Ready``, inspects, writes every result and
+(``Trigger``, ``TriggerAck``, ``ResultValid``, ``InspectionID``, ``TriggerID``, and
+``Expected``: the value the PLC sends with the trigger for the reading tools, e.g. the order's
+serial), the last inspection's result (``Pass``, ``Verdict``), counters and one object per tool
+with its latest verdict (and what a reading tool read: ``Reading``, ``ReadingFormat``). The
+handshake is the usual one of vision sensors: the PLC writes ``Expected`` if a reading tool
+needs it and sets ``Trigger``; the station takes ``Expected`` (and clears it), sets
+``TriggerAck``, clears ``ResultValid`` and ``Ready``, inspects, writes every result and
 ``InspectionID``, then sets ``ResultValid`` and ``Ready``; the PLC resets ``Trigger`` and the
 station resets ``TriggerAck``.
 
@@ -40,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from core.integrations import LinkStatus, TriggerCallback
 from core.station import OpcUaSettings
 from core.tools import STATION, acting_as, announce
-from core.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, overall
+from core.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, expected_value, overall
 
 LOG = logging.getLogger("shopfloor_inspector.opcua")
 
@@ -52,6 +55,7 @@ STATION_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {  # name -> (initial
     "Error": ("", V.String),
     "Heartbeat": (0, V.UInt32),
     "Trigger": (False, V.Boolean),  # written by the PLC
+    "Expected": ("", V.String),  # written by the PLC before Trigger; taken (and cleared) by it
     "TriggerAck": (False, V.Boolean),
     "TriggerID": ("", V.String),
     "InspectionID": (0, V.UInt32),
@@ -72,8 +76,10 @@ TOOL_VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {
     "Version": ("", V.String),
     "Camera": ("", V.String),
     "Error": ("", V.String),  # why the tool's verdict is ERROR ("" otherwise)
+    "Reading": ("", V.String),  # what a reading tool read ("" when it read nothing, other kinds)
+    "ReadingFormat": ("", V.String),  # what it was read as: a symbology ("EAN-13") or "text"
 }
-WRITABLE = ("Trigger", "ResetCounters")
+WRITABLE = ("Trigger", "Expected", "ResetCounters")
 
 
 def _client_of(event: ServerItemCallback) -> str:
@@ -322,6 +328,11 @@ class OpcUaLink:
         await self._server.write_attribute_value(
             self._id(*path), ua.DataValue(ua.Variant(value, kind), SourceTimestamp=now, ServerTimestamp=now))
 
+    def _read(self, name: str) -> Any:
+        """A station variable's value (one a client writes)."""
+        assert self._server is not None
+        return self._server.read_attribute_value(self._id(name)).Value.Value
+
     async def _write_counters(self) -> None:
         assert self._server is not None
         for name in COUNTERS:
@@ -398,7 +409,9 @@ class OpcUaLink:
                   "Threshold": float(record.threshold),
                   "ClassIndex": classes.index(shown) if shown in classes and record.verdict != ERROR else -1,
                   "DefectClass": record.defect_class if record.verdict == FAIL else "",
-                  "Version": record.version, "Camera": record.camera, "Error": record.error}
+                  "Version": record.version, "Camera": record.camera, "Error": record.error,
+                  "Reading": record.reading.text if record.reading else "",
+                  "ReadingFormat": record.reading.format if record.reading else ""}
         for name, value in values.items():
             await self._write(name, value if value is not None else "", record.tool)
 
@@ -465,6 +478,12 @@ class OpcUaLink:
                                        else "no tool is running")
             await self._write("Error", f"trigger ignored, station not ready: {reason}")
             return
+        try:
+            expected = expected_value(self._read("Expected"))
+        except ValueError as exc:
+            await self._write("Error", f"trigger ignored: {exc}")
+            return
+        await self._write("Expected", "")  # taken: the next part's serial is the PLC's to write
         self._triggers += 1
         trigger_id = f"opcua-{self._triggers}"
         self._pending = _PendingTrigger(trigger_id, set(self._published),
@@ -475,6 +494,6 @@ class OpcUaLink:
         await self._write("TriggerAck", True)
         if self.on_trigger is not None:
             try:
-                self.on_trigger(None, trigger_id)
+                self.on_trigger(None, trigger_id, expected)
             except Exception:  # noqa: BLE001 - the server must go on
                 LOG.exception("OPC UA: the trigger handler failed")
