@@ -24,6 +24,7 @@ from core.reports import (
     events_csv,
     first_pass_yield,
     local_zone,
+    operator_corrections,
     score_distribution,
     yield_over_time,
 )
@@ -177,3 +178,12 @@ with audit:
             "Details": changes["details"].map(lambda d: ", ".join(f"{k}: {v}" for k, v in d.items())),
             "By": changes["actor"],
         }), hide_index=True, height=300)
+    # how often operators disagree with each tool (corrections on Live inspection)
+    corrected = operator_corrections(store, where)
+    if corrected["corrections"].sum():
+        st.markdown("**Operator corrections per tool**: verdicts an operator said were wrong on "
+                    "Live inspection, against the parts the tool judged")
+        st.dataframe(corrected.assign(share=[ui.fmt_pct(None if pd.isna(v) else v)
+                                                   for v in corrected["share"]]).rename(columns={
+            "tool": "Tool", "parts": "Parts", "corrections": "Corrections",
+            "share": "Corrected"}), hide_index=True)

@@ -66,3 +66,40 @@ def test_the_review_queue_labels_the_hardest_crop_and_undoes_it(trained_home):
     no_errors(at)
     assert counts(trained_home) == before  # a discarded crop is trained on by nobody
     assert [r.label for r in queue.labelled()] == ["discard"]
+
+
+def test_home_and_training_count_the_photos_labelled_since_the_active_version(trained_home):
+    queue = kept(trained_home, 2)
+    for record in queue.pending():
+        queue.label(record.id, "good", who="ana")
+    active = ToolStore(trained_home).get("casting").config.active_version
+    wanted = f"2 new photos since {active}: retrain"
+    home = page("Home.py").run()
+    no_errors(home)
+    assert f"**casting**: {wanted} on the Training page to use them." in texts(home)
+    training = page("pages/3_Training.py").run()
+    no_errors(training)
+    assert any(i.value.startswith(wanted) for i in training.info)
+
+
+def test_the_history_page_shows_how_often_operators_correct_each_tool(workspace):
+    from datetime import date, datetime
+
+    from core.history import open_history
+    from core.station import StationSettings
+    from core.tools import ToolChange
+    from core.verdicts import CORRECTED, VerdictRecord
+
+    store = open_history(StationSettings(name="st1"), root=workspace)
+    noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
+    store.write("st1", [VerdictRecord(noon + i, "casting", "PASS", None, 0.1, 0.5, "v001", "trigger")
+                        for i in range(4)],
+                [ToolChange("casting", CORRECTED, {"verdict": "PASS", "label": "defect"}, "kiosk",
+                            noon + 5)])
+    at = page("pages/5_History.py").run()
+    no_errors(at)
+    assert any("Operator corrections per tool" in m.value for m in at.markdown)
+    table = at.dataframe[-1].value.set_index("Tool")
+    assert (table.loc["casting", "Parts"], table.loc["casting", "Corrections"]) == (4, 1)
+    assert table.loc["casting", "Corrected"] == "25.0%"
+    store.close()
