@@ -18,6 +18,9 @@ owns everything live inspection runs on, whichever browser, page or command look
 - per tool, a **trial version** beside the line's (``start_trial``): it judges the same frames,
   its verdicts are counted and compared with the line's, never sent to the line or the history;
   ``promote`` makes it the active version (``stop_trial`` ends it).
+- per tool on the line, the **keeper** of its uncertain frames (``keeping``,
+  ``core.line_keepers``): frames near the threshold or unlike the tool's photos are kept for
+  review in ``<tool>/review/``, a bounded number an hour, never making the video thread wait.
 
 The state is kept in ``<workspace>/line.json`` (written atomically), so a restart runs exactly
 what ran before; the first start of a workspace without it puts every trained, enabled tool on

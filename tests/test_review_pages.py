@@ -21,9 +21,9 @@ from tests.test_pages import (  # noqa: F401 - the fixtures of the pages' tests
 LABELING = "pages/2_Labeling.py"
 
 
-def kept(home, count: int = 3) -> ReviewQueue:
+def kept(root, count: int = 3) -> ReviewQueue:
     """The casting tool's queue once the station kept ``count`` unseen photos it judged."""
-    tool = ToolStore(home).get("casting")
+    tool = ToolStore(root).get("casting")
     runner = ToolRunner(tool)
     keeper = LineKeeper(ReviewQueue(tool, KeepPolicy(margin=1.0)))
     for photo in load_sample("casting", count, seed=3, skip=20).images[:count]:
@@ -32,12 +32,12 @@ def kept(home, count: int = 3) -> ReviewQueue:
     return ReviewQueue(tool)
 
 
-def counts(home) -> dict[str, int]:
-    tool = ToolStore(home).get("casting")
+def counts(root) -> dict[str, int]:
+    tool = ToolStore(root).get("casting")
     return ToolDataset(tool.images_dir, tool.config.classes).counts()
 
 
-def test_the_review_queue_labels_the_hardest_crop_and_undoes_it(trained_home):
+def test_the_review_queue_labels_the_hardest_crop_and_undoes_it(trained_home):  # noqa: F811
     queue = kept(trained_home)
     hardest = queue.pending()[0]
     before = counts(trained_home)
@@ -68,15 +68,16 @@ def test_the_review_queue_labels_the_hardest_crop_and_undoes_it(trained_home):
     assert [r.label for r in queue.labelled()] == ["discard"]
 
 
-def test_home_and_training_count_the_photos_labelled_since_the_active_version(trained_home):
+def test_home_and_training_count_the_photos_labelled_since_the_active_version(
+        trained_home):  # noqa: F811 - the imported fixture
     queue = kept(trained_home, 2)
     for record in queue.pending():
         queue.label(record.id, "good", who="ana")
     active = ToolStore(trained_home).get("casting").config.active_version
     wanted = f"2 new photos since {active}: retrain"
-    home = page("Home.py").run()
-    no_errors(home)
-    assert f"**casting**: {wanted} on the Training page to use them." in texts(home)
+    start = page("Home.py").run()
+    no_errors(start)
+    assert f"**casting**: {wanted} on the Training page to use them." in texts(start)
     training = page("pages/3_Training.py").run()
     no_errors(training)
     assert any(i.value.startswith(wanted) for i in training.info)
