@@ -150,7 +150,11 @@ class ReviewQueue:
         self._lock = threading.Lock()
 
     def add(self, crop: np.ndarray, frame: KeptFrame) -> KeptFrame:
-        """Store a kept crop (lossless PNG) and its record, then apply the retention rule."""
+        """Store a kept crop (lossless PNG) and its record, then apply the retention rule. A
+        tool deleted or renamed since the frame was judged keeps nothing (writing would bring
+        its folder back as a tool without a tool file)."""
+        if not (self.tool.folder / "tool.json").is_file():
+            return frame
         with self._lock:
             self._write(crop, frame)
             self._retain()

@@ -88,6 +88,15 @@ def within(seconds: float, check, what: str):
     raise BrowserError(f"{what} did not happen within {seconds:.0f} s")
 
 
+def press(page, key: str) -> None:
+    """Press a key once the script has finished its run (a key pressed while it runs is lost),
+    with the focus on the page, not in a widget."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=60_000)
+    page.locator('[data-testid="stMain"]').focus()
+    page.keyboard.press(key)
+
+
 def corrections(home) -> list:
     return [r for r in ReviewQueue(ToolStore(home).get("casting")).labelled()
             if r.reason == CORRECTED]
@@ -127,16 +136,14 @@ def test_an_engineer_labels_the_hardest_kept_crop_with_a_key_and_undoes_it(tab, 
     hardest = ReviewQueue(tool).pending()[0]
     open_as(tab, url, "Labeling", "Labeling", "eve")
     tab.get_by_text(f"Kept on the line: {waiting} waiting").wait_for(timeout=30_000)
-    tab.get_by_role("heading", name="Labeling").click()
-    tab.keyboard.press("2")  # the tool's second class, 'defect'
+    press(tab, "2")  # the tool's second class, 'defect'
     tab.get_by_text(f"Kept on the line: {waiting - 1} waiting").wait_for(timeout=30_000)
     tab.get_by_text(f"Kept crop {hardest.id}: 'defect'").wait_for(timeout=30_000)
     assert dataset.counts() == {**before, "defect": before["defect"] + 1}
     assert ReviewQueue(tool).labelled()[0].labelled_by == "eve"
     tab.screenshot(path=str(ARTIFACTS / "line-learning-review.png"))
 
-    tab.get_by_role("heading", name="Labeling").click()
-    tab.keyboard.press("u")  # undo the latest label
+    press(tab, "u")  # undo the latest label
     tab.get_by_text(f"Kept crop {hardest.id}: waiting again.").wait_for(timeout=30_000)
     assert dataset.counts() == before
     assert ReviewQueue(tool).pending()[0].id == hardest.id
