@@ -271,13 +271,14 @@ class ReviewQueue:
                needs: str = CONFIGURE) -> KeptFrame:
         """Give a record its label and put its crop where the label says: in the dataset under
         a class, or nowhere (DISCARD, or no label)."""
-        dataset = ToolDataset(self.tool.images_dir, self.tool.config.classes)
+        placed = None  # the new photo first: a refusal leaves the old one where it was
+        if label is not None and label != DISCARD:
+            dataset = ToolDataset(self.tool.images_dir, self.tool.config.classes)
+            path = dataset.add_image(label, self.crop(record.id), needs)
+            placed = path.relative_to(self.tool.images_dir).as_posix()
         if record.dataset_path:
             (self.tool.images_dir / record.dataset_path).unlink(missing_ok=True)
-            record.dataset_path = None
-        if label is not None and label != DISCARD:
-            path = dataset.add_image(label, self.crop(record.id), needs)
-            record.dataset_path = path.relative_to(self.tool.images_dir).as_posix()
+        record.dataset_path = placed
         record.label, record.labelled_by, record.labelled_at = label, who, when
         atomic_write_json(self.folder / f"{record.id}.json", record.to_json())
         return record
