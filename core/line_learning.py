@@ -29,14 +29,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.access import CONFIGURE, INSPECT, require
-from core.datasets import ToolDataset, read_image
+from core.access import CONFIGURE, INSPECT, REPORT, require
+from core.datasets import ToolDataset, decode_image, read_image
 from core.errors import InspectorError
 from core.tools import Tool, acting_as, announce, current_actor
 from core.verdicts import CORRECTED, DEFAULT_CAMERA, ToolResult
 from core.workspace import atomic_write_bytes, atomic_write_json
 
 NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why the station kept a frame
+FROM_HISTORY = "FAIL in the history"  # why a crop is kept: someone sent a recorded FAIL image
 DISCARD = "discard"  # the label of a crop nobody should train on (blurred, no part, two parts)
 REVIEW_DIR = "review"
 
@@ -266,6 +267,21 @@ class ReviewQueue:
                      score=_finite(result.score), version=result.version, camera=camera,
                      photo=record.dataset_path, kept=record.id)
         return record
+
+    def add_fail_image(self, event_id: int, jpeg: bytes, score: float | None, threshold: float,
+                       version: str, when: float, camera: str = DEFAULT_CAMERA) -> KeptFrame:
+        """A FAIL image the history kept (the judged ROI, ``core.history.HistoryStore.fail_image``)
+        into the queue, waiting for an engineer's label: a FAIL someone doubts is worth a look.
+        REPORT: whoever reads the history may send one (it changes no photo until labelled);
+        sending the same event again keeps one crop."""
+        require(REPORT)
+        image = decode_image(jpeg)
+        if image is None:
+            raise InspectorError(f"the FAIL image of event {event_id} cannot be read")
+        frame = KeptFrame(f"event-{int(event_id)}", self.tool.name,
+                          math.nan if score is None else float(score), float(threshold), version,
+                          float(when), FROM_HISTORY, camera, hardness=0.0)
+        return self.add(image, frame)
 
     def _place(self, record: KeptFrame, label: str | None, who: str | None, when: float | None,
                needs: str = CONFIGURE) -> KeptFrame:

@@ -1,8 +1,9 @@
 """Labeling: the crops the line kept for review (hardest first, a click or a key labels one into
 the tool's photos, with undo), then the tool's photos: fix wrong labels, delete bad shots.
 
-The review queue is ``core.line_learning.ReviewQueue``: frames the station was unsure of, and
-the verdicts operators corrected on Live inspection (already in the photos, shown for a check).
+The review queue is ``core.line_learning.ReviewQueue``: frames the station was unsure of, FAIL
+images sent from the History page, and the verdicts operators corrected on Live inspection
+(already in the photos, shown for a check).
 Keys label the hardest crop: 1, 2... its classes in order, X discards it, U undoes the latest
 label.
 """

@@ -104,3 +104,29 @@ def test_the_history_page_shows_how_often_operators_correct_each_tool(workspace)
     assert (table.loc["casting", "Parts"], table.loc["casting", "Corrections"]) == (4, 1)
     assert table.loc["casting", "Corrected"] == "25.0%"
     store.close()
+
+
+def test_a_fail_image_of_the_history_goes_to_the_tool_s_review_queue(trained_home):  # noqa: F811
+    from datetime import date, datetime
+
+    from core.history import open_history
+    from core.line_learning import FROM_HISTORY
+    from core.station import StationSettings
+    from core.verdicts import VerdictRecord
+
+    store = open_history(StationSettings(name="st1", keep_fail_images=True), root=trained_home)
+    photo = load_sample("casting", 1, seed=6).images[1]  # a defective part
+    noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
+    store.write("st1", [VerdictRecord(noon, "casting", "FAIL", "defect", 0.8, 0.5, "v001", "trigger",
+                                      "0", 0.8, 10.0, None, (0, 0, *photo.shape[1::-1]), photo)])
+    at = page("pages/5_History.py").run()
+    no_errors(at)
+    at.button(key="history_review").click().run()
+    no_errors(at)
+    assert "Sent to the review queue of casting" in texts(at)
+    kept = ReviewQueue(ToolStore(trained_home).get("casting")).pending()
+    assert [(k.reason, k.score, k.version) for k in kept] == [(FROM_HISTORY, 0.8, "v001")]
+    assert kept[0].id.startswith("event-")
+    at.button(key="history_review").click().run()  # sent again: still one crop
+    assert len(ReviewQueue(ToolStore(trained_home).get("casting")).pending()) == 1
+    store.close()
