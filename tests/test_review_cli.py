@@ -66,3 +66,10 @@ def test_review_lists_labels_undoes_and_exports_and_training_learns_from_it(cast
         dataset.add_file(casting_tool.config.classes[label], path.read_bytes(), path.name)
     meta = train_tool(casting_tool, options=TrainingOptions(views_per_image=1, folds=2))
     assert meta["images"] == {"good": 6, "defect": 6}  # the reviewed photos are trained on
+
+
+def test_the_review_command_and_queue_never_import_torch():
+    light = subprocess.run([sys.executable, "-c", "import sys, core.cli, core.review_cli, "
+                            "core.line_learning; sys.exit('torch' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert light.returncode == 0, light.stderr
