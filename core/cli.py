@@ -33,6 +33,7 @@ from core.access import (
 )
 from core.errors import InspectorError
 from core.history_cli import add_parser as add_history_parser
+from core.review_cli import add_parser as add_review_parser
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
 from core.users_cli import add_parser as add_users_parser
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_station_run, needs=INSPECT)
     add_history_parser(sub)
     add_users_parser(sub)
+    add_review_parser(sub)
     return parser
 
 

@@ -246,12 +246,14 @@ class ToolDataset:
         names = [name] if name else list(self.classes)
         return [p for c in names for p in image_files(self._class_dir(c))]
 
-    def add_image(self, name: str, image: np.ndarray) -> Path:
-        """Store a camera frame (a snapshot or its ROI) as a lossless PNG in a class."""
+    def add_image(self, name: str, image: np.ndarray, needs: str = CONFIGURE) -> Path:
+        """Store a camera frame (a snapshot or its ROI) as a lossless PNG in a class. ``needs``:
+        the permission it takes (INSPECT for an operator's correction of a verdict on the line,
+        ``core.line_learning.ReviewQueue.correct``)."""
         ok, encoded = cv2.imencode(".png", image)
         if not ok:
             raise InspectorError("could not encode the image to store it")
-        return self._store(name, encoded.tobytes(), ".png", CAMERA_TAG)
+        return self._store(name, encoded.tobytes(), ".png", CAMERA_TAG, needs)
 
     def capture(self, frames: Frames, name: str, roi: ROI, count: int = 1, interval_s: float = 0.0,
                 progress: Callable[[int, int], None] | None = None) -> list[Path]:
@@ -348,8 +350,9 @@ class ToolDataset:
                 return path
         return None
 
-    def _store(self, name: str, data: bytes, suffix: str, tag: str = "") -> Path:
-        require(CONFIGURE)  # every photo added goes through here
+    def _store(self, name: str, data: bytes, suffix: str, tag: str = "",
+               needs: str = CONFIGURE) -> Path:
+        require(needs)  # every photo added goes through here
         # Time to the microsecond keeps a burst of identical frames as separate photos.
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         digest = hashlib.sha1(data).hexdigest()[:8]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.datasets import MIN_IMAGES_PER_CLASS, ToolDataset, check_trainable
 from core.errors import InspectorError
+from core.line_learning import new_photos_note
 from core.live_station import line_state
 from core.tools import Tool
 
@@ -52,7 +53,10 @@ def next_steps(tool: Tool) -> list[str]:
         else:
             hints.append(f"Trained but not running: run {versions[-1]['id']} as a trial on the "
                          "Training page, then promote it.")
-    if sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
+    from_the_line = new_photos_note(tool)  # labelled from the line since the active version
+    if from_the_line:
+        hints.append(f"{from_the_line} on the Training page to use them.")
+    elif sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
         hints.append("New photos since the last training: retrain to use them.")
     bacc = active_balanced_accuracy(tool)
     if bacc is not None and bacc < GOOD_ENOUGH:

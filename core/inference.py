@@ -26,7 +26,7 @@ from core.anomaly import AnomalyModel
 from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
-from core.model import ClassifierHead
+from core.model import ClassifierHead, pool_features
 from core.preprocessing import InputShape, crop_roi, tta_variants
 from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig
@@ -93,9 +93,12 @@ class TrainedModel:
             return self.head.defect_scores(self.head.probabilities(maps))
         return self.anomaly.score(maps)[0]
 
-    def judge(self, maps: FeatureMaps, heatmap: bool) -> tuple[float, str, np.ndarray | None]:
-        """One ROI's maps (its TTA variants as rows): the mean defect score, the likeliest defect
-        and (optionally) the heatmap of the ROI itself (row 0)."""
+    def judge(self, maps: FeatureMaps, heatmap: bool
+              ) -> tuple[float, str, np.ndarray | None, np.ndarray]:
+        """One ROI's maps (its TTA variants as rows): the mean defect score, the likeliest defect,
+        (optionally) the heatmap of the ROI itself (row 0) and its pooled features (row 0, for
+        the line's novelty check)."""
+        features = pool_features(maps.take(slice(0, 1)))
         if self.head is not None:
             probabilities = self.head.probabilities(maps)
             mean = probabilities.mean(axis=0, keepdims=True)
@@ -103,9 +106,10 @@ class TrainedModel:
             if heatmap:
                 heat = self.head.gradcam(maps, 0, int(self.head.top_defect(probabilities[:1])[0]))
             return (float(self.head.defect_scores(mean)[0]),
-                    self.head.classes[int(self.head.top_defect(mean)[0])], heat)
+                    self.head.classes[int(self.head.top_defect(mean)[0])], heat, features)
         scores, anomaly = self.anomaly.score(maps)
-        return float(scores.mean()), ANOMALY, self.anomaly.heat(anomaly[0]) if heatmap else None
+        return (float(scores.mean()), ANOMALY, self.anomaly.heat(anomaly[0]) if heatmap else None,
+                features)
 
     def explain(self, images: list[np.ndarray]) -> list[Explanation]:
         """Score, likeliest defect and heatmap (Grad-CAM or anomaly map) of each image."""
@@ -173,7 +177,7 @@ class ToolRunner:
                 judged: Judgement, latency_ms: float) -> ToolResult:
         """The verdict on this frame by ``verdict_of``; a score that is not a finite number (or a
         tool that failed to run) is an ERROR and stays out of the moving average."""
-        score, defect, heat, error = judged
+        score, defect, heat, error, features = judged
         with self._lock:
             if math.isfinite(score):
                 self._scores.append(score)
@@ -184,7 +188,8 @@ class ToolRunner:
         result = ToolResult(config.name, verdict, defect if verdict == FAIL else None,
                             score, smoothed, config.threshold,
                             config.roi.to_pixels(frame_shape[1], frame_shape[0]),
-                            heat if verdict != ERROR else None, latency_ms, model.version, error)
+                            heat if verdict != ERROR else None, latency_ms, model.version, error,
+                            features=features)
         self.last_result = result
         return result
 
@@ -196,6 +201,7 @@ class Judgement(NamedTuple):
     defect: str | None
     heat: np.ndarray | None
     error: str | None = None
+    features: np.ndarray | None = None  # pooled features of the ROI itself (row 0)
 
     @classmethod
     def failed(cls, error: BaseException) -> Judgement:
@@ -254,8 +260,9 @@ class Inspector:
         offset = 0
         for i in indices:
             own = len(prepared[i])
-            judged[i] = Judgement(*snapshots[i][1].judge(maps.take(slice(offset, offset + own)),
-                                                         heatmaps))
+            score, defect, heat, features = snapshots[i][1].judge(
+                maps.take(slice(offset, offset + own)), heatmaps)
+            judged[i] = Judgement(score, defect, heat, features=features)
             offset += own
 
     @staticmethod

@@ -5,9 +5,12 @@ Why: a tool trained on 20 photos meets thousands of parts. Most tell it nothing 
 unsure of (a score near its threshold) or has never seen anything like (pooled features far from
 every training photo's) are where a label moves the model most. ``KeepPolicy`` decides per judged
 frame in microseconds; ``LineKeeper`` writes the kept crops on its own thread, so the video never
-waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops hardest first, labels with undo,
-and the move of labelled crops into the tool's dataset (``core.datasets.ToolDataset``), where the
-next training finds them.
+waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops hardest first, labels with undo, a
+label putting the crop into the tool's dataset (``core.datasets.ToolDataset``), where the next
+training finds it, and the operator's corrections of verdicts on the line.
+
+This module is light (numpy and OpenCV, no torch): the Labeling page and ``inspector review``
+import it; the live station's side (``core.line_keepers``) builds the novelty reference.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.datasets import ToolDataset, read_image
+from core.access import CONFIGURE, INSPECT, REPORT, require
+from core.datasets import ToolDataset, decode_image, read_image
 from core.errors import InspectorError
-from core.tools import Tool, current_actor
-from core.verdicts import DEFAULT_CAMERA, ToolResult
+from core.tools import Tool, acting_as, announce, current_actor
+from core.verdicts import CORRECTED, DEFAULT_CAMERA, ToolResult
 from core.workspace import atomic_write_bytes, atomic_write_json
 
-NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why a frame was kept
+NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why the station kept a frame
+FROM_HISTORY = "FAIL in the history"  # why a crop is kept: someone sent a recorded FAIL image
 DISCARD = "discard"  # the label of a crop nobody should train on (blurred, no part, two parts)
 REVIEW_DIR = "review"
-CORRECTIONS_DIR = "corrections"  # review/corrections/: one JSON per crop moved into the dataset
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class KeptFrame:
     labelled_by: str | None = None
     labelled_at: float | None = None
     previous: list[dict[str, Any]] = field(default_factory=list)  # earlier labels, for undo
-    dataset_path: str | None = None  # where the crop went in the tool's dataset
+    dataset_path: str | None = None  # where the crop is in the tool's dataset ("<class>/<file>")
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -135,26 +139,34 @@ class KeptFrame:
 
 
 class ReviewQueue:
-    """A tool's kept crops on disk (``<tool>/review/<id>.png`` and ``<id>.json``) and its
-    corrections (``review/corrections/<id>.json``: the label, who and when, and where the crop
-    went in the dataset). Safe for the writer thread and a page at once."""
+    """A tool's kept crops on disk (``<tool>/review/<id>.png`` and ``<id>.json``). A label puts
+    the crop into the tool's dataset at once (``core.datasets.ToolDataset``), where the next
+    training finds it; its undo takes it out again. The record stays here with who labelled it
+    and when, so a label can be changed or undone later. Safe for the writer thread and a page
+    at once."""
 
     def __init__(self, tool: Tool, policy: KeepPolicy = KeepPolicy()):
         self.tool, self.policy = tool, policy
         self.folder = tool.folder / REVIEW_DIR
-        self.corrections_dir = self.folder / CORRECTIONS_DIR
         self._lock = threading.Lock()
 
     def add(self, crop: np.ndarray, frame: KeptFrame) -> KeptFrame:
-        """Store a kept crop (lossless PNG) and its record, then apply the retention rule."""
+        """Store a kept crop (lossless PNG) and its record, then apply the retention rule. A
+        tool deleted or renamed since the frame was judged keeps nothing (writing would bring
+        its folder back as a tool without a tool file)."""
+        if not (self.tool.folder / "tool.json").is_file():
+            return frame
+        with self._lock:
+            self._write(crop, frame)
+            self._retain()
+        return frame
+
+    def _write(self, crop: np.ndarray, frame: KeptFrame) -> None:
         ok, encoded = cv2.imencode(".png", crop)
         if not ok:
             raise InspectorError("could not encode the kept crop to store it")
-        with self._lock:
-            atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes())
-            atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json())
-            self._retain()
-        return frame
+        atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes())
+        atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json())
 
     def _records(self) -> list[KeptFrame]:
         if not self.folder.is_dir():
@@ -162,10 +174,14 @@ class ReviewQueue:
         return [KeptFrame.from_json(json.loads(p.read_text())) for p in sorted(self.folder.glob("*.json"))]
 
     def _retain(self) -> None:
-        """Drop unlabelled crops older than ``max_age_days``, then the easiest beyond ``max_pending``."""
+        """Drop unlabelled crops older than ``max_age_days``, then the easiest beyond
+        ``max_pending``; forget labels older than ``max_age_days`` (their photos stay in the
+        dataset)."""
         oldest = time.time() - self.policy.max_age_days * 86400
-        waiting = [r for r in self._records() if r.label is None]
+        records = self._records()
+        waiting = [r for r in records if r.label is None]
         stale = [r for r in waiting if r.time < oldest]
+        stale += [r for r in records if r.label is not None and (r.labelled_at or 0.0) < oldest]
         fresh = sorted((r for r in waiting if r.time >= oldest), key=lambda r: r.hardness)
         for record in stale + fresh[self.policy.max_pending:]:
             self._remove(record.id)
@@ -180,82 +196,131 @@ class ReviewQueue:
             return sorted((r for r in self._records() if r.label is None), key=lambda r: r.hardness)
 
     def labelled(self) -> list[KeptFrame]:
-        """Labelled crops not yet moved into the dataset, in the order they were labelled."""
+        """Labelled crops (kept ones labelled here, corrections from the line), newest label
+        first: what an undo can take back."""
         with self._lock:
             return sorted((r for r in self._records() if r.label is not None),
-                          key=lambda r: r.labelled_at or 0.0)
+                          key=lambda r: r.labelled_at or 0.0, reverse=True)
 
     def crop(self, frame_id: str) -> np.ndarray:
         image = read_image(self.folder / f"{frame_id}.png")
         if image is None:
             raise InspectorError(f"kept crop '{frame_id}' of tool '{self.tool.name}' is gone or "
-                                 "unreadable: it was moved, discarded or retired")
+                                 "unreadable: it was retired or deleted")
         return image
 
     def _get(self, frame_id: str) -> KeptFrame:
         path = self.folder / f"{frame_id}.json"
         if not path.is_file():
-            raise InspectorError(f"tool '{self.tool.name}' has no kept crop '{frame_id}' waiting "
-                                 "(moved into the dataset, discarded or retired)")
+            raise InspectorError(f"tool '{self.tool.name}' has no kept crop '{frame_id}' "
+                                 "(retired, or never kept)")
         return KeptFrame.from_json(json.loads(path.read_text()))
 
-    def label(self, frame_id: str, label: str, who: str | None = None) -> KeptFrame:
-        """Give a kept crop a label: one of the tool's classes, or ``DISCARD``."""
+    def _check(self, label: str) -> None:
         if label != DISCARD and label not in self.tool.config.classes:
             known = ", ".join(f"'{c}'" for c in (*self.tool.config.classes, DISCARD))
             raise InspectorError(f"unknown label '{label}': use one of {known}")
+
+    def label(self, frame_id: str, label: str, who: str | None = None) -> KeptFrame:
+        """Give a kept crop a label: one of the tool's classes (the crop goes into the dataset
+        under it) or ``DISCARD`` (it goes nowhere). An engineer's review: CONFIGURE."""
+        require(CONFIGURE)
+        self._check(label)
         with self._lock:
             record = self._get(frame_id)
             if record.label is not None:
                 record.previous.append({"label": record.label, "labelled_by": record.labelled_by,
                                         "labelled_at": record.labelled_at})
-            record.label, record.labelled_by, record.labelled_at = label, who or current_actor(), time.time()
-            atomic_write_json(self.folder / f"{frame_id}.json", record.to_json())
-        return record
+            return self._place(record, label, who or current_actor(), time.time())
 
     def undo(self, frame_id: str) -> KeptFrame:
-        """Take back a crop's last label: its earlier one, or waiting again."""
+        """Take back a crop's last label: its earlier one, or waiting again (out of the dataset)."""
+        require(CONFIGURE)
         with self._lock:
             record = self._get(frame_id)
             if record.label is None:
                 raise InspectorError(f"kept crop '{frame_id}' has no label to undo")
             earlier = record.previous.pop() if record.previous else {}
-            record.label = earlier.get("label")
-            record.labelled_by, record.labelled_at = earlier.get("labelled_by"), earlier.get("labelled_at")
-            atomic_write_json(self.folder / f"{frame_id}.json", record.to_json())
+            return self._place(record, earlier.get("label"), earlier.get("labelled_by"),
+                               earlier.get("labelled_at"))
+
+    def correct(self, crop: np.ndarray, result: ToolResult, label: str, camera: str = DEFAULT_CAMERA,
+                when: float | None = None, who: str | None = None) -> KeptFrame:
+        """An operator's "this verdict was wrong": the judged ROI crop goes into the dataset under
+        ``label`` at once, kept here (reason ``CORRECTED``) for the engineer's review, and the
+        correction is announced (the history's audit trail records it). INSPECT: whoever watches
+        the verdicts may say one was wrong; it changes no model and no setting."""
+        require(INSPECT)
+        if label == DISCARD:
+            raise InspectorError("a correction names the right class; discard kept crops on the "
+                                 "Labeling page")
+        self._check(label)
+        frame = KeptFrame(uuid.uuid4().hex[:12], self.tool.name, float(result.score),
+                          float(result.threshold), result.version,
+                          time.time() if when is None else when, CORRECTED, camera, hardness=0.0)
+        who = who or current_actor()
+        with self._lock:
+            self._write(crop, frame)
+            record = self._place(frame, label, who, time.time(), needs=INSPECT)
+        with acting_as(who):
+            announce(self.tool.name, CORRECTED, verdict=result.verdict, label=label,
+                     score=_finite(result.score), version=result.version, camera=camera,
+                     photo=record.dataset_path, kept=record.id)
         return record
 
-    def to_dataset(self) -> list[KeptFrame]:
-        """Move every labelled crop into the tool's dataset under its label (discarded ones are
-        deleted) and keep its correction; the next training learns from them. Returns the
-        corrections written."""
-        dataset = ToolDataset(self.tool.images_dir, self.tool.config.classes)
-        moved = []
-        with self._lock:
-            for record in (r for r in self._records() if r.label is not None):
-                if record.label != DISCARD:
-                    record.dataset_path = str(dataset.add_image(record.label, self.crop(record.id)))
-                    atomic_write_json(self.corrections_dir / f"{record.id}.json", record.to_json())
-                    moved.append(record)
-                self._remove(record.id)
-        return moved
+    def add_fail_image(self, event_id: int, jpeg: bytes, score: float | None, threshold: float,
+                       version: str, when: float, camera: str = DEFAULT_CAMERA) -> KeptFrame:
+        """A FAIL image the history kept (the judged ROI, ``core.history.HistoryStore.fail_image``)
+        into the queue, waiting for an engineer's label: a FAIL someone doubts is worth a look.
+        REPORT: whoever reads the history may send one (it changes no photo until labelled);
+        sending the same event again keeps one crop."""
+        require(REPORT)
+        image = decode_image(jpeg)
+        if image is None:
+            raise InspectorError(f"the FAIL image of event {event_id} cannot be read")
+        frame = KeptFrame(f"event-{int(event_id)}", self.tool.name,
+                          math.nan if score is None else float(score), float(threshold), version,
+                          float(when), FROM_HISTORY, camera, hardness=0.0)
+        return self.add(image, frame)
 
-    def corrections(self) -> list[KeptFrame]:
-        """Every crop moved into the dataset, with its label, who gave it and when."""
-        if not self.corrections_dir.is_dir():
-            return []
-        return sorted((KeptFrame.from_json(json.loads(p.read_text()))
-                       for p in self.corrections_dir.glob("*.json")), key=lambda r: r.labelled_at or 0.0)
+    def _place(self, record: KeptFrame, label: str | None, who: str | None, when: float | None,
+               needs: str = CONFIGURE) -> KeptFrame:
+        """Give a record its label and put its crop where the label says: in the dataset under
+        a class, or nowhere (DISCARD, or no label)."""
+        placed = None  # the new photo first: a refusal leaves the old one where it was
+        if label is not None and label != DISCARD:
+            dataset = ToolDataset(self.tool.images_dir, self.tool.config.classes)
+            path = dataset.add_image(label, self.crop(record.id), needs)
+            placed = path.relative_to(self.tool.images_dir).as_posix()
+        if record.dataset_path:
+            (self.tool.images_dir / record.dataset_path).unlink(missing_ok=True)
+        record.dataset_path = placed
+        record.label, record.labelled_by, record.labelled_at = label, who, when
+        atomic_write_json(self.folder / f"{record.id}.json", record.to_json())
+        return record
 
     def labelled_since_active(self) -> int:
-        """Photos labelled (waiting or in the dataset, not discarded) after the active version was
-        trained: what the next training would add."""
+        """Photos labelled into the dataset (not discarded) after the active version was trained:
+        what the next training would add."""
         active = self.tool.config.active_version
         since = 0.0
         if active:
             since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp()
-        return sum(1 for r in self.labelled() + self.corrections()
+        return sum(1 for r in self.labelled()
                    if r.label != DISCARD and (r.labelled_at or 0.0) > since)
+
+
+def new_photos_note(tool: Tool) -> str | None:
+    """'12 new photos since v003: retrain', or None when nothing was labelled since."""
+    count = ReviewQueue(tool).labelled_since_active()
+    if not count:
+        return None
+    since = f" since {tool.config.active_version}" if tool.config.active_version else ""
+    return f"{count} new photo{'s' if count != 1 else ''}{since}: retrain"
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 class LineKeeper:
@@ -276,9 +341,9 @@ class LineKeeper:
         """Keep a judged frame's ROI crop if the policy wants it and the hour's bound allows;
         ``pooled`` (the frame's pooled features) lets a novel frame be kept. Returns why it
         was kept, or None."""
-        novelty = None
-        if self.novelty is not None and pooled is not None:
-            novelty = float(self.novelty.novelty(pooled)[0])
+        novelty, reference = None, self.novelty  # set later, by the thread that builds it
+        if reference is not None and pooled is not None:
+            novelty = float(reference.novelty(pooled)[0])
         reason = self.policy.reason(result.score, result.threshold, novelty)
         if reason is None:
             return None

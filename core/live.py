@@ -39,7 +39,8 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import cv2
@@ -47,6 +48,7 @@ import numpy as np
 
 from core.errors import InspectorError
 from core.inference import Inspector, ToolRunner
+from core.line_learning import LineKeeper
 from core.tools import Tool, ToolConfig
 from core.verdicts import (
     CHANGE,
@@ -246,12 +248,13 @@ class UnableTool:
 
 @dataclass(frozen=True)
 class Lineup:
-    """What a session judges every frame with: the line's runners, the trials beside them and
-    the line's tools that cannot load."""
+    """What a session judges every frame with: the line's runners, the trials beside them, the
+    line's tools that cannot load, and per line tool the keeper of its uncertain frames."""
 
     runners: tuple[ToolRunner, ...] = ()
     trials: tuple[TrialRun, ...] = ()
     unable: tuple[UnableTool, ...] = ()
+    keepers: Mapping[str, LineKeeper] = field(default_factory=dict, compare=False)
 
     @property
     def tools(self) -> list[str]:
@@ -268,6 +271,15 @@ class LiveResults:
     triggered: bool  # judged because of a trigger
     trials: tuple[ToolResult, ...] = ()  # shown and counted, never part of the verdict
     expected: str | None = None  # the value the trigger sent for this part (e.g. its serial)
+    frame: np.ndarray | None = field(default=None, compare=False, repr=False)  # the judged frame
+
+    def crop(self, tool: str) -> tuple[ToolResult, np.ndarray] | None:
+        """A line tool's result on this frame and the ROI it judged (None: no such result)."""
+        found = next((r for r in self.results if r.tool == tool), None)
+        if found is None or self.frame is None:
+            return None
+        x0, y0, x1, y1 = found.box
+        return found, self.frame[y0:y1, x0:x1]
 
     @property
     def verdict(self) -> str:
@@ -417,12 +429,27 @@ class LiveSession:
         by_tool = {r.tool: r for r in line}
         for trial, result in zip(lineup.trials, trials):
             trial.count(result, by_tool.get(result.tool), arrived)
-        results = LiveResults(tuple(line), arrived, seen, triggered, tuple(trials), request.expected)
+        results = LiveResults(tuple(line), arrived, seen, triggered, tuple(trials), request.expected,
+                              image)
         self.latest, self.error = results, None
         events = self._events(results, image, request.trigger_id)
         if events:
             self.sink.remember(events)
+        self._keep(results, lineup)
         return results
+
+    def _keep(self, results: LiveResults, lineup: Lineup) -> None:
+        """Offer each line tool's frame to its keeper (it decides in microseconds and never
+        waits: a crop it keeps is written on its own thread)."""
+        for result in results.results:
+            keeper = lineup.keepers.get(result.tool)
+            judged = results.crop(result.tool) if keeper is not None else None
+            if judged is None:
+                continue
+            try:
+                keeper.offer(judged[1], result, self.camera, result.features)
+            except Exception:  # noqa: BLE001 - keeping a frame for review never costs a verdict
+                LOG.exception("keeping a frame of '%s' for review failed", result.tool)
 
     def _events(self, results: LiveResults, image: np.ndarray,
                 trigger_id: str | None) -> list[VerdictRecord]:

@@ -18,6 +18,9 @@ owns everything live inspection runs on, whichever browser, page or command look
 - per tool, a **trial version** beside the line's (``start_trial``): it judges the same frames,
   its verdicts are counted and compared with the line's, never sent to the line or the history;
   ``promote`` makes it the active version (``stop_trial`` ends it).
+- per tool on the line, the **keeper** of its uncertain frames (``keeping``,
+  ``core.line_keepers``): frames near the threshold or unlike the tool's photos are kept for
+  review in ``<tool>/review/``, a bounded number an hour, never making the video thread wait.
 
 The state is kept in ``<workspace>/line.json`` (written atomically), so a restart runs exactly
 what ran before; the first start of a workspace without it puts every trained, enabled tool on
@@ -55,6 +58,8 @@ from core.errors import InspectorError
 from core.framing import FramingWatch
 from core.inference import ToolRunner
 from core.line import Line, reopen_line, station_line
+from core.line_keepers import LineKeeping
+from core.line_learning import LineKeeper
 from core.live import Feeder, Lineup, LiveSession, RecentVerdicts, TrialRun, UnableTool, camera_name
 from core.tools import (
     STATION,
@@ -246,6 +251,8 @@ class LiveStation:
         self.not_running: dict[str, str] = {}  # tool on the line -> why it cannot judge
         self._unable: dict[str, UnableTool] = {}  # of those, the ones judged ERROR on every frame
         self.framing = FramingWatch()  # the running tools' framing, checked every few seconds
+        self.keeping = LineKeeping()  # per tool on the line, the keeper of its uncertain frames
+        self._keepers: dict[str, LineKeeper] = {}
         state, exists, self.state_problem = read_state(root, self.store)
         self.state = LineState()
         with self._lock:
@@ -530,6 +537,7 @@ class LiveStation:
         with self._lock:
             for session in self._sessions.values():
                 self.line.detach(session)
+            self.keeping.close()
 
     # -------------------------------------------------------------- keeping the state true
 
@@ -603,6 +611,7 @@ class LiveStation:
         for name, (trial, threshold) in trials.items():
             trial.runner.use(replace(self._effective(state, name), threshold=threshold))
         self.state, self._runners, self.not_running, self._unable = state, runners, not_running, unable
+        self._keepers = self.keeping.follow(runners)
         self._trials = {name: trial for name, (trial, _) in trials.items()}
         for name in set(self._tools) - state.tools.keys() - state.trials.keys():
             self._forget(name)
@@ -675,7 +684,8 @@ class LiveStation:
         session.lineup = Lineup(
             tuple(r for _, r in sorted(self._runners.items()) if r.config.camera == camera),
             tuple(t for _, t in sorted(self._trials.items()) if t.runner.config.camera == camera),
-            tuple(u for _, u in sorted(self._unable.items()) if u.config.camera == camera))
+            tuple(u for _, u in sorted(self._unable.items()) if u.config.camera == camera),
+            self._keepers)
         session.continuous = settings.mode == CONTINUOUS
         session.heatmaps = settings.heatmaps
 

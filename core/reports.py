@@ -44,6 +44,7 @@ from core.history import (
     YIELD_CAUSES,
     EventFilter,
     HistoryStore,
+    changes,
     event_counts,
     events,
     frame_of,
@@ -53,7 +54,7 @@ from core.history import (
     score_counts,
 )
 from core.report_options import DEFAULT_SHIFTS, EXPORT_FORMATS, PERIODS, REPORT_NAMES
-from core.verdicts import FAIL, PASS
+from core.verdicts import CORRECTED, FAIL, PASS
 
 DAY_S = 86400
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -345,6 +346,28 @@ def first_pass_yield(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd
     counts["passed"] = counts["parts"] - counts["failed"]
     counts["fpy"] = counts["passed"] / counts["triggered"].where(counts["triggered"] > 0)
     return counts[["station", "parts", "passed", "failed", "triggered", "fpy"]]
+
+
+def operator_corrections(store: HistoryStore, where: EventFilter = EVERYTHING) -> pd.DataFrame:
+    """How often the operators disagree with each tool: the verdicts they corrected on the line
+    (``core.line_learning.ReviewQueue.correct``, recorded as tool changes) against the parts the
+    tool judged (``PART_RULE``), over the filter's time range, tools and stations.
+
+    Columns: tool, parts, corrections, share (corrections / parts: NaN without parts); tools with
+    neither are left out.
+    """
+    parts = _counts(store, where, {"tool": _column("tool")}).rename(columns={"n": "parts"})
+    query = (sa.select(changes.c.tool, sa.func.count().label("corrections"))
+             .where(changes.c.action == CORRECTED, *where.time_clauses(changes),
+                    *where.clauses(changes))
+             .group_by(changes.c.tool))
+    with store.engine.connect() as conn:
+        result = conn.execute(query)
+        corrected = frame_of(result.fetchall(), list(result.keys()))
+    out = parts.merge(corrected, on="tool", how="outer").fillna(0)
+    out[["parts", "corrections"]] = out[["parts", "corrections"]].astype("int64")
+    out["share"] = out["corrections"] / out["parts"].where(out["parts"] > 0)
+    return out.sort_values("tool", ignore_index=True)[["tool", "parts", "corrections", "share"]]
 
 
 REPORTS: dict[str, Callable[..., pd.DataFrame]] = dict(zip(REPORT_NAMES, (

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from core.datasets import read_image
+from core.explanation import blend_heatmap
 from core.inference import TrainedModel
 from core.tools import Tool
 from core.verdicts import FAIL, PASS, verdict_of
@@ -66,3 +67,9 @@ def hardness_order(paths: list[Path], scores: np.ndarray, threshold: float) -> l
 def hardest_first(tool: Tool, paths: list[Path]) -> list[ReviewedPhoto]:
     """A tool's photos scored by its active model and ordered hardest first."""
     return hardness_order(paths, defect_scores(tool, paths), tool.config.threshold)
+
+
+def with_heatmap(tool: Tool, image: np.ndarray) -> np.ndarray:
+    """An ROI image with the active model's heatmap over it (Grad-CAM, or an anomaly tool's
+    anomaly map): where the model sees the defect in a crop kept for review."""
+    return blend_heatmap(image, TrainedModel(tool).explain([image])[0].heat)

@@ -25,6 +25,7 @@ DEFAULT_CAMERA = "0"  # ToolConfig.camera of a new tool: the station's first cam
 CHANGE = "change"  # cause of a continuous-mode event: the tool's smoothed verdict changed
 HEARTBEAT = "heartbeat"  # cause of a continuous-mode event: the verdict held for heartbeat_s
 TRIGGER = "trigger"  # cause of an event asked for by a trigger: one per trigger
+CORRECTED = "corrected"  # an operator said a verdict was wrong: the audit trail's action for it
 
 MAX_ERROR_CHARS = 200  # an error quoted in a verdict, an overlay or a message stays one short line
 MAX_EXPECTED_CHARS = 200  # a value sent with a trigger: a serial or a part number, never a file

@@ -1,24 +1,38 @@
-"""Labeling: review a tool's photos, fix wrong labels, delete bad shots, hardest first."""
+"""Labeling: the crops the line kept for review (hardest first, a click or a key labels one into
+the tool's photos, with undo), then the tool's photos: fix wrong labels, delete bad shots.
+
+The review queue is ``core.line_learning.ReviewQueue``: frames the station was unsure of, FAIL
+images sent from the History page, and the verdicts operators corrected on Live inspection
+(already in the photos, shown for a check).
+Keys label the hardest crop: 1, 2... its classes in order, X discards it, U undoes the latest
+label.
+"""
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import streamlit as st
 
 import pages as ui
 from core.access import CONFIGURE
 from core.datasets import read_image
 from core.errors import InspectorError
-from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first
+from core.line_learning import CORRECTED, DISCARD, KeptFrame, ReviewQueue
+from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first, with_heatmap
 
 PAGE_SIZE = 24
 COLUMNS = 6
 ACTIONS = "labeling.actions"  # where the confirmations of Move and Delete show
+QUEUE_SHOWN = 6  # kept crops shown at once, hardest first
+REVIEWED = "labeling.review"  # where the review queue's confirmations show
+DISCARD_KEY, UNDO_KEY = "X", "U"
 
 ui.page_setup("Labeling", needs=CONFIGURE)
 tool = ui.tool_picker()
@@ -27,6 +41,78 @@ if tool is None:
 ds = ui.dataset(tool)
 classes = list(tool.config.classes)
 
+
+
+# ------------------------------------------------------------------ the review queue
+def review_action(change, frame_id: str, *args: str) -> None:
+    """Label or undo from a button; the confirmation (or refusal) shows above the queue."""
+    try:
+        record = change(frame_id, *args)
+    except InspectorError as exc:
+        ui.flash(str(exc), REVIEWED, error=True)
+        return
+    done = f"'{record.label}'" if record.label else "waiting again"
+    ui.flash(f"Kept crop {record.id}: {done}" + (f" (in the photos as {record.dataset_path})"
+                                                if record.dataset_path else "."), REVIEWED)
+
+
+def kept_caption(record: KeptFrame) -> str:
+    when = f"{datetime.fromtimestamp(record.time):%d %b %H:%M}"
+    caption = (f"score {record.score:.2f} / {record.threshold:.2f} · {record.reason} · "
+               f"{record.version} · {when}")
+    if record.label is not None:
+        caption = f"**{record.label}** by {record.labelled_by} · " + caption
+    return caption
+
+
+def shown_crop(queue: ReviewQueue, record: KeptFrame, heatmap: bool) -> np.ndarray:
+    """A kept crop, with the active model's heatmap if asked (computed once per crop)."""
+    crop = queue.crop(record.id)
+    if not heatmap:
+        return crop
+    cache = st.session_state.setdefault("review_heat", {})
+    key = (tool.name, tool.config.active_version, record.id)
+    if key not in cache:
+        cache[key] = with_heatmap(tool, crop)
+    return cache[key]
+
+
+def review_queue(queue: ReviewQueue) -> None:
+    pending, labelled = queue.pending(), queue.labelled()
+    if not pending and not labelled:
+        return
+    st.subheader(f"Kept on the line: {len(pending)} waiting", anchor=False)
+    ui.show_flash(REVIEWED)
+    heatmaps = bool(tool.config.active_version) and st.toggle(
+        "Show heatmaps", key="review_heatmaps",
+        help=f"Where {tool.config.active_version} sees the defect (computed for the crops shown).")
+    labels = [*classes, DISCARD]
+    for rank, (col, record) in enumerate(zip(st.columns(QUEUE_SHOWN), pending[:QUEUE_SHOWN])):
+        with col:
+            st.image(ui.to_rgb(shown_crop(queue, record, heatmaps)), width="stretch")
+            st.caption(kept_caption(record))
+            for number, label in enumerate(labels, start=1):
+                key = (DISCARD_KEY if label == DISCARD else str(number)) if rank == 0 else None
+                st.button(label, key=f"review::{record.id}::{label}", width="stretch",
+                          shortcut=key, on_click=review_action,
+                          args=(queue.label, record.id, label),
+                          help=f"Key {key}" if key else None)
+    if labelled:
+        with st.expander(f"Labelled lately ({len(labelled)})", expanded=not pending):
+            for rank, record in enumerate(labelled[:QUEUE_SHOWN]):
+                picture, words, undo = st.columns([1, 4, 1], vertical_alignment="center")
+                picture.image(ui.to_rgb(queue.crop(record.id)), width=80)
+                corrected = " · corrected on the line" if record.reason == CORRECTED else ""
+                words.markdown(kept_caption(record) + corrected)
+                undo.button("Undo", key=f"review_undo::{record.id}",
+                            shortcut=UNDO_KEY if rank == 0 else None,
+                            on_click=review_action, args=(queue.undo, record.id),
+                            help=f"Key {UNDO_KEY}" if rank == 0 else None)
+
+
+review_queue(ReviewQueue(tool))
+
+st.subheader("Photos", anchor=False)
 counts = ds.counts()
 st.caption(" | ".join(f"**{c}**: {n}" for c, n in counts.items()))
 

@@ -22,6 +22,7 @@ from core.errors import InspectorError
 from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
+from core.line_learning import new_photos_note
 from core.live_station import LiveStation, clock, live_station
 from core.metrics import (
     Rates,
@@ -106,6 +107,12 @@ def training_status() -> None:
 
 
 training_status()
+
+# ------------------------------------------------------------------ learning on the line
+# (photos labelled on Labeling or corrected on Live since the active version: core.line_learning)
+from_the_line = new_photos_note(tool)
+if from_the_line:
+    st.info(f"{from_the_line} to use them (kept and corrected on the line, labelled).")
 
 # ------------------------------------------------------------------ versions
 versions = tool.versions()

@@ -8,7 +8,9 @@ your name. One browser at a time
 feeds a camera (START where nobody feeds, or an explicit take-over); the others show its verdicts
 and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
 Under the verdict, a framing notice says when the ROI shows the parts unlike a running tool's
-photos (``core.framing``, one frame checked every few seconds), and what to do.
+photos (``core.framing``, one frame checked every few seconds), and what to do. Below it, the
+operator corrects a tool's latest verdict: "Wrong" (key W, first camera) or the right class; the
+judged ROI goes into the tool's photos with who said it (``core.line_keepers``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pages as ui
 from core.access import INSPECT
 from core.errors import InspectorError
 from core.line import station_line
+from core.line_keepers import correct_last_verdict, right_label
 from core.live import LiveSession
 from core.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
 from core.tools import ToolConfig, current_actor
@@ -42,6 +45,8 @@ from core.verdicts import ERROR, FAIL, PASS
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
 FRAMING_REFRESH_S = 2.0  # the framing notice's refresh (the check itself runs less often)
+WRONG_KEY = "W"  # the keyboard key of "this verdict was wrong" (the first camera's)
+CORRECTIONS = "live.corrections"  # where a correction's confirmation shows
 
 ui.page_setup("Live inspection", needs=INSPECT)
 try:
@@ -214,6 +219,46 @@ def framing_notice(camera: str) -> None:
             st.warning(f"**{runner.tool.name}**, framing: {finding.message}")
 
 
+def correct(camera: str, tool: str, label: str) -> None:
+    """The operator's correction of the tool's latest verdict on the camera."""
+    try:
+        record = correct_last_verdict(station.session(camera), tool, label, actor)
+    except InspectorError as exc:
+        ui.flash(str(exc), CORRECTIONS, error=True)
+        return
+    ui.flash(f"Thank you: that part is in the photos of {tool} as '{record.label}' (by "
+             f"{record.labelled_by}); the next training learns from it.", CORRECTIONS)
+
+
+@st.fragment(run_every=1.0)
+def corrections(camera: str, first: bool) -> None:
+    """Say a tool's latest verdict was wrong (or name the right class): one click, or key W."""
+    ui.show_flash(CORRECTIONS)
+    session = station.session(camera)
+    shown = session.current() if station.feed_state(camera, browser) != "free" else None
+    judged = {r.tool: r for r in (shown.results if shown else ()) if r.verdict != ERROR}
+    runners = session.runners
+    if not judged or not set(judged) & set(runners):
+        return
+    names = [n for n in judged if n in runners]
+    tool = names[0] if len(names) == 1 else st.selectbox(
+        "Correct the verdict of", names, key=f"correct_tool::{camera}")
+    result, classes = judged[tool], runners[tool].tool.config.classes
+    said = "good" if result.passed else result.defect_class
+    wrong = right_label(result, classes)
+    buttons = st.columns(1 + len(classes))
+    if wrong is not None:
+        buttons[0].button(f"Wrong: it is {wrong}", key=f"wrong::{camera}", type="primary",
+                          shortcut=WRONG_KEY if first else None, on_click=correct,
+                          args=(camera, tool, wrong),
+                          help=f"The latest verdict of {tool} ({result.verdict}) was wrong: its "
+                               "ROI goes into the tool's photos with your name"
+                               + (f" (key {WRONG_KEY})." if first else "."))
+    for column, name in zip(buttons[1:], [c for c in classes if c not in (said, wrong)]):
+        column.button(f"It is {name}", key=f"is::{camera}::{name}", on_click=correct,
+                      args=(camera, tool, name))
+
+
 # ------------------------------------------------------------------ live settings
 
 SHOWN = {"threshold": lambda c: float(c.threshold), "smoothing": lambda c: int(c.smoothing),
@@ -322,6 +367,7 @@ for index, camera in enumerate(cameras):
     with verdict_col:
         verdict_panel(camera, layout(camera))
         framing_notice(camera)
+        corrections(camera, first=index == 0)
     with control_col:
         controls(camera, first=index == 0)
 

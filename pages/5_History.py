@@ -17,6 +17,7 @@ import pages as ui
 from core.access import REPORT
 from core.errors import InspectorError
 from core.history import PART_RULE, EventFilter, open_history
+from core.line_learning import ReviewQueue
 from core.report_options import DEFAULT_SHIFTS, PERIODS
 from core.reports import (
     day_range,
@@ -24,9 +25,26 @@ from core.reports import (
     events_csv,
     first_pass_yield,
     local_zone,
+    operator_corrections,
     score_distribution,
     yield_over_time,
 )
+
+REVIEW_SENT = "history.review"  # where sending a FAIL image for review is confirmed
+
+
+def send_for_review(event: pd.Series, jpeg: bytes) -> None:
+    """A FAIL image into its tool's review queue (``core.line_learning``)."""
+    try:
+        tool = ui.store().get(event["tool"])
+        ReviewQueue(tool).add_fail_image(int(event["id"]), jpeg, event["score"], event["threshold"],
+                                         event["version"], event["time"].timestamp(), event["camera"])
+    except InspectorError as exc:
+        ui.flash(str(exc), REVIEW_SENT, error=True)
+        return
+    ui.flash(f"Sent to the review queue of {tool.name}: an engineer labels it on the Labeling "
+             "page.", REVIEW_SENT)
+
 
 ui.page_setup("History", needs=REPORT)
 try:
@@ -166,6 +184,12 @@ with recent:
             jpeg = store.fail_image(chosen)
             if jpeg:
                 st.image(jpeg, width=320)
+                event = with_image[with_image["id"] == chosen].iloc[0]
+                st.button(f"Send to the review queue of {event['tool']}", key="history_review",
+                          on_click=send_for_review, args=(event, jpeg),
+                          help="An engineer labels it on the Labeling page: a doubted FAIL is "
+                               "worth a look, and a label puts it into the tool's photos.")
+                ui.show_flash(REVIEW_SENT)
             else:
                 st.caption("This image was deleted by the retention rule.")
 
@@ -180,3 +204,12 @@ with audit:
             "Details": changes["details"].map(lambda d: ", ".join(f"{k}: {v}" for k, v in d.items())),
             "By": changes["actor"],
         }), hide_index=True, height=300)
+    # how often operators disagree with each tool (corrections on Live inspection)
+    corrected = operator_corrections(store, where)
+    if corrected["corrections"].sum():
+        st.markdown("**Operator corrections per tool**: verdicts an operator said were wrong on "
+                    "Live inspection, against the parts the tool judged")
+        st.dataframe(corrected.assign(share=[ui.fmt_pct(None if pd.isna(v) else v)
+                                                   for v in corrected["share"]]).rename(columns={
+            "tool": "Tool", "parts": "Parts", "corrections": "Corrections",
+            "share": "Corrected"}), hide_index=True)

@@ -99,7 +99,7 @@ def test_a_label_and_its_undo(judged):
         review.label(frame.id, "scratch")
 
 
-def test_labelled_crops_land_in_the_dataset_with_their_label_and_author(judged):
+def test_a_label_puts_the_crop_in_the_dataset_and_its_undo_takes_it_out(judged):
     tool = judged[0]
     review = queue_of_first(judged, 4)
     frames = review.pending()
@@ -108,18 +108,26 @@ def test_labelled_crops_land_in_the_dataset_with_their_label_and_author(judged):
     review.label(frames[1].id, "defect", who="bo")
     review.label(frames[2].id, DISCARD, who="ana")
     assert review.labelled_since_active() == 2
-    moved = review.to_dataset()
-    assert sorted((m.label, m.labelled_by) for m in moved) == [("defect", "bo"), ("good", "ana")]
     data = ToolDataset(tool.images_dir, tool.config.classes).load()  # what the next training loads
-    for record in moved:
-        row = [str(p) for p in data.paths].index(record.dataset_path)
-        assert tool.config.classes[data.labels[row]] == record.label
-        assert np.array_equal(read_image(data.paths[row]), crops[record.id])
-    assert len(data.paths) == 2  # the discarded crop is not trained on
-    assert [p.id for p in review.pending()] == [frames[3].id] and not review.labelled()
-    authors = {(c.id, c.labelled_by) for c in review.corrections()}
-    assert authors == {(frames[0].id, "ana"), (frames[1].id, "bo")}
-    assert review.labelled_since_active() == 2
+    in_dataset = {str(p.relative_to(tool.images_dir)): tool.config.classes[y]
+                  for p, y in zip(data.paths, data.labels)}
+    labelled = {r.id: r for r in review.labelled()}
+    assert sorted(in_dataset.values()) == ["defect", "good"]  # the discarded crop is not trained on
+    for frame_id, label in ((frames[0].id, "good"), (frames[1].id, "defect")):
+        record = labelled[frame_id]
+        assert in_dataset[record.dataset_path] == label
+        assert np.array_equal(read_image(tool.images_dir / record.dataset_path), crops[frame_id])
+    assert (labelled[frames[1].id].labelled_by, labelled[frames[2].id].label) == ("bo", DISCARD)
+    assert [p.id for p in review.pending()] == [frames[3].id]
+
+    relabelled = review.label(frames[1].id, "good", who="ana")  # moved to the other class
+    assert relabelled.dataset_path.startswith("good/")
+    assert ToolDataset(tool.images_dir, tool.config.classes).counts() == {"good": 2, "defect": 0}
+    review.undo(frames[1].id)
+    review.undo(frames[1].id)  # back to waiting: out of the dataset
+    assert ToolDataset(tool.images_dir, tool.config.classes).counts() == {"good": 1, "defect": 0}
+    assert frames[1].id in [p.id for p in review.pending()]
+    assert review.labelled_since_active() == 1
 
 
 def test_the_disk_keeps_the_hardest_waiting_crops_only(judged):

@@ -319,3 +319,25 @@ def test_live_page_says_when_the_roi_frames_the_part_unlike_the_tool_s_photos(st
     at.run()
     no_errors(at)
     assert station.framing.checks == 3 and not any("times larger" in w for w in framing_warnings(at))
+
+
+def test_an_operator_corrects_the_latest_verdict_with_one_click(station_home, stream, photos):
+    from core.line_learning import CORRECTED, ReviewQueue
+
+    kiosk = browser("kiosk")  # an operator
+    stream.playing = True
+    kiosk.run()
+    stream.send("live::0", photos["defect"][0])  # the tool says FAIL: the operator says good
+    kiosk.run()
+    no_errors(kiosk)
+    wrong = kiosk.button(key="wrong::0")
+    assert wrong.label == "Wrong: it is good"
+    wrong.click().run()
+    no_errors(kiosk)
+    assert "is in the photos of casting as 'good' (by kiosk)" in texts(kiosk)
+    tool = ToolStore().get("casting")
+    record = ReviewQueue(tool).labelled()[0]
+    assert (record.label, record.labelled_by, record.reason) == ("good", "kiosk", CORRECTED)
+    assert (tool.images_dir / record.dataset_path).parent.name == "good"
+    row = audit(CORRECTED).iloc[0]
+    assert row["actor"] == "kiosk" and row["details"]["verdict"] == "FAIL"

@@ -1,0 +1,149 @@
+"""Learning on the line in a real Chromium: an operator on Live inspection presses W ("this
+verdict was wrong") and the judged part lands in the tool's photos with its label and the
+operator's name, and in the history; an engineer on Labeling labels the hardest kept crop with
+a key and undoes it. The session's fake webcam shows real casting parts (good, then defective)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from core.datasets import ToolDataset
+from core.history import open_history
+from core.inference import Inspector, ToolRunner
+from core.line_learning import CORRECTED, KeepPolicy, LineKeeper, ReviewQueue
+from core.station import load_settings
+from core.tools import ToolStore
+from core.users import UserStore
+from tests.browser import helpers
+from tests.browser.helpers import (
+    ARTIFACTS,
+    BrowserError,
+    log_in,
+    new_page,
+    open_page,
+    start_camera,
+    wait_verdict,
+)
+from tests.conftest import load_sample
+
+pytestmark = pytest.mark.slow
+
+ROLES = {"kiosk": "operator", "eve": "engineer"}
+KEPT = 3
+
+
+@pytest.fixture(scope="module")
+def learning_home(station, tmp_path_factory):
+    """The session's trained casting tool in a workspace of its own, with its users and KEPT
+    unseen photos the line kept for review."""
+    home = tmp_path_factory.mktemp("line_learning")
+    shutil.copytree(station["home"] / "tools", home / "tools")
+    if (station["home"] / "cache").is_dir():
+        shutil.copytree(station["home"] / "cache", home / "cache")
+    users = UserStore(open_history(load_settings(home), home).engine)
+    for name, role in ROLES.items():
+        users.add(name, role, f"{name}-password")
+    tool = ToolStore(home).get("casting")
+    runner, keeper = ToolRunner(tool), LineKeeper(ReviewQueue(tool, KeepPolicy(margin=1.0)))
+    for photo in load_sample("casting", 2, seed=4, skip=40).images[:KEPT]:
+        keeper.offer(photo, Inspector([runner]).inspect(photo, heatmaps=False)[0])
+    keeper.close()
+    return home
+
+
+@pytest.fixture(scope="module")
+def url(learning_home, tmp_path_factory):
+    log = tmp_path_factory.mktemp("line_learning_server") / "streamlit.log"
+    try:
+        with helpers.streamlit_server(learning_home, log) as address:
+            yield address
+    except BrowserError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def tab(browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = new_page(browser)
+    yield page
+    page.context.close()
+
+
+def open_as(page, url: str, path: str, title: str, name: str) -> None:
+    open_page(page, url, path, title)
+    log_in(page, name, f"{name}-password")
+    page.get_by_text(f"Logged in as {name} ({ROLES[name]})").wait_for(timeout=30_000)
+
+
+def within(seconds: float, check, what: str):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise BrowserError(f"{what} did not happen within {seconds:.0f} s")
+
+
+def press(page, key: str) -> None:
+    """Press a key once the script has finished its run (a key pressed while it runs is lost),
+    with the focus on the page, not in a widget."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=60_000)
+    page.locator('[data-testid="stMain"]').focus()
+    page.keyboard.press(key)
+
+
+def corrections(home) -> list:
+    return [r for r in ReviewQueue(ToolStore(home).get("casting")).labelled()
+            if r.reason == CORRECTED]
+
+
+def test_an_operator_s_key_w_puts_the_part_in_the_photos_and_the_history(tab, url,
+                                                                       learning_home):
+    open_as(tab, url, "Live_inspection", "Live inspection", "kiosk")
+    start_camera(tab)
+    wait_verdict(tab, {"PASS", "FAIL"}, 90)
+    tab.get_by_role("button", name="Wrong: it is").first.wait_for(timeout=30_000)
+    tab.get_by_role("heading", name="Live inspection").click()  # focus out of the video
+    tab.keyboard.press("w")
+    record = within(30, lambda: corrections(learning_home), "the correction reaching the tool")[0]
+    tab.get_by_text("is in the photos of casting as").first.wait_for(timeout=30_000)
+    tab.screenshot(path=str(ARTIFACTS / "line-learning-correction.png"))
+    assert (record.labelled_by, record.reason) == ("kiosk", CORRECTED)
+    tool = ToolStore(learning_home).get("casting")
+    photo = tool.images_dir / record.dataset_path
+    assert photo.is_file() and photo.parent.name == record.label
+
+    def audited() -> list[dict]:
+        history = open_history(load_settings(learning_home), learning_home)
+        changes = history.changes()
+        return changes[changes["action"] == CORRECTED].to_dict("records")
+
+    row = within(30, audited, "the correction in the history")[0]
+    assert row["actor"] == "kiosk" and row["details"]["label"] == record.label
+    assert {"FAIL": "good", "PASS": "defect"}[row["details"]["verdict"]] == record.label
+
+
+def test_an_engineer_labels_the_hardest_kept_crop_with_a_key_and_undoes_it(tab, url,
+                                                                          learning_home):
+    tool = ToolStore(learning_home).get("casting")
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    before, waiting = dataset.counts(), len(ReviewQueue(tool).pending())
+    hardest = ReviewQueue(tool).pending()[0]
+    open_as(tab, url, "Labeling", "Labeling", "eve")
+    tab.get_by_text(f"Kept on the line: {waiting} waiting").wait_for(timeout=30_000)
+    press(tab, "2")  # the tool's second class, 'defect'
+    tab.get_by_text(f"Kept on the line: {waiting - 1} waiting").wait_for(timeout=30_000)
+    tab.get_by_text(f"Kept crop {hardest.id}: 'defect'").wait_for(timeout=30_000)
+    assert dataset.counts() == {**before, "defect": before["defect"] + 1}
+    assert ReviewQueue(tool).labelled()[0].labelled_by == "eve"
+    tab.screenshot(path=str(ARTIFACTS / "line-learning-review.png"))
+
+    press(tab, "u")  # undo the latest label
+    tab.get_by_text(f"Kept crop {hardest.id}: waiting again.").wait_for(timeout=30_000)
+    assert dataset.counts() == before
+    assert ReviewQueue(tool).pending()[0].id == hardest.id

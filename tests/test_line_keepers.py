@@ -1,0 +1,98 @@
+"""Learning on the line at the live station, on real casting photos judged by a real trained
+tool: the station keeps a line tool's uncertain frames (the ROI of the frame) up to the hourly
+bound and no further while the session runs, builds the novelty reference off the video thread,
+and an operator's correction of a verdict lands in the tool's dataset with its label and author
+and in the history, where a report counts corrections against parts per tool."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from core import line_keepers
+from core.access import OPERATOR, AccessDenied, User, as_user
+from core.datasets import ToolDataset, read_image
+from core.line import close_lines
+from core.line_keepers import correct_last_verdict, right_label
+from core.line_learning import CORRECTED, KeepPolicy, ReviewQueue
+from core.live_station import close_live_stations, live_station
+from core.preprocessing import crop_roi
+from core.reports import operator_corrections
+from core.tools import ROI
+from tests.conftest import load_sample, on_conveyor
+
+ROI_AROUND_PART = ROI(0.25, 0.15, 0.5, 0.7)  # the part's disc on the 640 x 480 conveyor
+KIOSK = User("kiosk", OPERATOR)
+
+
+@pytest.fixture
+def frames() -> list[np.ndarray]:
+    """Unseen casting parts on the conveyor: 4 good ones, then 4 defective ones."""
+    sample = load_sample("casting", 4, seed=1, skip=12)
+    return [on_conveyor(im, seed=i) for i, im in enumerate(sample.images)]
+
+
+@pytest.fixture
+def station(casting_tool, workspace, monkeypatch):
+    """The station with the casting tool on the line, ROI around the part; it keeps every
+    judged frame (margin 1.0) but at most 3 an hour; its dataset holds the training photos."""
+    monkeypatch.setattr(line_keepers, "DEFAULT_POLICY", KeepPolicy(margin=1.0, per_hour=3))
+    dataset = ToolDataset(casting_tool.images_dir, casting_tool.config.classes)
+    for path, label in zip(*(lambda s: (s.paths, s.labels))(load_sample("casting", 12, seed=1))):
+        dataset.add_file(casting_tool.config.classes[label], path.read_bytes(), path.name)
+    casting_tool.update(smoothing=1, roi=ROI_AROUND_PART)
+    yield live_station(workspace)
+    close_live_stations()
+    close_lines()
+
+
+def test_uncertain_frames_are_kept_up_to_the_bound_and_no_further(station, frames):
+    session = station.session("0")
+    for frame in frames * 2:  # 16 frames, every one uncertain by this policy
+        session.process(frame)
+    assert session.latest is not None and session.error is None
+    keeper = session.lineup.keepers["casting"]
+    keeper.flush()
+    pending = ReviewQueue(keeper.review.tool).pending()
+    assert len(pending) == 3  # the hour's bound, whatever else the session judged
+    crops = {p.id: ReviewQueue(keeper.review.tool).crop(p.id) for p in pending}
+    roi_crops = [crop_roi(f, ROI_AROUND_PART) for f in frames[:3]]
+    assert all(any(np.array_equal(c, r) for r in roi_crops) for c in crops.values())
+    assert {p.version for p in pending} == {station.settings("casting").active_version}
+
+    deadline = time.monotonic() + 120  # the novelty reference is built on its own thread
+    while not station.keeping.ready("casting") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert station.keeping.ready("casting")
+    novelty = keeper.novelty.novelty(session.latest.results[0].features)
+    assert novelty.shape == (1,) and np.isfinite(novelty[0])
+
+
+def test_an_operator_s_correction_lands_in_the_dataset_and_in_the_history(station, frames):
+    session = station.session("0")
+    session.process(frames[4])  # a defective part: whatever the verdict, the operator knows
+    result = session.latest.results[0]
+    wanted = right_label(result, ("good", "defect"))
+    assert wanted == {"FAIL": "good", "PASS": "defect"}[result.verdict]
+    with as_user(KIOSK):
+        record = correct_last_verdict(session, "casting", wanted)
+        with pytest.raises(AccessDenied, match="engineer"):  # reviewing the queue is theirs
+            ReviewQueue(session.runners["casting"].tool).undo(record.id)
+    tool = session.runners["casting"].tool
+    assert (record.label, record.labelled_by, record.reason) == (wanted, "kiosk", CORRECTED)
+    assert record.time == session.latest.time and time.time() - record.labelled_at < 60
+    photo = tool.images_dir / record.dataset_path
+    assert photo.parent.name == wanted
+    assert np.array_equal(read_image(photo), crop_roi(frames[4], ROI_AROUND_PART))
+    assert ReviewQueue(tool).labelled()[0].id == record.id  # shown for the engineer's review
+
+    assert station.line.recorder.flush(10)
+    changes = station.line.history.changes()
+    row = changes[changes["action"] == CORRECTED].iloc[0]
+    assert (row["tool"], row["actor"]) == ("casting", "kiosk")
+    assert row["details"]["verdict"] == result.verdict and row["details"]["label"] == wanted
+    report = operator_corrections(station.line.history).set_index("tool").loc["casting"]
+    assert report["corrections"] == 1 and report["parts"] >= 1
+    assert report["share"] == pytest.approx(1 / report["parts"])
