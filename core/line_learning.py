@@ -253,7 +253,7 @@ class ReviewQueue:
         active = self.tool.config.active_version
         since = 0.0
         if active:
-            since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp()
+            since = datetime.fromisoformat(self.tool.version_meta(active).created).timestamp()
         return sum(1 for r in self.labelled() + self.corrections()
                    if r.label != DISCARD and (r.labelled_at or 0.0) > since)
 

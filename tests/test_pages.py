@@ -443,13 +443,13 @@ def test_training_page_lists_versions(trained_home):
     at = page("pages/3_Training.py").run()
     no_errors(at)
     table = at.dataframe[0].value
-    assert table["Version"].tolist() == [meta["id"], first]
+    assert table["Version"].tolist() == [meta.id, first]
     assert table["Active"].tolist() == ["", "yes"]
-    assert at.selectbox(key="review::casting").value == meta["id"]
+    assert at.selectbox(key="review::casting").value == meta.id
     assert any(m.label == "Suggested threshold" for m in at.metric)
     assert "At threshold **0.500** (its suggested threshold, which a trial runs it at)" in texts(at)
     assert not [b for b in at.button if b.key == "use_threshold"]  # not the active version
-    assert f"{meta['id']} starts at its suggested threshold 0.500" in texts(at)
+    assert f"{meta.id} starts at its suggested threshold 0.500" in texts(at)
     # running it as a trial, promoting it and rolling back: tests/test_live_page.py
 
 
@@ -641,10 +641,10 @@ def test_training_page_trains_in_the_background_without_activating(home):
     assert job.error is None and job.meta is not None
     at.run()
     no_errors(at)
-    assert f"Trained {job.meta['id']}" in texts(at)
-    assert at.dataframe[0].value["Version"].tolist() == [job.meta["id"]]
+    assert f"Trained {job.meta.id}" in texts(at)
+    assert at.dataframe[0].value["Version"].tolist() == [job.meta.id]
     assert ToolStore(home).get("casting").config.active_version is None  # engineer activates
-    assert at.button(key="trial_start").label.startswith(f"Run {job.meta['id']} as trial")
+    assert at.button(key="trial_start").label.startswith(f"Run {job.meta.id} as trial")
 
 
 def test_training_page_says_when_uploaded_and_captured_photos_differ(home):
