@@ -2,7 +2,7 @@
 of the kinds changes no score.
 
     python -m benchmarks.kind_scores save BEFORE.npz     # on the code before the change
-    python -m benchmarks.kind_scores compare BEFORE.npz  # on the code after: max difference
+    python -m benchmarks.kind_scores compare BEFORE.npz  # after: max difference, in BENCHMARKS.md
 
 Both tools are trained with a fixed seed on a few casting photos; each is scored on photos it
 never saw, through the two ways the station scores (``TrainedModel.defect_scores`` for files,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATASETS
+from benchmarks.common import DATASETS, machine, write_section
 from core.datasets import LoadedImages, image_files, read_image
 from core.inference import Inspector, ToolRunner, TrainedModel
 from core.tools import ToolStore
@@ -62,10 +62,20 @@ def main() -> None:
         print(f"saved {', '.join(now)} to {path}")
         return
     before = np.load(path)
+    rows = []
     for key, values in now.items():
         difference = float(np.abs(values - before[key]).max())
-        identical = np.array_equal(values, before[key])
-        print(f"{key}: {'bit-identical' if identical else f'max difference {difference:.3g}'}")
+        same = "bit-identical" if np.array_equal(values, before[key]) else f"max difference {difference:.3g}"
+        rows.append(f"| {key.replace('_', ' ')} | {values.size} | {same} |")
+        print(f"{key}: {same}")
+    write_section("kind-scores", "\n".join([
+        "## Classifier and anomaly scores through the kinds registry (`benchmarks/kind_scores.py`)",
+        "",
+        f"Both kinds trained with seed 0 on {TRAIN} + {TRAIN} casting photos, scored on the next "
+        f"{HELD_OUT} + {HELD_OUT}, before and after the kinds moved behind `core.kinds`; files: "
+        "`TrainedModel.defect_scores`, live: `Inspector.inspect` scores, heat: its heatmaps. "
+        f"{machine()}.", "",
+        "| scores | values | after against before |", "|---|---|---|", *rows]))
 
 
 if __name__ == "__main__":

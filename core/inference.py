@@ -80,7 +80,8 @@ class TrainedModel:
         return np.concatenate(out) if out else np.zeros((0, len(head.classes)), np.float32)
 
     def defect_scores(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
-        """0..1 defect score of each ROI image (what the threshold is compared with), any kind."""
+        """0..1 defect score of each ROI image (what the threshold is compared with), any kind;
+        a reading tool that expects the trigger's value cannot score files (none was sent)."""
         if not self.kind.neural:
             return np.array([self.judge.read(image, None).score for image in images], np.float32)
         out = [self.judge.scores(maps) for maps in self._batches(images, batch)]

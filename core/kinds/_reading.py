@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 EXACT, PATTERN, TRIGGER = "exact", "pattern", "trigger"
 MODES = (EXACT, PATTERN, TRIGGER)
+READ_PASSED, READ_FAILED = 0.0, 1.0  # a reading tool's scores: either side of any threshold in (0, 1]
 
 
 @dataclass(frozen=True)
@@ -103,5 +104,3 @@ class ReadingKind(Kind):
         """The reader that checks ROIs against ``expectation``."""
         raise NotImplementedError
 
-
-READ_PASSED, READ_FAILED = 0.0, 1.0  # a reading tool's scores: either side of any threshold in 0..1

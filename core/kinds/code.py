@@ -5,14 +5,19 @@ with what was read."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from core.kinds._reading import EXACT, PATTERN, READ_FAILED, READ_PASSED, Expectation, ReadingKind
 from core.kinds._registry import Judgement, register_kind
 from core.verdicts import Reading
 
+if TYPE_CHECKING:
+    from core.codes import CodeRead
 
-def print_grade(read) -> str | None:  # read: core.codes.CodeRead
+
+def print_grade(read: CodeRead) -> str | None:
     """How close the print is to unreadable, in words, where zxing tells (it gives no ISO grade):
     the share of a 2D code's error correction left unused, and a read only after sharpening."""
     parts = []
