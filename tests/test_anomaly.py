@@ -186,7 +186,7 @@ def test_cli_trains_on_good_only_then_evaluates_and_writes_the_anomaly_map(works
         shutil.copy(path, data / "broken" / f"{i}-{path.name}")
     assert cli(["train", "--tool", "cap", "--kind", "anomaly", "--data", str(data)]) == 0
     assert "good photos above the threshold" in capsys.readouterr().out
-    assert ToolStore().get("cap").version_meta()["images"] == {"good": 8}
+    assert ToolStore().get("cap").version_meta().images == {"good": 8}
     test = tmp_path / "test"
     held = sample_paths("mvtec_bottle", 6, seed=8, skip=8)
     for name, paths in (("good", held["good"]), ("broken", held["defect"])):

@@ -216,3 +216,10 @@ def test_the_tool_store_and_the_kinds_load_without_the_engines():
     code = f"import sys, core.tools, core.kinds, core.cli; print([m for m in {engines} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_guidance_asks_a_reading_tool_for_its_setup_not_for_photos(workspace):
+    from core.guidance import next_steps
+
+    tool = ToolStore().create("serial", kind="code")
+    assert next_steps(tool) == ["Say what it must read on the Training page and save the setup."]

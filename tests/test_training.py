@@ -97,7 +97,7 @@ def test_failed_run_keeps_the_previous_version_and_rollback_restores_it(casting_
     tool.activate(v1)
     tool = ToolStore().get("casting")
     assert tool.config.active_version == v1
-    assert tool.config.threshold == pytest.approx(tool.version_meta(v1)["suggested_threshold"])
+    assert tool.config.threshold == pytest.approx(tool.version_meta(v1).suggested_threshold)
     assert np.allclose(TrainedModel(tool).probabilities([image]), score_v1)
 
 
