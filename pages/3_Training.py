@@ -59,6 +59,7 @@ running = job is not None and job.running
 def reading_setup() -> None:
     """A reading tool is set up, not trained: what it must read, saved as a new version (the
     first one is made active; a later one runs as a trial like a retrained model)."""
+    st.caption(f"'{tool.name}' {kind.title}: no photos, no training; what it must read is its setup.")
     expect = Expectation.from_json(tool.config.expect) if tool.config.expect else None
     modes = {EXACT: "exactly this text", PATTERN: "text matching a pattern (regular expression)",
              TRIGGER: "the value sent with each trigger (e.g. the order's serial)"}

@@ -22,7 +22,7 @@ from core.datasets import image_files, read_image
 from core.history import open_history
 from core.live_station import live_station
 from core.station import load_settings
-from core.tools import ToolStore
+from core.tools import ROI, ToolStore
 from core.training import TrainingOptions, train_tool
 from core.users import UserStore
 from core.verdicts import VerdictRecord
@@ -465,7 +465,7 @@ def chart_marks(at: AppTest) -> dict[str, float]:
 
 def test_training_page_shows_held_out_rates_and_saves_an_escape_rate_threshold(trained_home):
     tool = ToolStore(trained_home).get("casting")
-    kept = tool.version_meta()["validation"]["scores"]
+    kept = tool.version_meta().validation["scores"]
     good, defect = np.array(kept["good"]), np.array(kept["defect"])
     assert (len(good), len(defect)) == (PER_CLASS, PER_CLASS)
     at = log_in(page("pages/3_Training.py"), "anna", "engineer", trained_home)  # for the audit
@@ -698,3 +698,22 @@ def test_roi_from_canvas_rectangle_scales_to_the_frame():
     assert ui.roi_from_canvas({"objects": []}, (640, 360), (1280, 720)) is None
 
 
+
+
+# ------------------------------------------------------------------ reading tools
+
+def test_a_code_tool_is_set_up_on_the_training_page_and_needs_no_photos(home):
+    ToolStore(home).create("serial", kind="code", roi=ROI(0.2, 0.2, 0.5, 0.4))  # Capture: photo step
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert not [b for b in at.button if b.key == "train_start"]  # set up, not trained
+    at.text_input(key="expect_value::serial").input("4006381333931")
+    at.button(key="setup_save").click().run()
+    no_errors(at)
+    tool = ToolStore(home).get("serial")
+    assert tool.config.expect == {"mode": "exact", "value": "4006381333931"}
+    assert [v.id for v in tool.versions()] == [tool.config.active_version]
+    assert at.dataframe[0].value["Expects"].tolist() == ["'4006381333931'"]
+    capture = page("pages/1_Capture.py").run()
+    no_errors(capture)
+    assert "A reading tool needs no photos" in texts(capture)

@@ -105,7 +105,7 @@ class Kind:
     one instance."""
 
     name: ClassVar[str]
-    title: ClassVar[str]  # what the pages and the CLI call it
+    title: ClassVar[str]  # what it does, in a few words (the CLI and the pages show it)
     photos: ClassVar[str]  # REQUIRED, OPTIONAL or NONE (see above)
     neural: ClassVar[bool]  # judged from the backbone's maps (NeuralJudge), else ReadingJudge
     weights_file: ClassVar[str | None]  # the file a version holds beside meta.json; None: settings only

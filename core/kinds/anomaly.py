@@ -52,7 +52,7 @@ class AnomalyJudge:
 @register_kind
 class Anomaly(Kind):
     name = "anomaly"
-    title = "Anomaly detector: learns from good photos only"
+    title = "learns what good looks like from good photos only"
     photos: ClassVar[str] = OPTIONAL
     neural = True
     weights_file = MEMORY_FILE

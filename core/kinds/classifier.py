@@ -63,7 +63,7 @@ class ClassifierJudge:
 @register_kind
 class Classifier(Kind):
     name = "classifier"
-    title = "Classifier: good against named defect classes (photos of each)"
+    title = "good against named defect classes, learnt from photos of each"
     photos: ClassVar[str] = REQUIRED
     neural = True
     weights_file = WEIGHTS_FILE

@@ -52,7 +52,7 @@ class CodeJudge:
 @register_kind
 class Code(ReadingKind):
     name = "code"
-    title = "Code reader: a barcode, QR or DataMatrix code must say what is expected"
+    title = "reads a barcode, QR or DataMatrix code and checks what it says"
 
     def judge_for(self, expectation: Expectation) -> CodeJudge:
         return CodeJudge(expectation)

@@ -42,7 +42,7 @@ class TextJudge:
 @register_kind
 class Text(ReadingKind):
     name = "text"
-    title = "Label text: the printed text must match what is expected"
+    title = "reads the printed text of a label and checks it"
 
     def judge_for(self, expectation: Expectation) -> TextJudge:
         return TextJudge(expectation)
