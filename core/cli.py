@@ -245,7 +245,14 @@ def cmd_set(args: argparse.Namespace) -> None:
         changes["profile"] = args.profile
     if args.camera:
         changes["camera"] = camera_name(args.camera)
-    print(json.dumps(tool.update(**changes).to_json()))
+    if args.expect:
+        changes["expect"] = _expectation(args.expect)
+    tool.update(**changes)
+    if args.expect:  # a reading tool's setup is its version: the new one is made active at once
+        from core.training import train_tool
+
+        train_tool(tool)
+    print(json.dumps(tool.config.to_json()))
 
 
 def cmd_versions(args: argparse.Namespace) -> None:
@@ -388,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create", help="create a tool: an empty one that learns from photos, or a "
                        "reading tool set up with what it expects")
     p.add_argument("--tool", required=True)
-    p.add_argument("--kind", default="classifier", choices=list(KINDS))
+    p.add_argument("--kind", default="classifier", choices=list(KINDS),
+                   help="; ".join(f"{name}: {kind.title}" for name, kind in KINDS.items()))
     p.add_argument("--profile", default="fast")
     p.add_argument("--classes", help="for a kind that learns (default good,defect)")
     p.add_argument("--expect", help="for a code or text tool: exact:TEXT, pattern:REGEX or trigger")
@@ -402,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=["on", "off"])
     p.add_argument("--profile")
     p.add_argument("--camera", help="the camera the tool watches (a name such as 0, 1, top)")
+    p.add_argument("--expect", help="a code or text tool's new setup, saved as its active version: "
+                   "exact:TEXT, pattern:REGEX or trigger")
     p.set_defaults(run=cmd_set, needs=CONFIGURE)
 
     p = sub.add_parser("versions", help="list a tool's model versions")

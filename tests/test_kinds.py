@@ -167,6 +167,26 @@ def test_a_reading_tool_exports_and_imports_with_its_setup(workspace, tmp_path):
     assert judge(imported, photo(EAN)).verdict == PASS
 
 
+@pytest.mark.parametrize("expect, message", [
+    ({"mode": "pattern", "value": "SN-(\\d"}, "not a valid regular expression"),
+    (None, "'expect' must be"),
+])
+def test_a_reading_version_with_a_damaged_setup_is_refused_on_import(workspace, tmp_path, expect, message):
+    from tests.hostile import add_listed, rewrite
+
+    exported = export_tool(reading_tool("serial", "code", "exact", EAN_CODE), tmp_path / "serial.inspector")
+
+    def damage(members: dict[str, bytes]) -> None:
+        meta = json.loads(members["model/meta.json"])
+        meta["expect"] = expect
+        add_listed(members, "model/meta.json", json.dumps(meta).encode())
+
+    station = ToolStore(tmp_path / "other station")
+    with pytest.raises(InspectorError, match=message):
+        import_tool(rewrite(exported, tmp_path / "bad.inspector", damage), station)
+    assert station.names() == []
+
+
 def test_neural_tools_export_and_import_through_the_registry(casting_tool, tmp_path):
     exported = export_tool(casting_tool, tmp_path / "casting.inspector")
     imported = import_tool(exported, ToolStore(tmp_path / "other"), name="copy")
@@ -209,6 +229,10 @@ def test_the_cli_reads_images_with_a_reading_tool(workspace):
     assert text.stdout.strip() == f"{EAN}: PASS (EAN-13 '{EAN_CODE}')"
     refused = cli("predict", "--tool", "serial", str(EAN))
     assert refused.returncode == 2 and "inspector read --tool serial" in refused.stderr
+    changed = cli("set", "--tool", "serial", "--expect", "pattern:84\\d{11}")
+    assert changed.returncode == 0, changed.stderr
+    assert json.loads(changed.stdout)["active_version"].startswith("v002")
+    assert "PASS" in cli("read", "--tool", "serial", str(EAN)).stdout
 
 
 def test_the_tool_store_and_the_kinds_load_without_the_engines():
