@@ -247,3 +247,31 @@ def test_guidance_asks_a_reading_tool_for_its_setup_not_for_photos(workspace):
 
     tool = ToolStore().create("serial", kind="code")
     assert next_steps(tool) == ["Say what it must read on the Training page and save the setup."]
+
+
+def test_a_new_setup_of_a_reading_tool_runs_as_a_trial_then_is_promoted(workspace):
+    from core.line import close_lines
+    from core.live_station import close_live_stations, live_station
+    from core.training import TrainingOptions
+
+    frame, roi = on_background(photo(QR))
+    tool = reading_tool("serial", "code", "exact", qr_text(), roi)
+    first = tool.config.active_version
+    tool.update(expect=Expectation("pattern", "nothing like it").to_json())
+    second = train_tool(tool, options=TrainingOptions(activate=False)).id
+    station = live_station(workspace)  # a first start puts the tool on the line with its version
+    try:
+        station.start_trial("serial", second, "ann")
+        session = station.session("0")
+        session.process(frame)
+        line, trial = session.latest.results[0], session.latest.trials[0]
+        assert (line.version, line.verdict, line.reading.text) == (first, PASS, qr_text())
+        assert (trial.version, trial.verdict) == (second, FAIL)  # the new setup, judged beside it
+        assert trial.defect_class.endswith("expected text matching 'nothing like it'")
+        station.promote("serial", "bob")
+        session.process(frame)
+        assert ToolStore().get("serial").config.active_version == second
+        assert [(r.version, r.verdict) for r in session.latest.results] == [(second, FAIL)]
+    finally:
+        close_live_stations()
+        close_lines()
