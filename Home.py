@@ -18,6 +18,7 @@ from core.access import CONFIGURE, refusal, require
 from core.backbones import available_profiles
 from core.errors import InspectorError
 from core.exchange import export_tool, import_tool
+from core.kinds import KINDS
 from core.guidance import active_balanced_accuracy, next_steps
 from core.line import station_line
 from core.live_station import line_summary
@@ -77,12 +78,12 @@ create_tab, edit_tab, exchange_tab = st.tabs(["Create", "Rename / duplicate / ca
 with create_tab:
     with st.form("create_tool", clear_on_submit=False):
         name = st.text_input("Tool name", key="new_name", placeholder="e.g. impeller top")
-        kind = st.radio("Kind", ["classifier", "anomaly"], key="new_kind", horizontal=True,
-                        format_func=lambda k: {"classifier": "Classifier: learns good and defect photos",
-                                               "anomaly": "Anomaly: learns good photos only"}[k],
-                        help="An anomaly tool needs only good photos and flags whatever looks "
-                             "unusual; defect photos, if any, help it suggest a threshold.")
-        classes = st.text_input("Classes (comma separated, must include 'good')",
+        kind = st.radio("Kind", list(KINDS), key="new_kind", horizontal=True,
+                        format_func=lambda k: f"{k.capitalize()}: {KINDS[k].title}",
+                        help="A classifier learns good and defect photos; an anomaly tool needs "
+                             "only good photos and flags whatever looks unusual; a code or text "
+                             "tool learns nothing: you set what it must read on the Training page.")
+        classes = st.text_input("Classes (comma separated, must include 'good'; classifier only)",
                                 value="good, defect", key="new_classes")
         profiles = available_profiles()
         profile = st.selectbox("Network profile", list(profiles), key="new_profile",
@@ -92,8 +93,8 @@ with create_tab:
         if st.form_submit_button("Create tool", type="primary"):
             try:
                 wanted = tuple(c.strip() for c in classes.split(",") if c.strip())
-                tool = store.create(name.strip(), kind=kind, classes=wanted, profile=profile,
-                                    allow_flips=flips)
+                learnt = {"classes": wanted, "profile": profile, "allow_flips": flips}
+                tool = store.create(name.strip(), kind=kind, **(learnt if KINDS[kind].learns else {}))
                 st.session_state[ui.CURRENT_TOOL] = tool.name
                 ui.flash(f"Created tool '{tool.name}'. Next: set its ROI and capture photos on "
                          "the Capture page.", "home.create")

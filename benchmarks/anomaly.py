@@ -84,7 +84,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
                                                      [files[i] for i in drawn]), TrainingOptions(seed=seed))
                 model = AnomalyModel.load(store.get(name).version_dir())
                 store.delete(name)
-                shape = InputShape.from_json(meta["input"], 0)
+                shape = InputShape.from_json(meta.details["input"], 0)
                 if shape not in features:
                     features[shape] = anomaly_maps_of(images, "fast", model.settings, shape)
                 rest = held_out_rows(is_defect, drawn, seed, dataset in ANOMALY_SUBSAMPLED)
@@ -95,7 +95,7 @@ def run_accuracy(sets: list[str], ks: list[int], seeds: list[int]) -> dict:
                     maps.append(m)
                 scores, maps = np.concatenate(scores), np.concatenate(maps)
                 row = {"image_auroc": float(roc_auc_score(is_defect[rest], scores)),
-                       "training_s": meta["training_seconds"],
+                       "training_s": meta.training_seconds,
                        "good_pass": float((scores[~is_defect[rest]] < 0.5).mean()),
                        "defect_fail": float((scores[is_defect[rest]] >= 0.5).mean())}
                 if masks is not None:

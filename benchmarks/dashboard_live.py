@@ -191,7 +191,7 @@ def protocol(photos: int, seeds: range) -> dict:
         drawn = sample_paths("casting", photos, seed)
         for part in flow.parts([(c, p) for c in ("good", "defect") for p in drawn[c]], seed=seed):
             ds.add_image(part.cls, part.view())
-        tool.activate(train_tool(tool, options=BACKGROUND)["id"])
+        tool.activate(train_tool(tool, options=BACKGROUND).id)
         rest = sample_paths("casting", 500, seed, skip=photos)
         figures = rates(ToolStore(home).get(TOOL),
                         flow.parts([(c, p) for c in ("good", "defect") for p in rest[c]], seed=seed))
@@ -385,7 +385,7 @@ def main() -> None:
     ratio = a["shown_fps"] / FPS
     times = np.array(b["follow"])
     follow_target = TARGET_FOLLOW_S + window_s
-    validation = tool.version_meta()["validation"]
+    validation = tool.version_meta().validation
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "machine": machine(), "chromium": chromium_version(), "args": vars(args),

@@ -77,7 +77,7 @@ def train_and_score(store: ToolStore, photos: SetImages, rows: np.ndarray, profi
     finally:
         store.delete(name)
     rest = np.setdiff1d(np.arange(len(photos.files)), rows)
-    maps = photos.maps(profile, InputShape.from_json(meta["input"], 0)).take(rest)
+    maps = photos.maps(profile, InputShape.from_json(meta.details["input"], 0)).take(rest)
     return meta, head, head.probabilities(maps)
 
 
@@ -94,11 +94,11 @@ def run(sets: list[str], profiles: list[str], ks: list[int], seeds: list[int]) -
                     meta, head, probabilities = train_and_score(store, photos, drawn, profile, seed)
                     rest = np.setdiff1d(np.arange(len(photos.files)), drawn)
                     m = pass_fail_metrics(photos.is_defect[rest], head.defect_scores(probabilities),
-                                          meta["suggested_threshold"])
+                                          meta.suggested_threshold)
                     results.setdefault(f"{dataset}|{profile}|{k}", []).append({
                         "balanced_accuracy": m["balanced_accuracy"], "auroc": m["auroc"],
-                        "validation": meta["validation"]["balanced_accuracy"],
-                        "training_s": meta["training_seconds"]})
+                        "validation": meta.validation["balanced_accuracy"],
+                        "training_s": meta.training_seconds})
                 rows = results[f"{dataset}|{profile}|{k}"]
                 print(f"{dataset} {profile} k={k}: balanced accuracy "
                       f"{np.mean([r['balanced_accuracy'] for r in rows]):.3f} "
@@ -106,7 +106,7 @@ def run(sets: list[str], profiles: list[str], ks: list[int], seeds: list[int]) -
             k = max(ks)
             drawn = draw(photos.is_defect, k, seeds[0])
             results[f"{dataset}|{profile}|stability"] = [
-                {"threshold": meta["suggested_threshold"], "validation": meta["validation"]["balanced_accuracy"]}
+                {"threshold": meta.suggested_threshold, "validation": meta.validation["balanced_accuracy"]}
                 for meta, _, _ in (train_and_score(store, photos, drawn, profile, s) for s in STABILITY_SEEDS)]
             if dataset in MULTI_CLASS_SETS:
                 results[f"{dataset}|{profile}|named"] = named_runs(store, photos, profile, k, seeds)
@@ -127,10 +127,10 @@ def named_runs(store: ToolStore, photos: SetImages, profile: str, k: int, seeds:
         meta, head, probabilities = train_and_score(store, photos, drawn, profile, seed, classes)
         rest = np.setdiff1d(np.arange(len(photos.files)), drawn)
         truth = np.array([classes.index(c) for c in photos.classes[rest]])
-        failed = head.defect_scores(probabilities) >= meta["suggested_threshold"]
+        failed = head.defect_scores(probabilities) >= meta.suggested_threshold
         runs.append({"named": named_defect_share(truth, head.top_defect(probabilities), failed,
                                                  head.good_index),
-                     "validation_named": meta["validation"].get("named_defect_share"),
+                     "validation_named": meta.validation.get("named_defect_share"),
                      "chance": 1 / (len(classes) - 1)})
     return runs
 

@@ -45,12 +45,12 @@ import cv2
 import numpy as np
 from safetensors.numpy import save_file
 
+from core.kinds.anomaly import MEMORY_FILE
 from core.model import DamagedModel, check_tensor_names, meta_json, meta_number, read_model_file, top_mean
 from core.patches import local_average, on_grid
 from core.preprocessing import normalise_lighting
 from core.runtime import FeatureMaps
 
-MEMORY_FILE = "memory.safetensors"
 METHOD = "patch-memory"
 GLOBAL, LOCAL = "global", "local"  # the two memories (scales), see the module docstring
 # Versions saved before these settings existed were made this way.

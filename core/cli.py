@@ -33,6 +33,7 @@ from core.access import (
 )
 from core.errors import InspectorError
 from core.history_cli import add_parser as add_history_parser
+from core.kinds import KINDS, REQUIRED, Expectation, get_kind
 from core.review_cli import add_parser as add_review_parser
 from core.station import StationSettings, load_settings, save_settings
 from core.tools import ROI, ToolStore, TTASettings
@@ -72,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     store = ToolStore()
     folder = Path(args.data)
-    classes = ("good",) if args.kind == "anomaly" else _classes_in(folder)  # anomaly: DIR/good only
+    classes = _classes_in(folder) if get_kind(args.kind).photos == REQUIRED else ("good",)  # else DIR/good
     settings = {"kind": args.kind, "classes": classes}
     if args.profile:
         settings["profile"] = args.profile
@@ -83,13 +84,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"warning: {data.skipped_report()}", file=sys.stderr)
     meta = train_tool(tool, data, TrainingOptions(seed=args.seed, activate=not args.no_activate),
                       on_progress=_print_progress)
-    v = meta["validation"]
+    v = meta.validation
     figures = (f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}"
                if v["balanced_accuracy"] is not None else
                f"{v['confusion']['false_fail']} of {v['n']} good photos above the threshold held out")
-    photos = ", ".join(f"{n} {name}" for name, n in meta["images"].items())
-    print(f"trained {tool.name} {meta['id']} on {photos} photos in {meta['training_seconds']} s: "
-          f"{figures}, suggested threshold {meta['suggested_threshold']:.3f}"
+    photos = ", ".join(f"{n} {name}" for name, n in meta.images.items())
+    print(f"trained {tool.name} {meta.id} on {photos} photos in {meta.training_seconds} s: "
+          f"{figures}, suggested threshold {meta.suggested_threshold:.3f}"
           + ("" if args.no_activate else " (active)"))
 
 
@@ -134,6 +135,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
+    if not model.kind.neural:
+        raise InspectorError(f"'{tool.name}' is a {model.kind.name} tool: read images with "
+                             f"'inspector read --tool {tool.name} IMAGE...'")
     rows = []
     for name in args.images:
         image = read_image(Path(name))
@@ -160,20 +164,69 @@ def cmd_predict(args: argparse.Namespace) -> None:
             print(f"{row['image']}: {row['verdict']} ({row['class']}, score {row['score']:.3f})")
 
 
+def cmd_read(args: argparse.Namespace) -> None:
+    from core.datasets import read_image
+    from core.inference import TrainedModel
+    from core.preprocessing import crop_roi
+
+    tool = ToolStore().get(args.tool)
+    model = TrainedModel(tool)
+    if model.kind.neural:
+        raise InspectorError(f"'{tool.name}' is a {model.kind.name} tool, it reads nothing: score "
+                             f"images with 'inspector predict --tool {tool.name} IMAGE...'")
+    rows = []
+    for name in args.images:
+        image = read_image(Path(name))
+        if image is None:
+            raise InspectorError(f"'{name}' is not a readable image")
+        judged = model.judge.read(crop_roi(image, tool.config.roi) if args.full_frame else image,
+                                  args.expected)
+        reading = judged.reading
+        rows.append({"image": name, "verdict": verdict_of(judged.score, tool.config.threshold),
+                     "text": reading.text if reading else None,
+                     "format": reading.format if reading else None,
+                     "confidence": reading.confidence if reading else None,
+                     "grade": reading.grade if reading else None, "why": judged.defect})
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0]))
+        return
+    for row in rows:
+        read = f"{row['format']} '{row['text']}'" if row["text"] is not None else "nothing read"
+        print(f"{row['image']}: {row['verdict']} ({read}{'; ' + row['why'] if row['why'] else ''})")
+
+
+def _expectation(text: str) -> dict[str, str]:
+    """``exact:TEXT``, ``pattern:REGEX`` or ``trigger`` as a tool's ``expect``."""
+    mode, _, value = text.partition(":")
+    return Expectation.from_json({"mode": mode, "value": value}).to_json()
+
+
 def cmd_tools(args: argparse.Namespace) -> None:
     tools, broken = ToolStore().scan()
     for name, problem in broken.items():
         print(f"{name}\tBROKEN: {problem}", file=sys.stderr)
     for tool in tools:
         c = tool.config
-        print(f"{c.name}\t{c.kind}\t{c.profile}\tversion={c.active_version or '-'}\t"
-              f"threshold={c.threshold:.3f}\tclasses={','.join(c.classes)}")
+        setup = (f"classes={','.join(c.classes)}" if c.expect is None
+                 else f"expects {Expectation.from_json(c.expect).shown()}")
+        print(f"{c.name}\t{c.kind}\t{c.profile if get_kind(c.kind).neural else '-'}\t"
+              f"version={c.active_version or '-'}\tthreshold={c.threshold:.3f}\t{setup}")
 
 
 def cmd_create(args: argparse.Namespace) -> None:
-    tool = ToolStore().create(args.tool, kind=args.kind, profile=args.profile,
-                              classes=tuple(args.classes.split(",")))
+    settings: dict = {"kind": args.kind, "profile": args.profile}
+    if args.classes:
+        settings["classes"] = tuple(args.classes.split(","))
+    if args.expect:
+        settings["expect"] = _expectation(args.expect)
+    kind = get_kind(args.kind)
+    tool = ToolStore().create(args.tool, **settings)
     print(f"created tool {tool.name} in {tool.folder}")
+    if not kind.learns:
+        from core.training import train_tool
+
+        meta = train_tool(tool)
+        print(f"saved its setup as version {meta.id} (active): {meta.validation['method']}")
 
 
 def cmd_set(args: argparse.Namespace) -> None:
@@ -193,15 +246,23 @@ def cmd_set(args: argparse.Namespace) -> None:
         changes["profile"] = args.profile
     if args.camera:
         changes["camera"] = camera_name(args.camera)
-    print(json.dumps(tool.update(**changes).to_json()))
+    if args.expect:
+        changes["expect"] = _expectation(args.expect)
+    tool.update(**changes)
+    if args.expect:  # a reading tool's setup is its version: the new one is made active at once
+        from core.training import train_tool
+
+        train_tool(tool)
+    print(json.dumps(tool.config.to_json()))
 
 
 def cmd_versions(args: argparse.Namespace) -> None:
-    for meta in ToolStore().get(args.tool).versions():
-        v = meta["validation"]
-        print(f"{'*' if meta['active'] else ' '} {meta['id']}\t{meta['profile']}\t"
-              f"images={sum(meta['images'].values())}\tbalanced_accuracy="
-              + ("-" if v["balanced_accuracy"] is None else f"{v['balanced_accuracy']:.3f}"))
+    tool = ToolStore().get(args.tool)
+    for meta in tool.versions():
+        v = meta.validation
+        print(f"{'*' if meta.id == tool.config.active_version else ' '} {meta.id}\t{meta.profile or '-'}\t"
+              f"images={sum(meta.images.values())}\tbalanced_accuracy="
+              + ("-" if v.get("balanced_accuracy") is None else f"{v['balanced_accuracy']:.3f}"))
 
 
 def cmd_activate(args: argparse.Namespace) -> None:
@@ -299,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. good "
                    "(an anomaly tool uses only DIR/good)")
     p.add_argument("--profile")
-    p.add_argument("--kind", default="classifier", choices=["classifier", "anomaly"])
+    p.add_argument("--kind", default="classifier",
+                   choices=[name for name, kind in KINDS.items() if kind.learns])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-flips", action="store_true", help="parts look the same mirrored")
     p.add_argument("--no-activate", action="store_true", help="keep the current version live")
@@ -320,14 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_predict)
 
+    p = sub.add_parser("read", help="read the code or text of image files with a reading tool")
+    p.add_argument("--tool", required=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--expected", help="the value a trigger would send (a tool that expects it)")
+    p.add_argument("--full-frame", action="store_true", help="crop the tool's ROI first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_read)
+
     p = sub.add_parser("tools", help="list the station's tools")
     p.set_defaults(run=cmd_tools)
 
-    p = sub.add_parser("create", help="create an empty tool")
+    p = sub.add_parser("create", help="create a tool: an empty one that learns from photos, or a "
+                       "reading tool set up with what it expects")
     p.add_argument("--tool", required=True)
-    p.add_argument("--kind", default="classifier")
+    p.add_argument("--kind", default="classifier", choices=list(KINDS),
+                   help="; ".join(f"{name}: {kind.title}" for name, kind in KINDS.items()))
     p.add_argument("--profile", default="fast")
-    p.add_argument("--classes", default="good,defect")
+    p.add_argument("--classes", help="for a kind that learns (default good,defect)")
+    p.add_argument("--expect", help="for a code or text tool: exact:TEXT, pattern:REGEX or trigger")
     p.set_defaults(run=cmd_create, needs=CONFIGURE)
 
     p = sub.add_parser("set", help="change a tool's live settings")
@@ -338,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=["on", "off"])
     p.add_argument("--profile")
     p.add_argument("--camera", help="the camera the tool watches (a name such as 0, 1, top)")
+    p.add_argument("--expect", help="a code or text tool's new setup, saved as its active version: "
+                   "exact:TEXT, pattern:REGEX or trigger")
     p.set_defaults(run=cmd_set, needs=CONFIGURE)
 
     p = sub.add_parser("versions", help="list a tool's model versions")

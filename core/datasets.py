@@ -25,6 +25,7 @@ from PIL import Image
 
 from core.access import CONFIGURE, require
 from core.errors import InspectorError
+from core.kinds import get_kind
 from core.preprocessing import crop_roi
 from core.tools import ROI
 from core.workspace import atomic_write_bytes
@@ -195,27 +196,9 @@ def load_folder(root: Path, classes: tuple[str, ...] | list[str]) -> LoadedImage
 
 def check_trainable(counts: dict[str, int], minimum: int = MIN_IMAGES_PER_CLASS,
                     kind: str = "classifier") -> None:
-    """Refuse to train on too few images, with what to capture next.
-
-    A classifier needs ``minimum`` photos of every class; an anomaly tool learns from good photos
-    only, so it needs ``minimum`` good ones and any number of defect photos (even none).
-    """
-    if kind == "anomaly":
-        good = counts.get("good", 0)
-        if good < minimum:
-            raise InspectorError(f"an anomaly tool learns from good photos only: capture "
-                                 f"{minimum - good} more 'good' photo(s) (have {good}, need {minimum}); "
-                                 "defect photos are optional")
-        return
-    needed = list(counts)
-    if sum(1 for n in counts.values() if n > 0) < 2:
-        have = ", ".join(f"{n} '{c}'" for c, n in counts.items())
-        raise InspectorError("training needs photos of at least two classes (good and a defect): "
-                             f"there are {have}; capture photos of the missing class")
-    short = {c: counts.get(c, 0) for c in needed if counts.get(c, 0) < minimum}
-    if short:
-        advice = "; ".join(f"capture {minimum - n} more '{c}' image(s)" for c, n in short.items())
-        raise InspectorError(f"not enough images to train ({minimum} per class needed): {advice}")
+    """Refuse to train a tool of ``kind`` on too few images, with what to capture next (each kind
+    says what it needs: ``Kind.check_photos``)."""
+    get_kind(kind).check_photos(counts, minimum)
 
 
 class Frames(Protocol):

@@ -1,11 +1,12 @@
 """Moving tools between stations: one-file export/import, and ONNX export for embedded targets.
 
 A tool file is a zip holding ``manifest.json`` (format, tool configuration, model metadata and a
-SHA-256 of every other member), ``model/`` (metadata and the safetensors weights of its kind: a
-classifier head or an anomaly memory) and, optionally,
-``images/<class>/``. Import trusts nothing in it: members are whitelisted by path and type, sizes
-are capped, checksums verified, JSON and weights parsed without any code execution, and the tool
-is assembled in a hidden folder that is renamed into place only once all of it is valid.
+SHA-256 of every other member), ``model/`` (metadata and the safetensors weights file of its kind,
+``Kind.weights_file``: a classifier head, an anomaly memory; a reading kind has none, its setup is
+in the metadata) and, optionally, ``images/<class>/``. Import trusts nothing in it: members are
+whitelisted by path and type, sizes are capped, checksums verified, JSON and weights parsed
+without any code execution, and the tool is assembled in a hidden folder that is renamed into
+place only once all of it is valid.
 """
 
 from __future__ import annotations
@@ -28,15 +29,23 @@ import torch
 from torch import nn
 
 from core.access import CONFIGURE, require
-from core.anomaly import MEMORY_FILE, AnomalyModel
 from core.backbones import available_profiles, create_backbone
 from core.datasets import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, image_files, read_image
 from core.errors import InspectorError, quoted
 from core.inference import TrainedModel
-from core.model import WEIGHTS_FILE, ClassifierHead, DamagedModel, evidence_tensor
+from core.kinds import KINDS, get_kind
+from core.model import ClassifierHead, DamagedModel, evidence_tensor
 from core.preprocessing import to_tensor
-from core.tools import (MAX_JSON_BYTES, Tool, ToolConfig, ToolStore, announce, parse_json,
-                        version_meta_problem)
+from core.tools import (
+    MAX_JSON_BYTES,
+    Tool,
+    ToolConfig,
+    ToolStore,
+    VersionMeta,
+    announce,
+    parse_json,
+    version_meta_problem,
+)
 from core.workspace import atomic_write_bytes, fsync_dir
 
 FORMAT = "shopfloor-inspector-tool"
@@ -47,10 +56,17 @@ MAX_MANIFEST_BYTES = MAX_JSON_BYTES
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 200
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_WEIGHTS_OF_KIND = {"classifier": WEIGHTS_FILE, "anomaly": MEMORY_FILE}
 _READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what 'inspector export' writes
 _CHUNK = 1024 * 1024
-_MODEL_FILES = {"model/meta.json", *(f"model/{name}" for name in _WEIGHTS_OF_KIND.values())}
+_MODEL_FILES = {"model/meta.json", *(f"model/{kind.weights_file}" for kind in KINDS.values()
+                                     if kind.weights_file)}
+_TRIAL_FRAME = (480, 640, 3)  # the test images a reading kind's version is run on at import
+
+
+def _version_files(kind: str) -> set[str]:
+    """The files a version of ``kind`` holds (its metadata, and its weights if it has any)."""
+    weights = get_kind(kind).weights_file
+    return {"meta.json", *([weights] if weights else [])}
 
 
 def _sha256(data: bytes) -> str:
@@ -62,9 +78,8 @@ def export_tool(tool: Tool, destination: Path, include_images: bool = False) -> 
     members: dict[str, bytes] = {}
     if tool.config.active_version:
         folder = tool.version_dir()
-        weights = _WEIGHTS_OF_KIND[tool.version_meta().get("kind", "classifier")]
-        members[f"model/{weights}"] = (folder / weights).read_bytes()
-        members["model/meta.json"] = (folder / "meta.json").read_bytes()
+        for name in sorted(_version_files(tool.version_meta().kind)):
+            members[f"model/{name}"] = (folder / name).read_bytes()
     if include_images:
         for name in tool.config.classes:
             for path in image_files(tool.images_dir / name):
@@ -247,13 +262,14 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
                                  "listed in its manifest")
         model_files = _MODEL_FILES & set(members)
         meta = _model_meta(archive, members, listed, config) if model_files else None
-        if meta is not None and model_files != {"model/meta.json", f"model/{_WEIGHTS_OF_KIND[meta['kind']]}"}:
+        if meta is not None and model_files != {f"model/{name}" for name in _version_files(meta.kind)}:
             found = ", ".join(sorted(PurePosixPath(member).name for member in model_files))
-            raise InspectorError(f"refused: a {meta['kind']} model must hold exactly meta.json and "
-                                 f"{_WEIGHTS_OF_KIND[meta['kind']]}; it holds {found}")
+            weights = get_kind(meta.kind).weights_file
+            raise InspectorError(f"refused: a {meta.kind} model must hold exactly meta.json"
+                                 f"{f' and {weights}' if weights else ''}; it holds {found}")
         staging = store.staging(config.name)
         try:
-            version = meta["id"] if meta is not None else None
+            version = meta.id if meta is not None else None
             images = []
             for member, info in members.items():
                 if member == "manifest.json":
@@ -281,7 +297,7 @@ def import_tool(source: Path, store: ToolStore | None = None, name: str | None =
 
 
 def _model_meta(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], listed: dict,
-                config: ToolConfig) -> dict:
+                config: ToolConfig) -> VersionMeta:
     """The packed model's metadata, checked against the tool it comes with."""
     if "model/meta.json" not in members:
         raise InspectorError("refused: the model's meta.json is missing")
@@ -290,34 +306,34 @@ def _model_meta(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], l
         meta = parse_json(data)
     except InspectorError as exc:
         raise InspectorError(f"refused: the model's meta.json is {exc}") from None
-    if not isinstance(meta, dict) or not {"id", "profile"} <= set(meta):
-        raise InspectorError("refused: the model's meta.json lacks its id or profile")
+    if not isinstance(meta, dict) or "id" not in meta:
+        raise InspectorError("refused: the model's meta.json lacks its id")
     if not isinstance(meta["id"], str) or not _VERSION_ID.fullmatch(meta["id"]):
         raise InspectorError(f"refused: model version id {quoted(meta['id'])} is not a safe name")
-    meta.setdefault("kind", "classifier")
     problem = version_meta_problem(meta)
     if problem:
         raise InspectorError(f"refused: the model's meta.json is damaged ({problem})")
-    if meta["kind"] != config.kind:
-        raise InspectorError(f"refused: the model is a {meta['kind']} model but the tool is a "
+    version = VersionMeta.from_json(meta)
+    if version.kind != config.kind:
+        raise InspectorError(f"refused: the model is a {version.kind} model but the tool is a "
                              f"{config.kind} tool")
-    for profile in (meta["profile"], config.profile):
-        if profile not in available_profiles():
-            raise InspectorError(f"refused: this station has no network profile {quoted(profile)}; "
-                                 f"it has {', '.join(available_profiles())}")
-    return meta
+    if get_kind(version.kind).neural:
+        if version.profile is None:
+            raise InspectorError("refused: the model's meta.json lacks its network profile")
+        for profile in (version.profile, config.profile):
+            if profile not in available_profiles():
+                raise InspectorError(f"refused: this station has no network profile {quoted(profile)}; "
+                                     f"it has {', '.join(available_profiles())}")
+    return version
 
 
 def _check_model(tool: Tool) -> None:
     """Load the staged version as the station will (every array, shape and setting checked)."""
     if not tool.config.active_version:
         return
-    folder = tool.version_dir()
+    kind = get_kind(tool.config.kind)
     try:
-        if tool.config.kind == "anomaly":
-            AnomalyModel.load(folder)
-        elif tuple(ClassifierHead.load(folder).classes) != tool.config.classes:
-            raise InspectorError("refused: the model's classes differ from the tool's")
+        kind.check_import(kind.load(tool.version_dir(), tool.version_meta()), tool.config)
     except DamagedModel as exc:
         raise InspectorError(f"refused: the model's {exc.path.name} is damaged ({exc.problem}); "
                              "export the tool again from a station where it works") from None
@@ -341,21 +357,26 @@ def _trial_run(tool: Tool, sample: np.ndarray | None) -> None:
     """Run the staged version on a blank image, a noise image and a photo of the file: its scores
     must be numbers in 0..1 and its heatmaps finite, or it is refused. A model whose arrays are
     each sound can still overflow to NaN, and NaN is never above a threshold: every part would
-    PASS."""
+    PASS. A reading version reads the images as a trigger would send them, with a value."""
     try:
         model = TrainedModel(tool)
-        shape = (model.input_shape.height, model.input_shape.width, 3)
+        shape = (model.input_shape.height, model.input_shape.width, 3) if model.kind.neural else _TRIAL_FRAME
         images = [np.full(shape, 128, np.uint8),
                   np.random.default_rng(0).integers(0, 256, shape, np.uint8)]
+        images += [sample] if sample is not None else []
         with np.errstate(all="ignore"):  # an overflow is judged below, not printed
-            explained = model.explain(images + ([sample] if sample is not None else []))
+            if model.kind.neural:
+                explained = model.explain(images)
+                scores, heats = [e.score for e in explained], [e.heat for e in explained]
+            else:
+                scores, heats = [model.judge.read(image, "trial").score for image in images], []
     except InspectorError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hostile model may fail in any way: refuse it
         raise InspectorError(f"refused: the model does not run on this station "
                              f"({quoted(f'{type(exc).__name__}: {exc}')}); export it again from a "
                              "station where it works") from None
-    if not all(0 <= e.score <= 1 and np.isfinite(e.heat).all() for e in explained):
+    if not (all(0 <= score <= 1 for score in scores) and all(np.isfinite(heat).all() for heat in heats)):
         raise InspectorError("refused: the model's scores on test images are not numbers in 0..1: "
                              "it is damaged; export it again from a station where it works")
 
@@ -366,7 +387,7 @@ class _FullModel(nn.Module):
 
     def __init__(self, tool: Tool, head: ClassifierHead):
         super().__init__()
-        self.backbone = create_backbone(tool.version_meta()["profile"])
+        self.backbone = create_backbone(tool.version_meta().profile)
         self.register_buffer("mean", torch.from_numpy(head.mean))
         self.register_buffer("std", torch.from_numpy(head.std))
         self.linear = nn.Linear(head.weight.shape[1], head.weight.shape[0])
@@ -402,9 +423,11 @@ def export_onnx(tool: Tool, destination: Path, check_images: list[np.ndarray] | 
     import onnxruntime as ort
 
     model = TrainedModel(tool)
-    if model.head is None:
-        raise InspectorError(f"'{tool.name}' is an anomaly tool: ONNX export covers classifier tools; "
-                             "move it to another station with 'inspector export --out FILE' instead")
+    if not model.kind.onnx:
+        article = "an" if model.kind.name[0] in "aeiou" else "a"
+        raise InspectorError(f"'{tool.name}' is {article} {model.kind.name} tool: ONNX export covers "
+                             "classifier tools; move it to another station with 'inspector export "
+                             "--out FILE' instead")
     full = _FullModel(tool, model.head).eval()
     shape = model.input_shape
     buffer = io.BytesIO()

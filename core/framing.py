@@ -46,6 +46,7 @@ import numpy as np
 from core.datasets import from_camera, image_files, read_image
 from core.errors import InspectorError
 from core.inference import TrainedModel
+from core.kinds import get_kind
 from core.model import pool_features
 from core.preprocessing import crop_roi
 from core.tools import ROI, Tool
@@ -201,10 +202,11 @@ def photo_groups(tool: Tool) -> tuple[PhotoGroup, ...]:
 
 
 def photo_features(tool: Tool) -> PhotoFeatures | None:
-    """The tool's photos under its active model (None without a model or with under 3 photos)."""
+    """The tool's photos under its active model (None without a model, for a kind that reads its
+    ROI without a backbone, or with under 3 photos)."""
     def make(files: list[tuple[str, Path]]) -> PhotoFeatures | None:
         images = [im for im in (read_image(p) for _, p in files) if im is not None]
-        if not tool.config.active_version or len(images) < 3:
+        if not tool.config.active_version or not get_kind(tool.config.kind).neural or len(images) < 3:
             return None
         model = TrainedModel(tool)
         features = _features(model, images)

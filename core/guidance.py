@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.datasets import MIN_IMAGES_PER_CLASS, ToolDataset, check_trainable
 from core.errors import InspectorError
+from core.kinds import get_kind
 from core.line_learning import new_photos_note
 from core.live_station import line_state
 from core.tools import Tool
@@ -16,7 +17,7 @@ def active_balanced_accuracy(tool: Tool) -> float | None:
     if not tool.config.active_version:
         return None
     try:
-        return tool.version_meta()["validation"].get("balanced_accuracy")
+        return tool.version_meta().validation.get("balanced_accuracy")
     except (InspectorError, KeyError, OSError, ValueError):
         return None
 
@@ -24,17 +25,19 @@ def active_balanced_accuracy(tool: Tool) -> float | None:
 def next_steps(tool: Tool) -> list[str]:
     """Hints in order: photos to capture, training, getting a version onto the line (a trial,
     then promotion), retraining, then readiness."""
+    kind = get_kind(tool.config.kind)
     counts = ToolDataset(tool.images_dir, tool.config.classes).counts()
     try:
-        check_trainable(counts, kind=tool.config.kind)
+        check_trainable(counts, kind=kind.name)
     except InspectorError:
         return [f"Capture {MIN_IMAGES_PER_CLASS - n} more '{name}' photo(s) "
                 f"(have {n}, need {MIN_IMAGES_PER_CLASS})."
                 for name, n in counts.items()
-                if n < MIN_IMAGES_PER_CLASS and (tool.config.kind == "classifier" or name == "good")]
+                if n < MIN_IMAGES_PER_CLASS and name in kind.classes_to_capture(tool.config.classes)]
     versions = tool.versions()
     if not versions:
-        return ["Enough photos: train a first model on the Training page."]
+        return ["Enough photos: train a first model on the Training page." if kind.learns else
+                "Say what it must read on the Training page and save the setup."]
     line = line_state(tool.folder.parent.parent)  # the workspace of the tool's store
     on_line, trial = line.tools.get(tool.name), line.trials.get(tool.name)
     hints = []
@@ -51,12 +54,12 @@ def next_steps(tool: Tool) -> list[str]:
                          "Add it on the Live inspection page ('Add to line'), or run a newer "
                          "version as a trial on the Training page, then promote it.")
         else:
-            hints.append(f"Trained but not running: run {versions[-1]['id']} as a trial on the "
+            hints.append(f"Trained but not running: run {versions[-1].id} as a trial on the "
                          "Training page, then promote it.")
-    from_the_line = new_photos_note(tool)  # labelled from the line since the active version
+    from_the_line = new_photos_note(tool) if kind.learns else None  # labelled since the active version
     if from_the_line:
         hints.append(f"{from_the_line} on the Training page to use them.")
-    elif sum(counts.values()) > sum(versions[-1].get("images", {}).values()):
+    elif kind.learns and sum(counts.values()) > sum(versions[-1].images.values()):
         hints.append("New photos since the last training: retrain to use them.")
     bacc = active_balanced_accuracy(tool)
     if bacc is not None and bacc < GOOD_ENOUGH:

@@ -1,8 +1,9 @@
 """Live inspection: crop each tool's ROI from a BGR frame, score, threshold, smooth, explain.
 
-A tool is a classifier (defect score 1 - P(good), Grad-CAM heatmap) or an anomaly tool (score of
-how unusual the ROI is, anomaly map as heatmap); both read the same backbone pass, so the ROIs of
-tools sharing a network profile run in one batch whatever their kind.
+What a tool's version is and how it judges a ROI is its kind's business (``core.kinds``). A
+neural kind (classifier, anomaly) reads the backbone's maps, so the ROIs of such tools sharing a
+network profile run in one batch whatever their kind; a reading kind (code, text) reads its ROI
+itself, compared with the value a trigger sent where it expects one.
 
 ``Inspector.inspect(frame)`` is what the webcam callback calls on its own thread. Settings
 (threshold, smoothing window, TTA, ROI) may be changed from another thread at any moment through
@@ -18,112 +19,83 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from core.anomaly import AnomalyModel
 from core.backbones import get_profile
 from core.errors import InspectorError
 from core.explanation import draw_result
+from core.kinds import Explanation, Judgement, NeuralJudge, ReadingJudge, get_kind
+from core.kinds.classifier import ClassifierJudge
 from core.model import ClassifierHead, pool_features
 from core.preprocessing import InputShape, crop_roi, tta_variants
 from core.runtime import FeatureMaps, get_extractor
 from core.tools import Tool, ToolConfig
-from core.verdicts import ERROR, FAIL, ToolResult, short_error, verdict_of
-
-ANOMALY = "anomaly"  # the defect class an anomaly tool reports: it knows only 'unusual'
-
-
-class Explanation(NamedTuple):
-    """One image under a model: its defect score, likeliest defect, heatmap and class probabilities
-    (None for an anomaly tool, which knows only 'unusual')."""
-
-    score: float
-    defect_class: str
-    heat: np.ndarray
-    probabilities: np.ndarray | None
+from core.verdicts import ERROR, FAIL, ToolResult, verdict_of
 
 
 class TrainedModel:
-    """A tool's model version ready to run: the backbone extractor plus a classifier head or an
-    anomaly memory, whichever kind the version is."""
+    """A tool's version ready to run, whatever its kind (``core.kinds``): ``judge`` is what the
+    kind loaded. A neural kind's version also has its backbone extractor, network profile and
+    input shape; a reading kind's has none."""
 
     def __init__(self, tool: Tool, version: str | None = None):
         self.version = version or tool.config.active_version
         if not self.version:
             raise InspectorError(f"tool '{tool.name}' has no trained model yet: train it first")
         meta = tool.version_meta(self.version)
-        self.kind = meta.get("kind", "classifier")
-        if not isinstance(meta.get("profile"), str):
-            raise InspectorError(f"version {self.version} of tool '{tool.name}' names no network "
-                                 "profile in its meta.json: retrain the tool or import it again")
-        self.profile = get_profile(meta["profile"])
-        self.input_shape = InputShape.from_json(meta.get("input"), self.profile.input_size)
-        folder = tool.version_dir(self.version)
-        self.head = ClassifierHead.load(folder) if self.kind == "classifier" else None
-        self.anomaly = AnomalyModel.load(folder) if self.kind == "anomaly" else None
-        self.extractor = get_extractor(self.profile)
+        self.kind = get_kind(meta.kind)
+        self.judge: NeuralJudge | ReadingJudge = self.kind.load(tool.version_dir(self.version), meta)
+        if self.kind.neural:
+            if meta.profile is None:
+                raise InspectorError(f"version {self.version} of tool '{tool.name}' names no network "
+                                     "profile in its meta.json: retrain the tool or import it again")
+            self.profile = get_profile(meta.profile)
+            self.input_shape = InputShape.from_json(meta.details.get("input"), self.profile.input_size)
+            self.extractor = get_extractor(self.profile)
+
+    @property
+    def head(self) -> ClassifierHead:
+        """The classifier head of a classifier version."""
+        if not isinstance(self.judge, ClassifierJudge):
+            raise InspectorError(f"a {self.kind.name} tool has no classifier head")
+        return self.judge.head
 
     def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """ROI images as this model feeds them to the backbone (an anomaly tool evens out lighting)."""
-        return self.anomaly.settings.inputs(images) if self.anomaly is not None else images
+        return self.judge.inputs(images)
 
     def maps(self, images: list[np.ndarray]) -> FeatureMaps:
-        """The maps of ROI images: everything either kind of model needs, one pass."""
+        """The maps of ROI images: everything the model needs, one pass."""
         return self.extractor.maps(self.extractor.tensor(self.inputs(images), self.input_shape))
+
+    def _batches(self, images: list[np.ndarray], batch: int) -> list[FeatureMaps]:
+        return [self.maps(images[start:start + batch]) for start in range(0, len(images), batch)]
 
     def probabilities(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
         """Class probabilities of ROI images (no smoothing, no TTA): for evaluation and files."""
-        if self.head is None:
-            raise InspectorError("an anomaly tool has no class probabilities; use its defect scores")
-        out = [self.head.probabilities(self.maps(images[start:start + batch]))
-               for start in range(0, len(images), batch)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.head.classes)), np.float32)
+        head = self.head
+        out = [self.judge.probabilities(maps) for maps in self._batches(images, batch)]
+        return np.concatenate(out) if out else np.zeros((0, len(head.classes)), np.float32)
 
     def defect_scores(self, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
-        """0..1 defect score of each ROI image (what the threshold is compared with), either kind."""
-        out = [self.judge_all(self.maps(images[start:start + batch]))
-               for start in range(0, len(images), batch)]
+        """0..1 defect score of each ROI image (what the threshold is compared with), any kind;
+        a reading tool that expects the trigger's value cannot score files (none was sent)."""
+        if not self.kind.neural:
+            return np.array([self.judge.read(image, None).score for image in images], np.float32)
+        out = [self.judge.scores(maps) for maps in self._batches(images, batch)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def judge_all(self, maps: FeatureMaps) -> np.ndarray:
-        """Defect scores of a batch of maps."""
-        if self.head is not None:
-            return self.head.defect_scores(self.head.probabilities(maps))
-        return self.anomaly.score(maps)[0]
-
-    def judge(self, maps: FeatureMaps, heatmap: bool
-              ) -> tuple[float, str, np.ndarray | None, np.ndarray]:
-        """One ROI's maps (its TTA variants as rows): the mean defect score, the likeliest defect,
-        (optionally) the heatmap of the ROI itself (row 0) and its pooled features (row 0, for
-        the line's novelty check)."""
-        features = pool_features(maps.take(slice(0, 1)))
-        if self.head is not None:
-            probabilities = self.head.probabilities(maps)
-            mean = probabilities.mean(axis=0, keepdims=True)
-            heat = None
-            if heatmap:
-                heat = self.head.gradcam(maps, 0, int(self.head.top_defect(probabilities[:1])[0]))
-            return (float(self.head.defect_scores(mean)[0]),
-                    self.head.classes[int(self.head.top_defect(mean)[0])], heat, features)
-        scores, anomaly = self.anomaly.score(maps)
-        return (float(scores.mean()), ANOMALY, self.anomaly.heat(anomaly[0]) if heatmap else None,
-                features)
+    def judge_maps(self, maps: FeatureMaps, heatmap: bool) -> Judgement:
+        """One ROI's maps (its TTA variants as rows) judged, with the pooled features of the ROI
+        itself (row 0) for the line's novelty check."""
+        score, defect, heat = self.judge.judge(maps, heatmap)
+        return Judgement(score, defect, heat, features=pool_features(maps.take(slice(0, 1)))[0])
 
     def explain(self, images: list[np.ndarray]) -> list[Explanation]:
         """Score, likeliest defect and heatmap (Grad-CAM or anomaly map) of each image."""
-        maps = self.maps(images)
-        if self.head is None:
-            scores, anomaly = self.anomaly.score(maps)
-            return [Explanation(float(s), ANOMALY, self.anomaly.heat(m), None)
-                    for s, m in zip(scores, anomaly)]
-        probabilities = self.head.probabilities(maps)
-        targets = self.head.top_defect(probabilities)
-        scores = self.head.defect_scores(probabilities)
-        return [Explanation(float(scores[i]), self.head.classes[int(targets[i])],
-                            self.head.gradcam(maps, i, int(targets[i])), probabilities[i])
-                for i in range(len(images))]
+        return self.judge.explain(self.maps(images))
 
 
 class ToolRunner:
@@ -168,8 +140,11 @@ class ToolRunner:
 
     @staticmethod
     def prepare(frame: np.ndarray, config: ToolConfig, model: TrainedModel) -> list[np.ndarray]:
-        """The ROI of the frame (and its TTA variants) as the model takes them."""
+        """The ROI of the frame (and, for a neural kind, its TTA variants) as the model takes
+        them; a reading kind reads the ROI itself."""
         roi_image = crop_roi(frame, config.roi)
+        if not model.kind.neural:
+            return [roi_image]
         images = tta_variants(roi_image, config.tta.variants) if config.tta.enabled else [roi_image]
         return model.inputs(images)
 
@@ -177,7 +152,7 @@ class ToolRunner:
                 judged: Judgement, latency_ms: float) -> ToolResult:
         """The verdict on this frame by ``verdict_of``; a score that is not a finite number (or a
         tool that failed to run) is an ERROR and stays out of the moving average."""
-        score, defect, heat, error, features = judged
+        score, defect, heat, error, reading, features = judged
         with self._lock:
             if math.isfinite(score):
                 self._scores.append(score)
@@ -185,31 +160,19 @@ class ToolRunner:
         verdict = verdict_of(smoothed, config.threshold)
         if verdict == ERROR and error is None:
             error = f"the model gave no usable score ({score}): retrain or re-import the tool"
+        judged_well = verdict != ERROR
         result = ToolResult(config.name, verdict, defect if verdict == FAIL else None,
                             score, smoothed, config.threshold,
                             config.roi.to_pixels(frame_shape[1], frame_shape[0]),
-                            heat if verdict != ERROR else None, latency_ms, model.version, error,
-                            features=features)
+                            heat if judged_well else None, latency_ms, model.version, error,
+                            reading if judged_well else None, features if judged_well else None)
         self.last_result = result
         return result
 
 
-class Judgement(NamedTuple):
-    """What a model made of one ROI: its score, likeliest defect and heatmap, or why it could not."""
-
-    score: float
-    defect: str | None
-    heat: np.ndarray | None
-    error: str | None = None
-    features: np.ndarray | None = None  # pooled features of the ROI itself (row 0)
-
-    @classmethod
-    def failed(cls, error: BaseException) -> Judgement:
-        return cls(math.nan, None, None, short_error(error))
-
-
 class Inspector:
-    """Several tools on one frame; ROIs of tools sharing a network run in one batch."""
+    """Several tools on one frame; ROIs of neural tools sharing a network run in one batch, each
+    reading tool reads its own ROI."""
 
     def __init__(self, runners: list[ToolRunner]):
         self.runners = runners
@@ -232,8 +195,14 @@ class Inspector:
             except Exception as exc:  # noqa: BLE001 - one tool's failure is its own ERROR
                 judged[index] = Judgement.failed(exc)
         groups: dict[tuple[str, InputShape], list[int]] = {}
-        for index in prepared:
+        for index, images in prepared.items():
             model = snapshots[index][1]
+            if not model.kind.neural:
+                try:
+                    judged[index] = model.judge.read(images[0], expected)
+                except Exception as exc:  # noqa: BLE001 - this tool's failure is its ERROR
+                    judged[index] = Judgement.failed(exc)
+                continue
             groups.setdefault((model.profile.name, model.input_shape), []).append(index)
         for indices in groups.values():
             try:
@@ -252,7 +221,7 @@ class Inspector:
     def _judge_group(indices: list[int], snapshots: list[tuple[ToolConfig, TrainedModel]],
                      prepared: dict[int, list[np.ndarray]], judged: list[Judgement | None],
                      heatmaps: bool) -> None:
-        """One backbone pass for the ROIs of tools sharing a network, their judgements in
+        """One backbone pass for the ROIs of neural tools sharing a network, their judgements in
         ``judged``."""
         model = snapshots[indices[0]][1]
         images = [im for i in indices for im in prepared[i]]
@@ -260,9 +229,7 @@ class Inspector:
         offset = 0
         for i in indices:
             own = len(prepared[i])
-            score, defect, heat, features = snapshots[i][1].judge(
-                maps.take(slice(offset, offset + own)), heatmaps)
-            judged[i] = Judgement(score, defect, heat, features=features)
+            judged[i] = snapshots[i][1].judge_maps(maps.take(slice(offset, offset + own)), heatmaps)
             offset += own
 
     @staticmethod

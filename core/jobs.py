@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from core.access import CONFIGURE, as_user, require
 from core.errors import InspectorError
-from core.tools import Tool
+from core.tools import Tool, VersionMeta
 from core.training import Progress, TrainingOptions, train_tool
 
 LOG = logging.getLogger("shopfloor_inspector.jobs")
@@ -32,7 +32,7 @@ class TrainingJob:
     profile: str
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None  # the latest progress report
-    meta: dict | None = None  # the new version's metadata once it succeeded
+    meta: VersionMeta | None = None  # the new version's metadata once it succeeded
     error: str | None = None  # what went wrong (or that it was cancelled)
     started: float = field(default_factory=time.time)
     thread: threading.Thread | None = None

@@ -305,7 +305,7 @@ class ReviewQueue:
         active = self.tool.config.active_version
         since = 0.0
         if active:
-            since = datetime.fromisoformat(self.tool.version_meta(active)["created"]).timestamp()
+            since = datetime.fromisoformat(self.tool.version_meta(active).created).timestamp()
         return sum(1 for r in self.labelled()
                    if r.label != DISCARD and (r.labelled_at or 0.0) > since)
 

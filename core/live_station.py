@@ -173,7 +173,7 @@ class LineState:
 
 def model_stamp(tool: Tool, version: str) -> str:
     """What tells a model version from another one with the same id (an imported replacement)."""
-    return str(tool.version_meta(version).get("created", ""))
+    return tool.version_meta(version).created
 
 
 def first_start(store: ToolStore) -> LineState:

@@ -30,11 +30,11 @@ from safetensors.numpy import load_file, save_file
 from torch.nn import functional as F
 
 from core.errors import InspectorError, quoted
+from core.kinds.classifier import WEIGHTS_FILE
 
 if TYPE_CHECKING:
     from core.runtime import FeatureMaps
 
-WEIGHTS_FILE = "head.safetensors"
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # a head is a few hundred kB, an anomaly memory tens of MB
 _HEAD_TENSORS = {"mean", "std", "weight", "bias"}
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from core.access import CONFIGURE, acting_user, require
 from core.errors import InspectorError, quoted
+from core.kinds import get_kind, kind_names
 from core.workspace import atomic_write_json, fsync_dir, workspace_root
 
-TOOL_KINDS = ("classifier", "anomaly")
 TTA_VARIANTS = ("hflip", "vflip", "brighter", "darker")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 _CONFIG_FILE = "tool.json"
@@ -151,14 +151,14 @@ class ToolConfig:
     camera: str = "0"
     enabled: bool = True
     active_version: str | None = None
+    expect: dict[str, str] | None = None  # what a reading kind must read (see core.kinds.Expectation)
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise InspectorError(f"tool name {quoted(self.name)} is not allowed: use 1-64 letters, "
                                  "digits, spaces, '_', '-' or '.', starting with a letter or digit")
-        if self.kind not in TOOL_KINDS:
-            raise InspectorError(f"unknown tool kind {quoted(self.kind)}; use one of {TOOL_KINDS}")
+        get_kind(self.kind).check_setup(self.expect)
         if "good" not in self.classes or len(set(self.classes)) != len(self.classes):
             raise InspectorError("a tool's classes must be distinct and include 'good'")
         for c in self.classes:
@@ -174,7 +174,12 @@ class ToolConfig:
         return tuple(c for c in self.classes if c != "good")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as tool.json holds it; a tool that expects no value has no
+        ``expect`` (so a station from before reading kinds still imports it)."""
+        data = asdict(self)
+        if data["expect"] is None:
+            del data["expect"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ToolConfig:
@@ -230,10 +235,10 @@ def version_meta_problem(meta: Any) -> str | None:
     (each checked when present)."""
     if not isinstance(meta, dict):
         return "not a JSON object"
-    for key in ("id", "profile"):
-        if not isinstance(meta.get(key, ""), str):
+    for key in ("id", "profile", "created"):
+        if not isinstance(meta.get(key, ""), str) and not (key == "profile" and meta[key] is None):
             return f"'{key}' is not a text"
-    if meta.get("kind", "classifier") not in TOOL_KINDS:
+    if meta.get("kind", "classifier") not in kind_names():
         return f"unknown kind {quoted(meta['kind'])}"
     shape = meta.get("input")
     if shape is not None and not (isinstance(shape, dict) and all(
@@ -242,10 +247,49 @@ def version_meta_problem(meta: Any) -> str | None:
     threshold = meta.get("suggested_threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         return "'suggested_threshold' is not a number in 0..1"
+    for key, types in (("validation", dict), ("images", dict), ("classes", list)):
+        if not isinstance(meta.get(key, types()), types):
+            return f"'{key}' is not a JSON {'object' if types is dict else 'list'}"
     return None
 
 
-def read_version_meta(folder: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VersionMeta:
+    """A model version's meta.json: what made it and what its validation measured. The fields
+    every kind has are typed; a kind's own (its input shape, settings, expectation...) are in
+    ``details`` as the kind wrote them."""
+
+    id: str
+    kind: str = "classifier"
+    profile: str | None = None  # the network profile of a neural kind; None for a reading kind
+    classes: tuple[str, ...] = ()
+    created: str = ""  # ISO 8601, UTC
+    suggested_threshold: float = 0.5
+    validation: dict[str, Any] = field(default_factory=dict)  # core.metrics.pass_fail_metrics & co
+    images: dict[str, int] = field(default_factory=dict)  # photos per class it was trained on
+    misclassified: tuple[dict[str, Any], ...] = ()  # held-out photos on the wrong side: path, score
+    skipped: tuple[str, ...] = ()  # unreadable photos left out
+    training_seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VersionMeta:
+        """A metadata object already checked by ``version_meta_problem``."""
+        typed = {f.name for f in fields(cls)} - {"details"}
+        values = {key: value for key, value in data.items() if key in typed}
+        for key in ("classes", "misclassified", "skipped"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values, details={k: v for k, v in data.items() if k not in typed})
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
+        for key in ("classes", "misclassified", "skipped"):
+            data[key] = list(data[key])
+        return {**self.details, **data}
+
+
+def read_version_meta(folder: Path) -> VersionMeta:
     """A model version's meta.json, refused unless the fields the station reads are sound."""
     path = folder / "meta.json"
     try:
@@ -255,14 +299,15 @@ def read_version_meta(folder: Path) -> dict[str, Any]:
         problem = str(exc)
     if problem:
         raise InspectorError(f"{path} is damaged ({problem}): activate another version or retrain")
-    return meta
+    return VersionMeta.from_json({"id": folder.name, **meta})
 
 
 _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "kind": (str,), "classes": (list, tuple), "roi": (dict,), "profile": (str,),
     "threshold": _NUMBER, "smoothing": (int,), "tta": (dict,), "allow_flips": (bool,),
-    "camera": (str,), "enabled": (bool,), "active_version": (str, type(None)), "schema": (int,)}
+    "camera": (str,), "enabled": (bool,), "active_version": (str, type(None)),
+    "expect": (dict, type(None)), "schema": (int,)}
 _PART_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "roi": {"x": _NUMBER, "y": _NUMBER, "w": _NUMBER, "h": _NUMBER},
     "tta": {"enabled": (bool,), "variants": (list, tuple)}}
@@ -319,23 +364,21 @@ class Tool:
         self.save()
         after = self.config.to_json()
         for key in changes:
-            if before[key] != after[key]:
-                announce(self.name, key, old=before[key], new=after[key])
+            if before.get(key) != after.get(key):
+                announce(self.name, key, old=before.get(key), new=after.get(key))
         return self.config
 
-    def versions(self) -> list[dict[str, Any]]:
-        """Every complete model version, oldest first, with its metadata."""
+    def versions(self) -> list[VersionMeta]:
+        """Every complete model version, oldest first."""
         found = []
         if self.versions_dir.is_dir():
             for folder in sorted(self.versions_dir.iterdir()):
                 if folder.name.startswith(".") or not (folder / "meta.json").is_file():
                     continue
                 try:
-                    info = read_version_meta(folder)
+                    found.append(read_version_meta(folder))
                 except InspectorError:
                     continue  # damaged: it cannot be activated, and the others still list
-                info["active"] = folder.name == self.config.active_version
-                found.append(info)
         return found
 
     def version_dir(self, version: str | None = None) -> Path:
@@ -347,12 +390,12 @@ class Tool:
             raise InspectorError(f"tool '{self.name}' has no model version '{version}'")
         return folder
 
-    def version_meta(self, version: str | None = None) -> dict[str, Any]:
+    def version_meta(self, version: str | None = None) -> VersionMeta:
         return read_version_meta(self.version_dir(version))
 
     def suggested_threshold(self, version: str) -> float:
         """The threshold a version suggests: what a trial runs it at and an activation sets."""
-        return float(self.version_meta(version)["suggested_threshold"])
+        return float(self.version_meta(version).suggested_threshold)
 
     def threshold_of(self, version: str) -> float:
         """The threshold a version judges at: the tool's own for its active version; for any
@@ -482,7 +525,8 @@ class ToolStore:
         require(CONFIGURE)
         if self.exists(name):
             raise InspectorError(f"a tool named '{name}' already exists")
-        tool = Tool(self._folder(name), ToolConfig(name=name, **settings))
+        kind = get_kind(settings.get("kind", ToolConfig.kind))
+        tool = Tool(self._folder(name), ToolConfig(name=name, **{**kind.new_tool, **settings}))
         tool.folder.mkdir(parents=True, exist_ok=True)
         tool.save()
         announce(name, "created", kind=tool.config.kind, profile=tool.config.profile)

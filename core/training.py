@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,14 +32,15 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch.nn import functional as F
 
 from core.access import CONFIGURE, require
-from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
-from core.datasets import LoadedImages, ToolDataset, check_trainable
+from core.anomaly import AnomalySettings, fit_memory, patch_features
+from core.datasets import LoadedImages, ToolDataset
 from core.errors import TrainingCancelled
+from core.kinds import SavableModel, Trained, get_kind
 from core.metrics import DECISION_POINT, class_confusion, named_defect_share, pass_fail_metrics
 from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
 from core.preprocessing import InputShape, augment
 from core.runtime import FeatureMaps, get_extractor
-from core.tools import Tool, ToolConfig, announce
+from core.tools import Tool, ToolConfig, VersionMeta, announce
 from core.workspace import atomic_write_json, fsync_dir
 
 BATCH = 16
@@ -292,49 +292,50 @@ def _new_version_id(tool: Tool) -> str:
 
 def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOptions = TrainingOptions(),
                on_progress: ProgressCallback | None = None,
-               cancel: threading.Event | None = None) -> dict:
-    """Train a new model version of a tool (classifier or anomaly), validate it, save it atomically.
+               cancel: threading.Event | None = None) -> VersionMeta:
+    """Make a new version of a tool as its kind does (train a classifier or an anomaly model and
+    validate it; save a reading tool's setup), save it atomically, and return its metadata.
 
-    ``data`` defaults to the tool's own dataset. The previous active version stays live if this
-    run fails or is cancelled. Returns the new version's metadata.
+    ``data`` defaults to the tool's own dataset (a kind that learns from no photos reads none).
+    The previous active version stays live if this run fails or is cancelled.
     """
     require(CONFIGURE)
     config = tool.config
+    kind = get_kind(config.kind)
     report = _Reporter(on_progress, cancel)
-    data = data if data is not None else ToolDataset(tool.images_dir, config.classes).load()
+    if data is None:
+        data = ToolDataset(tool.images_dir, config.classes).load() if kind.learns else LoadedImages()
     counts = {c: int(sum(1 for y in data.labels if y == i)) for i, c in enumerate(config.classes)}
-    check_trainable(counts, options.min_per_class, kind=config.kind)
+    kind.check_photos(counts, options.min_per_class)
     started = time.perf_counter()
-    train = _train_anomaly if config.kind == "anomaly" else _train_classifier
-    model, scores, validation, details = train(config, data, options, report)
+    trained = kind.train(config, data, options, report)
     report("saving", 0, 1)
+    scores, validation = trained.scores, trained.validation
     is_defect = np.asarray(data.labels) != config.classes.index("good")
-    wrong = [(str(p), float(s)) for p, s, d in zip(data.paths, scores, is_defect)
+    wrong = [{"path": str(p), "score": float(s)} for p, s, d in zip(data.paths, scores, is_defect)
              if (s >= DECISION_POINT) != d]
     validation["scores"] = {side: [round(float(s), 4) for s in scores[is_defect == (side == "defect")]]
                             for side in ("good", "defect")}  # the operating curve's photos
-    meta = {
-        "id": _new_version_id(tool), "kind": config.kind, "profile": config.profile,
-        "classes": list(config.classes), "created": datetime.now(timezone.utc).isoformat(),
-        "images": counts, "seed": options.seed, **details, "suggested_threshold": DECISION_POINT,
-        "validation": validation,
-        "misclassified": [{"path": p, "score": s} for p, s in wrong],
-        "skipped": [str(p) for p in data.skipped],
-        "training_seconds": round(time.perf_counter() - started, 2),
-    }
-    save_version(tool, model, meta)
-    announce(tool.name, "trained", version=meta["id"], profile=config.profile,
+    meta = VersionMeta(
+        id=_new_version_id(tool), kind=config.kind, profile=config.profile if kind.neural else None,
+        classes=config.classes, created=datetime.now(timezone.utc).isoformat(), images=counts,
+        suggested_threshold=DECISION_POINT, validation=validation, misclassified=tuple(wrong),
+        skipped=tuple(str(p) for p in data.skipped),
+        training_seconds=round(time.perf_counter() - started, 2),
+        details={"seed": options.seed, **trained.details})
+    save_version(tool, trained.model, meta)
+    announce(tool.name, "trained", version=meta.id, profile=meta.profile,
              balanced_accuracy=validation.get("balanced_accuracy"))
     report("saving", 1, 1)
     if options.activate:
-        tool.activate(meta["id"])
+        tool.activate(meta.id)
     return meta
 
 
-def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
-                      report: Callable[[str, int, int], None]
-                      ) -> tuple[ClassifierHead, np.ndarray, dict, dict]:
-    """Head, out-of-fold defect scores, validation figures, extra metadata."""
+def train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
+                     report: Callable[[str, int, int], None]) -> Trained:
+    """The classifier kind's training: head, out-of-fold defect scores, validation figures,
+    extra metadata."""
     labels = np.asarray(data.labels)
     extractor = get_extractor(config.profile)
     last_channels = extractor.channels["last"]
@@ -356,7 +357,7 @@ def _train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingO
     if len(config.defect_classes) > 1:
         validation["named_defect_share"] = named_defect_share(
             labels, head.top_defect(oof), scores >= DECISION_POINT, head.good_index)
-    return head, scores, validation, {"input": shape.to_json(), "views_per_image": views}
+    return Trained(head, scores, validation, {"input": shape.to_json(), "views_per_image": views})
 
 
 def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: AnomalySettings,
@@ -365,10 +366,10 @@ def anomaly_maps_of(images: list[np.ndarray], profile_name: str, settings: Anoma
     return get_extractor(profile_name).images(settings.inputs(images), shape, BATCH)
 
 
-def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
-                   report: Callable[[str, int, int], None]
-                   ) -> tuple[AnomalyModel, np.ndarray, dict, dict]:
-    """Memories of good patches; good photos scored held-out, defect photos (if any) by the model.
+def train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptions,
+                  report: Callable[[str, int, int], None]) -> Trained:
+    """The anomaly kind's training: memories of good patches; good photos scored held-out,
+    defect photos (if any) by the model.
 
     The threshold is 0.5, which the score's calibration puts just above where held-out good parts
     reach; defect photos, if any, give the accuracy at it and the operating curve.
@@ -402,23 +403,19 @@ def _train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOpti
     validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
     validation["method"] = ("leave-one-out on good photos"
                             + (", defect photos scored by the model" if is_defect.any() else ""))
-    return model, scores, validation, {"anomaly": settings.to_json(),
-                                                  "memory_patches": model.patch_count,
-                                                  "input": shape.to_json(), "views_per_image": views}
+    return Trained(model, scores, validation, {"anomaly": settings.to_json(),
+                                               "memory_patches": model.patch_count,
+                                               "input": shape.to_json(), "views_per_image": views})
 
 
-class SavableModel(Protocol):
-    def save(self, folder: Path) -> None: ...
-
-
-def save_version(tool: Tool, model: SavableModel, meta: dict) -> Path:
-    """Write a version (a classifier head or an anomaly memory, and its metadata) into a hidden
-    folder, then rename it into place in one atomic step."""
-    final = tool.versions_dir / meta["id"]
-    staging = tool.versions_dir / f".staging-{meta['id']}"
+def save_version(tool: Tool, model: SavableModel, meta: VersionMeta) -> Path:
+    """Write a version (the kind's model files and the metadata) into a hidden folder, then
+    rename it into place in one atomic step."""
+    final = tool.versions_dir / meta.id
+    staging = tool.versions_dir / f".staging-{meta.id}"
     staging.mkdir(parents=True, exist_ok=False)
     model.save(staging)
-    atomic_write_json(staging / "meta.json", meta)
+    atomic_write_json(staging / "meta.json", meta.to_json())
     for file in staging.iterdir():
         with open(file, "rb") as f:
             os.fsync(f.fileno())

@@ -29,6 +29,7 @@ from core.datasets import IMAGE_SUFFIXES, MIN_IMAGES_PER_CLASS, read_image
 from core.errors import InspectorError
 from core.explanation import draw_result
 from core.framing import check_camera
+from core.kinds import NONE, OPTIONAL, REQUIRED, get_kind
 from core.live import FrameHolder
 from core.tools import ROI
 
@@ -216,9 +217,11 @@ def photo_panel(playing: bool) -> None:
             bar.empty()
     ui.show_flash("capture.photos")
     counts = " · ".join(f"{c} **{n}**" for c, n in ds.counts().items())
-    needed = ("good ones; defect photos optional" if tool.config.kind == "anomaly"
-              else "per class")
-    st.caption(f"{counts}. Train from {MIN_IMAGES_PER_CLASS} {needed}; 20-30 varied parts are better.")
+    needed = {REQUIRED: f"Train from {MIN_IMAGES_PER_CLASS} per class; 20-30 varied parts are better.",
+              OPTIONAL: f"Train from {MIN_IMAGES_PER_CLASS} good ones; defect photos optional; "
+                        "20-30 varied parts are better.",
+              NONE: "A reading tool needs no photos: say what it must read on the Training page."}
+    st.caption(f"{counts}. {needed[get_kind(tool.config.kind).photos]}")
     thumbnails()
 
 

@@ -22,6 +22,7 @@ from core.errors import InspectorError
 from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
 from core.explanation import blend_heatmap
 from core.jobs import job_for, start_training
+from core.kinds import EXACT, PATTERN, TRIGGER, Expectation, get_kind
 from core.line_learning import new_photos_note
 from core.live_station import LiveStation, clock, live_station
 from core.metrics import (
@@ -33,7 +34,8 @@ from core.metrics import (
     rates_at,
     rates_of,
 )
-from core.tools import acting_as, current_actor
+from core.tools import VersionMeta, acting_as, current_actor
+from core.training import TrainingOptions, train_tool
 from core.verdicts import PASS, verdict_of
 
 MAX_MISCLASSIFIED = 12
@@ -50,30 +52,60 @@ st.caption("Photos: " + " | ".join(f"**{c}**: {n}" for c, n in counts.items()))
 ui.dataset_findings(tool)  # uploaded and captured photos framed or lit differently
 
 # ------------------------------------------------------------------ start / follow a run
+kind = get_kind(tool.config.kind)
 job = job_for(tool)
 running = job is not None and job.running
-profiles = available_profiles()
-names = list(profiles)
-c1, c2 = st.columns([3, 1])
-profile = c1.selectbox("Network profile", names,
-                       index=names.index(tool.config.profile) if tool.config.profile in names else 0,
-                       format_func=lambda p: f"{p}: {profiles[p].description}",
-                       key=f"profile::{tool.name}", disabled=running)
-trainable = True
-try:
-    check_trainable(counts, kind=tool.config.kind)
-except InspectorError as exc:
-    trainable = False
-    st.warning(str(exc))
-if c2.button("Start training", type="primary", disabled=running or not trainable,
-             key="train_start", width="stretch"):
+
+
+def reading_setup() -> None:
+    """A reading tool is set up, not trained: what it must read, saved as a new version (the
+    first one is made active; a later one runs as a trial like a retrained model)."""
+    st.caption(f"'{tool.name}' {kind.title}: no photos, no training; what it must read is its setup.")
+    expect = Expectation.from_json(tool.config.expect) if tool.config.expect else None
+    modes = {EXACT: "exactly this text", PATTERN: "text matching a pattern (regular expression)",
+             TRIGGER: "the value sent with each trigger (e.g. the order's serial)"}
+    c1, c2 = st.columns([2, 3])
+    mode = c1.radio("It must read", list(modes), format_func=modes.get, key=f"expect_mode::{tool.name}",
+                    index=list(modes).index(expect.mode) if expect else 0)
+    value = c2.text_input("Expected text" if mode == EXACT else "Pattern", disabled=mode == TRIGGER,
+                          key=f"expect_value::{tool.name}", value=expect.value if expect else "",
+                          placeholder=r"LOT\d{6}" if mode == PATTERN else "")
+    if st.button("Save setup", type="primary", key="setup_save"):
+        try:
+            tool.update(expect=Expectation(mode, "" if mode == TRIGGER else value).to_json())
+            meta = train_tool(tool, options=TrainingOptions(activate=not tool.config.active_version))
+            shown = Expectation.from_json(meta.details["expect"]).shown()
+            ui.flash(f"Saved {meta.id}: '{tool.name}' expects {shown}.")
+            st.rerun()
+        except InspectorError as exc:
+            st.error(str(exc))
+
+
+if not kind.learns:
+    reading_setup()
+else:
+    profiles = available_profiles()
+    names = list(profiles)
+    c1, c2 = st.columns([3, 1])
+    profile = c1.selectbox("Network profile", names,
+                           index=names.index(tool.config.profile) if tool.config.profile in names else 0,
+                           format_func=lambda p: f"{p}: {profiles[p].description}",
+                           key=f"profile::{tool.name}", disabled=running)
+    trainable = True
     try:
-        if profile != tool.config.profile:
-            tool.update(profile=profile)
-        job = start_training(tool)
-        running = True
+        check_trainable(counts, kind=tool.config.kind)
     except InspectorError as exc:
-        st.error(str(exc))
+        trainable = False
+        st.warning(str(exc))
+    if c2.button("Start training", type="primary", disabled=running or not trainable,
+                 key="train_start", width="stretch"):
+        try:
+            if profile != tool.config.profile:
+                tool.update(profile=profile)
+            job = start_training(tool)
+            running = True
+        except InspectorError as exc:
+            st.error(str(exc))
 
 
 @st.fragment(run_every=1.0 if running else None)
@@ -99,8 +131,8 @@ def training_status() -> None:
     if job.error:
         st.error(job.error)
     elif job.meta:
-        rates = rates_of(job.meta["validation"])
-        st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s. On held-out "
+        rates = rates_of(job.meta.validation)
+        st.success(f"Trained {job.meta.id} in {job.meta.training_seconds:.0f} s. On held-out "
                    f"photos: good parts passed {rates.good_passed.describe()}; defects caught "
                    f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, then run "
                    "it as a trial on the line.")
@@ -122,31 +154,41 @@ if not versions:
     st.stop()
 
 
-def version_row(v: dict) -> dict:
-    rates = rates_of(v["validation"])  # held-out figures at the version's suggested threshold
+def version_row(v: VersionMeta) -> dict:
+    """A learnt version's row: its held-out figures at its suggested threshold."""
+    rates = rates_of(v.validation)
     return {
-        "Version": v["id"], "Active": "yes" if v["active"] else "",
-        "Created": v.get("created", "")[:19].replace("T", " "), "Profile": v.get("profile"),
-        "Images": sum(v.get("images", {}).values()),
+        "Version": v.id, "Active": "yes" if v.id == tool.config.active_version else "",
+        "Created": v.created[:19].replace("T", " "), "Profile": v.profile,
+        "Images": sum(v.images.values()),
         "Good passed": percent(rates.good_passed.share) if rates.good_passed.total else "-",
         "Defects caught": (percent(rates.defects_caught.share) if rates.defects_caught.total
                            else "no defect photos"),
-        "Bal. accuracy": ("needs defect photos" if v["validation"].get("balanced_accuracy") is None
-                          else ui.fmt_pct(v["validation"]["balanced_accuracy"])),
-        "ROC AUC": ("needs defect photos" if v["validation"].get("auroc") is None
-                    else f"{v['validation']['auroc']:.3f}"),
-        "Suggested threshold": round(v["suggested_threshold"], 3),
+        "Bal. accuracy": ("needs defect photos" if v.validation.get("balanced_accuracy") is None
+                          else ui.fmt_pct(v.validation["balanced_accuracy"])),
+        "ROC AUC": ("needs defect photos" if v.validation.get("auroc") is None
+                    else f"{v.validation['auroc']:.3f}"),
+        "Suggested threshold": round(v.suggested_threshold, 3),
     }
 
 
-st.dataframe(pd.DataFrame([version_row(v) for v in reversed(versions)]), hide_index=True,
-             width="stretch")
-st.caption("Good passed and defects caught: held-out photos of the training set at each "
-           "version's suggested threshold.")
+def setup_row(v: VersionMeta) -> dict:
+    """A reading version's row: the setup it holds."""
+    return {"Version": v.id, "Active": "yes" if v.id == tool.config.active_version else "",
+            "Created": v.created[:19].replace("T", " "),
+            "Expects": Expectation.from_json(v.details.get("expect")).shown()}
 
-ids = [v["id"] for v in reversed(versions)]
+
+st.dataframe(pd.DataFrame([(version_row if kind.learns else setup_row)(v) for v in reversed(versions)]),
+             hide_index=True, width="stretch")
+if kind.learns:
+    st.caption("Good passed and defects caught: held-out photos of the training set at each "
+               "version's suggested threshold.")
+
+ids = [v.id for v in reversed(versions)]
 chosen = st.selectbox("Review version", ids, key=f"review::{tool.name}")
-meta = next(v for v in versions if v["id"] == chosen)
+meta = next(v for v in versions if v.id == chosen)
+active = chosen == tool.config.active_version
 
 
 def activation(station: LiveStation, actor: str) -> None:
@@ -182,15 +224,15 @@ def activation(station: LiveStation, actor: str) -> None:
                 station.stop_trial(tool.name, actor)
                 ui.flash(f"The trial of {chosen} stopped; {where}.")
                 st.rerun()
-        elif meta["active"]:
+        elif active:
             st.caption(f"{chosen} is active, threshold {tool.config.threshold:.3f}; {where}.")
         else:
-            order = [v["id"] for v in versions]
+            order = [v.id for v in versions]
             older = tool.config.active_version in order and (
                 order.index(chosen) < order.index(tool.config.active_version))
             start, back = st.columns(2)
             if start.button(f"Run {chosen} as trial on the line (threshold "
-                            f"{meta['suggested_threshold']:.3f})", type="primary",
+                            f"{meta.suggested_threshold:.3f})", type="primary",
                             key="trial_start", disabled=trial is not None,
                             help="It judges the same frames as the line, its verdicts counted "
                                  "and compared, never sent; promote it when it agrees."):
@@ -213,6 +255,8 @@ try:
     activation(live_station(), current_actor())
 except InspectorError as exc:
     st.error(str(exc))
+if not kind.learns:
+    st.stop()  # a reading version is its setup: no validation, no threshold to choose
 
 # ------------------------------------------------------------------ validation, as rates
 
@@ -222,16 +266,16 @@ def show_rates(rates: Rates, no_good: str = "no good photos", no_defects: str = 
                 f"- **Defects caught:** {rates.defects_caught.describe() or no_defects}")
 
 
-v = meta["validation"]
+v = meta.validation
 threshold = tool.threshold_of(chosen)  # what the version judges at (a trial: its suggested one)
-in_force = "the tool's threshold" if meta["active"] else "its suggested threshold, which a trial runs it at"
+in_force = "the tool's threshold" if active else "its suggested threshold, which a trial runs it at"
 held_out = held_out_scores(v)
 st.subheader("Validation on held-out photos")
 if held_out is not None:
     rates, measured = rates_at(*held_out, threshold), threshold
 else:  # saved before the scores were kept: its figures at the threshold they were measured at
     rates = rates_of(v)
-    measured = rates.threshold if rates.threshold is not None else meta["suggested_threshold"]
+    measured = rates.threshold if rates.threshold is not None else meta.suggested_threshold
     if abs(measured - threshold) > 1e-9:
         in_force = f"the suggested one; this version kept no scores to show them at {threshold:.3f}"
 st.markdown(f"At threshold **{measured:.3f}** ({in_force}):")
@@ -241,8 +285,8 @@ st.caption(f"Held-out photos of the training set ({v.get('method', 'validation')
            "the training's days, light and parts. A few dozen photos give wide ranges: the 95 % "
            "range is where the rate on many more parts like these most likely lies. To check on "
            "photos the tool has never seen, use **Test on new photos** below. "
-           f"Profile {meta['profile']}, {meta.get('training_seconds', 0):.0f} s of training.")
-figures = [("Threshold", f"{threshold:.3f}"), ("Suggested threshold", f"{meta['suggested_threshold']:.3f}")]
+           f"Profile {meta.profile}, {meta.training_seconds:.0f} s of training.")
+figures = [("Threshold", f"{threshold:.3f}"), ("Suggested threshold", f"{meta.suggested_threshold:.3f}")]
 if v.get("balanced_accuracy") is not None:  # both good and defect photos were validated
     figures += [("Balanced accuracy", ui.fmt_pct(v["balanced_accuracy"])),
                 ("ROC AUC", f"{v['auroc']:.3f}")]
@@ -251,8 +295,8 @@ if v.get("named_defect_share") is not None:
 for column, (label, value) in zip(st.columns(len(figures)), figures):
     column.metric(label, value)
 
-if meta.get("kind") == "anomaly":
-    settings, patches = meta.get("anomaly", {}), meta.get("memory_patches")
+if "anomaly" in meta.details:  # a memory of good patches: what it holds
+    settings, patches = meta.details["anomaly"], meta.details.get("memory_patches")
     size = f" ({patches:,} in all)" if patches else ""
     if settings.get("local_memory_size"):
         memory = (f"It keeps patches of the good photos in two memories{size}: a global one that "
@@ -344,14 +388,14 @@ else:
         show_rates(rates_at(is_defect, scores, suggested))
         st.caption("Chosen on these same photos, so on new parts a few more defects may pass: "
                    "check it with Test on new photos.")
-        if meta["active"]:
+        if active:
             st.button("Use this threshold", key="use_threshold", type="primary",
                       disabled=abs(suggested - tool.config.threshold) < 1e-9,
                       on_click=use_threshold, args=(suggested, current_actor()),
                       help=f"Save {suggested:.3f} as the threshold of '{tool.name}'.")
         else:
             st.caption(f"The threshold is the active version's: {chosen} starts at its suggested "
-                       f"threshold {meta['suggested_threshold']:.3f} in a trial and when "
+                       f"threshold {meta.suggested_threshold:.3f} in a trial and when "
                        "promoted; choose it here once it is active.")
     ui.show_flash("training.threshold")
     if is_defect.any():
@@ -359,9 +403,9 @@ else:
                     "parts and catches fewer defects")
         st.altair_chart(operating_chart(is_defect, scores, marks), width="stretch")
 
-if meta.get("skipped"):
-    st.warning(f"{len(meta['skipped'])} unreadable photo(s) were skipped: "
-               + ", ".join(Path(p).name for p in meta["skipped"][:10]))
+if meta.skipped:
+    st.warning(f"{len(meta.skipped)} unreadable photo(s) were skipped: "
+               + ", ".join(Path(p).name for p in meta.skipped[:10]))
 
 
 @st.cache_data(max_entries=4, show_spinner="Computing heatmaps...")
@@ -379,7 +423,7 @@ def misclassified_views(tool_name: str, version: str, items: tuple[tuple[str, fl
             for (p, s, im), e in zip(found, explained)]
 
 
-wrong = meta.get("misclassified", [])
+wrong = meta.misclassified
 st.subheader(f"Misclassified in validation ({len(wrong)})")
 if wrong:
     items = tuple((w["path"], float(w["score"])) for w in wrong[:MAX_MISCLASSIFIED])
@@ -395,7 +439,7 @@ if wrong:
             truth = Path(path).parent.name
             col.image([rgb, heat], width=190)
             col.caption(f"{Path(path).name}: labelled **{truth}**, defect score {score:.2f} "
-                        f"(threshold {meta['suggested_threshold']:.2f})")
+                        f"(threshold {meta.suggested_threshold:.2f})")
     if len(wrong) > MAX_MISCLASSIFIED:
         st.caption(f"... and {len(wrong) - MAX_MISCLASSIFIED} more: see 'hardest first' on the "
                    "Labeling page.")

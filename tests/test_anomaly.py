@@ -55,10 +55,10 @@ def held_out_bottles(n: int) -> tuple[list[np.ndarray], np.ndarray]:
 
 def test_defects_score_far_above_good_parts_and_the_good_threshold_holds(bottle_tool):
     meta = bottle_tool.version_meta()
-    assert meta["kind"] == "anomaly" and meta["suggested_threshold"] == 0.5
-    assert meta["images"] == {"good": 10} and meta["memory_patches"] <= 2 * 2048
-    assert meta["validation"]["balanced_accuracy"] is None  # no defect photo to estimate it
-    assert meta["validation"]["confusion"]["false_fail"] <= 1  # held-out good photos pass
+    assert meta.kind == "anomaly" and meta.suggested_threshold == 0.5
+    assert meta.images == {"good": 10} and meta.details["memory_patches"] <= 2 * 2048
+    assert meta.validation["balanced_accuracy"] is None  # no defect photo to estimate it
+    assert meta.validation["confusion"]["false_fail"] <= 1  # held-out good photos pass
     images, is_defect = held_out_bottles(8)
     scores = TrainedModel(bottle_tool).defect_scores(images)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -127,9 +127,9 @@ def test_defect_photos_report_accuracy_and_suggest_a_threshold_for_an_escape_rat
         data.paths.append(path)
     tool = ToolStore().create("with defects", kind="anomaly")
     meta = train_tool(tool, data, SMALL)
-    v = meta["validation"]
+    v = meta.validation
     assert v["n"] == 13 and v["balanced_accuracy"] >= 0.8 and v["auroc"] >= 0.8
-    assert meta["suggested_threshold"] == 0.5  # the calibrated decision point, defects or not
+    assert meta.suggested_threshold == 0.5  # the calibrated decision point, defects or not
     assert ToolStore().get("with defects").config.threshold == 0.5
     assert len(v["scores"]["good"]) == 8 and len(v["scores"]["defect"]) == 5
     scores = np.array(v["scores"]["good"] + v["scores"]["defect"])
@@ -186,7 +186,7 @@ def test_cli_trains_on_good_only_then_evaluates_and_writes_the_anomaly_map(works
         shutil.copy(path, data / "broken" / f"{i}-{path.name}")
     assert cli(["train", "--tool", "cap", "--kind", "anomaly", "--data", str(data)]) == 0
     assert "good photos above the threshold" in capsys.readouterr().out
-    assert ToolStore().get("cap").version_meta()["images"] == {"good": 8}
+    assert ToolStore().get("cap").version_meta().images == {"good": 8}
     test = tmp_path / "test"
     held = sample_paths("mvtec_bottle", 6, seed=8, skip=8)
     for name, paths in (("good", held["good"]), ("broken", held["defect"])):

@@ -70,4 +70,4 @@ def test_a_torchvision_weights_file_on_disk_becomes_a_profile(workspace):
     assert backbone.channels == {"mid": 256, "last": 512, "fine": 128}
     tool = ToolStore().create("resnet tool", profile="tv-resnet18")
     meta = train_tool(tool, load_sample("casting", 5, seed=61), TrainingOptions(views_per_image=1))
-    assert meta["profile"] == "tv-resnet18"
+    assert meta.profile == "tv-resnet18"

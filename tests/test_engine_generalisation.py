@@ -84,10 +84,10 @@ def test_a_small_blot_on_a_small_part_is_found_where_it_is(workspace):
     photos = [read_image(p) for p in sample_paths("mvtec_bottle", 34, seed=11)["good"]]
     frames = [part_in_frame(photo, seed=i) for i, photo in enumerate(photos)]
     model, meta = anomaly_tool("small part", [f for f, _ in frames[:24]])
-    assert meta["input"] == {"height": 160, "width": 224}  # the frame's 4:3 kept
+    assert meta.details["input"] == {"height": 160, "width": 224}  # the frame's 4:3 kept
     held = frames[24:]
     good = model.defect_scores([f for f, _ in held])
-    cell = FRAME[0] / (meta["input"]["height"] / 8)  # one stride-8 cell, in frame pixels
+    cell = FRAME[0] / (meta.details["input"]["height"] / 8)  # one stride-8 cell, in frame pixels
     scores, misses = [], []
     for k, (frame, centre) in enumerate(held):
         spot = spot_on_the_part(frame, centre, turn=k)
@@ -140,7 +140,7 @@ def test_a_long_narrow_part_keeps_its_aspect_and_its_thin_crack(workspace):
     cracked = [thin_crack(s, x, seed=k) for k, (s, x) in enumerate(zip(held, positions))]
 
     model, meta = anomaly_tool("long part", train)
-    assert meta["input"] == {"height": 96, "width": 384}  # 4:1 kept, at about the profile's area
+    assert meta.details["input"] == {"height": 96, "width": 384}  # 4:1 kept, at about the profile's area
     assert model.input_shape.width == 4 * model.input_shape.height
     good, bad = model.defect_scores(held), model.defect_scores(cracked)
     assert bad.min() > good.max(), f"cracked {np.round(bad, 3)}, good {np.round(good, 3)}"
@@ -150,7 +150,7 @@ def test_a_long_narrow_part_keeps_its_aspect_and_its_thin_crack(workspace):
         return [cv2.resize(im, (192, 192), interpolation=cv2.INTER_AREA) for im in images]
 
     square, square_meta = anomaly_tool("squashed", squashed(train))
-    assert square_meta["input"] == {"height": 192, "width": 192}
+    assert square_meta.details["input"] == {"height": 192, "width": 192}
     lost = square.defect_scores(squashed(cracked))
     assert (lost >= DECISION_POINT).sum() <= len(cracked) - 3, f"squashed cracked {np.round(lost, 3)}"
 
@@ -179,7 +179,7 @@ def test_a_multi_class_tool_names_the_defect_on_new_photos(workspace):
             into.paths.append(files[i])
     tool = ToolStore().create("tiles", classes=classes, allow_flips=True)
     meta = train_tool(tool, train, TrainingOptions(views_per_image=2, folds=3))
-    assert meta["classes"] == list(classes)
+    assert meta.classes == tuple(classes)
     model = TrainedModel(ToolStore().get("tiles"))
     probabilities = model.probabilities(held.images)
     truth = np.array(held.labels)
@@ -205,7 +205,7 @@ def test_thresholds_from_good_photos_pass_new_good_photos(workspace):
     for dataset in ("casting", "mvtec_bottle"):
         picks = sample_paths(dataset, 130, seed=0)["good"]
         model, meta = anomaly_tool(dataset, [read_image(p) for p in picks[:30]])
-        assert meta["suggested_threshold"] == DECISION_POINT
+        assert meta.suggested_threshold == DECISION_POINT
         scores = model.defect_scores([read_image(p) for p in picks[30:]])
         passed[dataset] = float((scores < DECISION_POINT).mean())
     assert np.mean(list(passed.values())) >= 0.9, passed

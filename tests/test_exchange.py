@@ -22,7 +22,7 @@ def test_export_import_round_trip_gives_the_same_scores(casting_tool, tmp_path):
     images = load_sample("casting", 4, seed=40).images
     np.testing.assert_array_equal(TrainedModel(imported).probabilities(images),
                                   TrainedModel(casting_tool).probabilities(images))
-    assert imported.versions()[0]["validation"] == casting_tool.versions()[0]["validation"]
+    assert imported.versions()[0].validation == casting_tool.versions()[0].validation
 
 
 def test_images_travel_when_asked(casting_tool, tmp_path):

@@ -79,7 +79,7 @@ def test_a_new_version_goes_through_a_trial_then_runs(casting_tool, workspace):
     atomic_write_json(workspace / STATE_FILE, LineState().to_json())
     meta = train_tool(casting_tool, load_sample("casting", 12, seed=1),
                       TrainingOptions(views_per_image=2, activate=False))
-    new = meta["id"]
+    new = meta.id
     assert next_steps(casting_tool) == [
         f"Trained but not running: run {new} as a trial on the Training page, then promote it."]
     station = live_station(workspace)

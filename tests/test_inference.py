@@ -182,7 +182,7 @@ def test_labels_of_tools_sharing_a_roi_are_stacked_not_overwritten():
 
 def broken(runner: ToolRunner, **weights: np.ndarray) -> ToolRunner:
     """The runner with its model's head weights replaced: what damaged weights would give."""
-    runner.model.head = dataclasses.replace(runner.model.head, **weights)
+    runner.model.judge.head = dataclasses.replace(runner.model.head, **weights)
     return runner
 
 

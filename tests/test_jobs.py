@@ -44,9 +44,9 @@ def test_background_training_reports_progress_and_does_not_activate(workspace):
     assert job_for(tool) is job and job.tool == "casting" and job.profile == tool.config.profile
     assert job.wait(TIMEOUT) and not job.running
     assert job.error is None, job.error
-    assert [v["id"] for v in tool.versions()] == [job.meta["id"]]
+    assert [v.id for v in tool.versions()] == [job.meta.id]
     # full training: every photo in its 8 orientations (the tool allows flips)
-    assert job.meta["images"] == {"good": 5, "defect": 5} and job.meta["views_per_image"] == 8
+    assert job.meta.images == {"good": 5, "defect": 5} and job.meta.details["views_per_image"] == 8
     assert job.progress.stage == "saving" and job.progress.fraction == 1.0
     assert ToolStore().get("casting").config.active_version is None  # the engineer activates
 
@@ -67,7 +67,7 @@ def test_one_running_job_per_tool_and_cancel_keeps_the_model(workspace):
     assert job.wait(TIMEOUT) and parallel.wait(TIMEOUT)
     assert job.error == "training was cancelled; the active model is unchanged"
     assert job.meta is None and tool.versions() == []
-    assert parallel.error is None and [v["id"] for v in other.versions()] == [parallel.meta["id"]]
+    assert parallel.error is None and [v.id for v in other.versions()] == [parallel.meta.id]
 
     again = start_training(tool, FAST)  # a finished job does not block the next one
     assert again is not job and job_for(tool) is again

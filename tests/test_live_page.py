@@ -230,12 +230,12 @@ def test_training_page_runs_a_version_as_a_trial_then_promotes_it(station_home, 
                       TrainingOptions(views_per_image=1, folds=2, seed=3, activate=False))
     at = page("pages/3_Training.py").run()
     no_errors(at)
-    assert at.selectbox(key="review::casting").value == meta["id"]
-    assert at.button(key="trial_start").label.startswith(f"Run {meta['id']} as trial on the line")
+    assert at.selectbox(key="review::casting").value == meta.id
+    assert at.button(key="trial_start").label.startswith(f"Run {meta.id} as trial on the line")
     at.button(key="trial_start").click().run()
     no_errors(at)
     station = live_station()
-    assert station.trial("casting")[0].version == meta["id"]
+    assert station.trial("casting")[0].version == meta.id
     assert ToolStore().get("casting").config.active_version == first  # not active yet
 
     station.claim_feed("0", "kiosk", "browser kiosk", "kiosk")
@@ -248,8 +248,8 @@ def test_training_page_runs_a_version_as_a_trial_then_promotes_it(station_home, 
 
     at.button(key="promote").click().run()
     no_errors(at)
-    assert ToolStore().get("casting").config.active_version == meta["id"]
-    assert station.state.tools["casting"].version == meta["id"]
+    assert ToolStore().get("casting").config.active_version == meta.id
+    assert station.state.tools["casting"].version == meta.id
     assert audit("promoted").iloc[0]["details"]["frames"] == 6
 
     at.selectbox(key="review::casting").select(first).run()

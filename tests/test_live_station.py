@@ -207,7 +207,7 @@ def test_a_trial_version_is_counted_never_sent_and_promoted(second_version, work
     shutil.copytree(second_version / "tools", workspace / "tools")
     store = ToolStore()
     tool = store.get("casting")
-    active, trial = [v["id"] for v in tool.versions()]
+    active, trial = [v.id for v in tool.versions()]
     assert tool.config.active_version == active
     station = live_station(workspace)
     try:
@@ -252,7 +252,7 @@ def test_a_first_version_goes_through_a_trial_before_the_line(second_version, wo
     station = live_station(workspace)
     try:
         assert "fresh" not in station.state.tools
-        first = tool.versions()[0]["id"]
+        first = tool.versions()[0].id
         station.start_trial("fresh", first, "ann")
         judge(station, photos["good"][0])
         _, run = station.trial("fresh")

@@ -22,7 +22,7 @@ from core.datasets import image_files, read_image
 from core.history import open_history
 from core.live_station import live_station
 from core.station import load_settings
-from core.tools import ToolStore
+from core.tools import ROI, ToolStore
 from core.training import TrainingOptions, train_tool
 from core.users import UserStore
 from core.verdicts import VerdictRecord
@@ -443,13 +443,13 @@ def test_training_page_lists_versions(trained_home):
     at = page("pages/3_Training.py").run()
     no_errors(at)
     table = at.dataframe[0].value
-    assert table["Version"].tolist() == [meta["id"], first]
+    assert table["Version"].tolist() == [meta.id, first]
     assert table["Active"].tolist() == ["", "yes"]
-    assert at.selectbox(key="review::casting").value == meta["id"]
+    assert at.selectbox(key="review::casting").value == meta.id
     assert any(m.label == "Suggested threshold" for m in at.metric)
     assert "At threshold **0.500** (its suggested threshold, which a trial runs it at)" in texts(at)
     assert not [b for b in at.button if b.key == "use_threshold"]  # not the active version
-    assert f"{meta['id']} starts at its suggested threshold 0.500" in texts(at)
+    assert f"{meta.id} starts at its suggested threshold 0.500" in texts(at)
     # running it as a trial, promoting it and rolling back: tests/test_live_page.py
 
 
@@ -465,7 +465,7 @@ def chart_marks(at: AppTest) -> dict[str, float]:
 
 def test_training_page_shows_held_out_rates_and_saves_an_escape_rate_threshold(trained_home):
     tool = ToolStore(trained_home).get("casting")
-    kept = tool.version_meta()["validation"]["scores"]
+    kept = tool.version_meta().validation["scores"]
     good, defect = np.array(kept["good"]), np.array(kept["defect"])
     assert (len(good), len(defect)) == (PER_CLASS, PER_CLASS)
     at = log_in(page("pages/3_Training.py"), "anna", "engineer", trained_home)  # for the audit
@@ -641,10 +641,10 @@ def test_training_page_trains_in_the_background_without_activating(home):
     assert job.error is None and job.meta is not None
     at.run()
     no_errors(at)
-    assert f"Trained {job.meta['id']}" in texts(at)
-    assert at.dataframe[0].value["Version"].tolist() == [job.meta["id"]]
+    assert f"Trained {job.meta.id}" in texts(at)
+    assert at.dataframe[0].value["Version"].tolist() == [job.meta.id]
     assert ToolStore(home).get("casting").config.active_version is None  # engineer activates
-    assert at.button(key="trial_start").label.startswith(f"Run {job.meta['id']} as trial")
+    assert at.button(key="trial_start").label.startswith(f"Run {job.meta.id} as trial")
 
 
 def test_training_page_says_when_uploaded_and_captured_photos_differ(home):
@@ -698,3 +698,22 @@ def test_roi_from_canvas_rectangle_scales_to_the_frame():
     assert ui.roi_from_canvas({"objects": []}, (640, 360), (1280, 720)) is None
 
 
+
+
+# ------------------------------------------------------------------ reading tools
+
+def test_a_code_tool_is_set_up_on_the_training_page_and_needs_no_photos(home):
+    ToolStore(home).create("serial", kind="code", roi=ROI(0.2, 0.2, 0.5, 0.4))  # Capture: photo step
+    at = page("pages/3_Training.py").run()
+    no_errors(at)
+    assert not [b for b in at.button if b.key == "train_start"]  # set up, not trained
+    at.text_input(key="expect_value::serial").input("4006381333931")
+    at.button(key="setup_save").click().run()
+    no_errors(at)
+    tool = ToolStore(home).get("serial")
+    assert tool.config.expect == {"mode": "exact", "value": "4006381333931"}
+    assert [v.id for v in tool.versions()] == [tool.config.active_version]
+    assert at.dataframe[0].value["Expects"].tolist() == ["'4006381333931'"]
+    capture = page("pages/1_Capture.py").run()
+    no_errors(capture)
+    assert "A reading tool needs no photos" in texts(capture)

@@ -65,7 +65,7 @@ def test_review_lists_labels_undoes_and_exports_and_training_learns_from_it(cast
     for path, label in zip(sample.paths, sample.labels):
         dataset.add_file(casting_tool.config.classes[label], path.read_bytes(), path.name)
     meta = train_tool(casting_tool, options=TrainingOptions(views_per_image=1, folds=2))
-    assert meta["images"] == {"good": 6, "defect": 6}  # the reviewed photos are trained on
+    assert meta.images == {"good": 6, "defect": 6}  # the reviewed photos are trained on
 
 
 def test_the_review_command_and_queue_never_import_torch():

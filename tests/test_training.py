@@ -28,8 +28,8 @@ def test_few_shot_model_beats_chance_by_a_wide_margin(workspace, dataset):
     tool = ToolStore().create(dataset, allow_flips=True)
     meta = train_tool(tool, load_sample(dataset, 15, seed=1))
     tool = ToolStore().get(dataset)
-    assert tool.config.active_version == meta["id"]
-    assert tool.config.threshold == pytest.approx(meta["suggested_threshold"])
+    assert tool.config.active_version == meta.id
+    assert tool.config.threshold == pytest.approx(meta.suggested_threshold)
     figures = held_out_metrics(tool, dataset, skip=15, per_class=100 if dataset == "casting" else 15)
     assert figures["balanced_accuracy"] >= 0.8, figures
     assert figures["auroc"] >= 0.85, figures
@@ -37,13 +37,13 @@ def test_few_shot_model_beats_chance_by_a_wide_margin(workspace, dataset):
 
 def test_validation_estimate_is_cross_validated_and_complete(casting_tool):
     meta = casting_tool.version_meta()
-    v = meta["validation"]
+    v = meta.validation
     assert v["method"].endswith("fold cross-validation")
     assert v["n"] == 24 and sum(map(sum, v["confusion"]["matrix"])) == 24
-    assert 0 < meta["suggested_threshold"] < 1
+    assert 0 < meta.suggested_threshold < 1
     wrong = v["confusion"]["false_fail"] + v["confusion"]["missed_defect"]
-    assert len(meta["misclassified"]) == wrong
-    assert meta["images"] == {"good": 12, "defect": 12}
+    assert len(meta.misclassified) == wrong
+    assert meta.images == {"good": 12, "defect": 12}
 
 
 def test_progress_reports_stages_and_eta(workspace):
@@ -91,13 +91,13 @@ def test_failed_run_keeps_the_previous_version_and_rollback_restores_it(casting_
     meta = train_tool(casting_tool, load_sample("casting", 8, seed=6),
                       TrainingOptions(views_per_image=2, seed=3))
     tool = ToolStore().get("casting")
-    assert tool.config.active_version == meta["id"] != v1
+    assert tool.config.active_version == meta.id != v1
     assert not np.allclose(TrainedModel(tool).probabilities([image]), score_v1)
 
     tool.activate(v1)
     tool = ToolStore().get("casting")
     assert tool.config.active_version == v1
-    assert tool.config.threshold == pytest.approx(tool.version_meta(v1)["suggested_threshold"])
+    assert tool.config.threshold == pytest.approx(tool.version_meta(v1).suggested_threshold)
     assert np.allclose(TrainedModel(tool).probabilities([image]), score_v1)
 
 
@@ -105,7 +105,7 @@ def test_a_half_written_version_from_a_crash_is_ignored(casting_tool):
     staging = casting_tool.versions_dir / ".staging-v999"
     staging.mkdir()
     (staging / "head.safetensors").write_bytes(b"\x00" * 10)
-    assert [v["id"] for v in casting_tool.versions()] == [casting_tool.config.active_version]
+    assert [v.id for v in casting_tool.versions()] == [casting_tool.config.active_version]
     with pytest.raises(InspectorError, match="no model version"):
         casting_tool.activate(".staging-v999")
 
@@ -173,7 +173,7 @@ def test_retakes_of_one_part_are_validated_together(workspace):
 
     data = retaken(load_sample("casting", 2, seed=9), 3)  # bursts of 3 re-takes of each part
     meta = train_tool(ToolStore().create("bursts"), data, TrainingOptions(views_per_image=2))
-    assert meta["validation"]["method"] == "2-fold cross-validation"  # 2 parts of each class
+    assert meta.validation["method"] == "2-fold cross-validation"  # 2 parts of each class
 
 
 def retaken(sample, takes: int, seconds_apart: float = 0.5):
@@ -209,8 +209,8 @@ def test_a_burst_on_a_moving_conveyor_is_one_part_per_photo(workspace):
     assert len(set(retake_groups(conveyor.paths))) == 2  # by time alone: a burst per class
     assert len(set(retake_groups(conveyor.paths, conveyor.images))) == 12  # they differ: parts
     meta = train_tool(ToolStore().create("conveyor"), conveyor, TrainingOptions(views_per_image=2))
-    assert meta["validation"]["method"] == "5-fold cross-validation"
+    assert meta.validation["method"] == "5-fold cross-validation"
 
     one_part = retaken(load_sample("casting", 1, seed=9), 6)  # 6 re-takes of one part per class
     meta = train_tool(ToolStore().create("one part"), one_part, TrainingOptions(views_per_image=2))
-    assert meta["validation"]["method"].startswith("5-fold cross-validation (photo by photo")
+    assert meta.validation["method"].startswith("5-fold cross-validation (photo by photo")
