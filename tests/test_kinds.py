@@ -275,3 +275,41 @@ def test_a_new_setup_of_a_reading_tool_runs_as_a_trial_then_is_promoted(workspac
     finally:
         close_live_stations()
         close_lines()
+
+
+def test_a_code_tool_checks_the_serial_each_mqtt_trigger_sends(workspace, tmp_path):
+    """The order's serial sent with the trigger over MQTT is what the code on that part must say:
+    the right serial PASSes, another FAILs with what was read, both recorded with the reading."""
+    from core.history import EventFilter, open_history
+    from core.line import close_lines, station_line
+    from core.station import MqttSettings, StationSettings, save_settings
+    from tests.servers import Mosquitto, MqttSubscriber, wait_until
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    save_settings(StationSettings(name="cell-3", mqtt=MqttSettings(enabled=True, host=broker.host,
+                                                                   port=broker.port)))
+    subscriber = MqttSubscriber(broker, "shopfloor-inspector/cell-3/#")
+    frame, roi = on_background(photo(EAN))
+    tool = reading_tool("serial", "code", "trigger", roi=roi)
+    line = station_line(workspace)
+    session = LiveSession(Lineup((ToolRunner(tool),)), line.sink, camera="0")
+    session.continuous = False
+    line.attach(session)
+    try:
+        wait_until(lambda: all(s.connected for s in line.status()), 20, "MQTT up")
+        for number, serial in enumerate((EAN_CODE, "4006381333931")):
+            subscriber.client.publish("shopfloor-inspector/cell-3/cmd/trigger", json.dumps(
+                {"camera": "0", "id": f"order-{number}", "expected": serial}), qos=1)
+            wait_until(lambda: session.trigger.is_set(), 10, "the trigger")
+            session.process(frame)
+            wait_until(lambda n=number: len(subscriber.payloads("/serial/verdict")) > n, 10, "the verdict")
+        sent = [json.loads(p) for p in subscriber.payloads("/serial/verdict")]
+        assert [p["verdict"] for p in sent] == [PASS, FAIL]
+        assert all(p["reading"]["text"] == EAN_CODE for p in sent)
+    finally:
+        close_lines()  # drains the history writer
+        subscriber.close()
+        broker.stop()
+    events = open_history().events(EventFilter(tools=("serial",)), newest_first=False)
+    assert list(events["verdict"]) == [PASS, FAIL] and list(events["reading_text"]) == [EAN_CODE] * 2
+    assert events["defect_class"].iloc[1] == f"read '{EAN_CODE}', expected '4006381333931'"
