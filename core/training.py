@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from core.access import CONFIGURE, require
 from core.anomaly import AnomalyModel, AnomalySettings, fit_memory, patch_features
-from core.datasets import LoadedImages, ToolDataset, check_trainable
+from core.datasets import LoadedImages, ToolDataset, check_trainable, photo_key
 from core.errors import TrainingCancelled
 from core.metrics import DECISION_POINT, class_confusion, named_defect_share, pass_fail_metrics
 from core.model import ClassifierHead, neighbourhood_average, pool_features, softmax
@@ -319,6 +319,8 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
         "images": counts, "seed": options.seed, **details, "suggested_threshold": DECISION_POINT,
         "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
+        # every photo's held-out score, by photo: what core.comparison compares versions on
+        "held_out_scores": {photo_key(p): round(float(s), 4) for p, s in zip(data.paths, scores)},
         "skipped": [str(p) for p in data.skipped],
         "training_seconds": round(time.perf_counter() - started, 2),
     }
