@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.cli import main
 from core.comparison import compare_with_active
 from core.datasets import ToolDataset, photo_key, read_image
 from core.errors import InspectorError
@@ -75,6 +76,16 @@ def test_a_retrain_is_compared_with_the_active_version_on_the_same_new_photos(re
             (np.mean(failed[is_defect]) + np.mean(~failed[~is_defect])) / 2)
     with pytest.raises(InspectorError, match="is the active version"):
         compare_with_active(tool, active)
+
+
+def test_the_cli_prints_both_versions_side_by_side(retrained, capsys):
+    tool, active, candidate, _ = retrained
+    assert main(["compare", "--tool", tool.name, "--version", candidate]) == 0
+    header, new, old = capsys.readouterr().out.splitlines()
+    assert f"{candidate} against the active {active} on the same 12 photos" in header
+    assert "6 operator corrections" in header
+    assert new.startswith(f"new\t{candidate}\t") and old.startswith(f"active\t{active}\t")
+    assert "misses=" in new and "false_rejects=" in old
 
 
 def test_the_retrain_serves_only_once_promoted_after_its_trial(retrained, workspace):
