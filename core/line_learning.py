@@ -5,9 +5,9 @@ Why: a tool trained on 20 photos meets thousands of parts. Most tell it nothing 
 unsure of (a score near its threshold) or has never seen anything like (pooled features far from
 every training photo's) are where a label moves the model most. ``KeepPolicy`` decides per judged
 frame in microseconds; ``LineKeeper`` writes the kept crops on its own thread, so the video never
-waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops hardest first, labels with undo,
-and the move of labelled crops into the tool's dataset (``core.datasets.ToolDataset``), where the
-next training finds them.
+waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops in review order (the hardest
+of each side of the threshold in turn), labels with undo, and the move of labelled crops into the
+tool's dataset (``core.datasets.ToolDataset``), where the next training finds them.
 """
 
 from __future__ import annotations
