@@ -240,7 +240,8 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
                              for r in runs if r["seed"] in random_final])
             gains = "-" if arm == "random" else (
                 f"**{gain.mean():+.3f}** ± {gain.std():.3f} ({', '.join(f'{g:+.3f}' for g in gain)})")
-            cells = " | ".join(f"{curve[:, c].mean():.3f} ± {curve[:, c].std():.3f}" for c in range(ROUNDS + 1))
+            cells = " | ".join(f"{curve[:, c].mean():.3f} ± {curve[:, c].std():.3f}"
+                               for c in range(ROUNDS + 1))
             used = ", ".join(str(r["seed"]) for r in runs)
             shown = f"**{arm}** (default)" if arm == default_arm() else arm
             lines.append(f"| {name} | {half} | {shown} | {used} | {cells} | {gains} |")

@@ -11,7 +11,7 @@ The candidate was trained on them: that is what the retrain is for. Its own verd
 would be its training fit, so it is scored by its held-out figures instead: training scores
 every photo with a head that never saw any view of it nor any re-take of its part (out-of-fold
 cross-validation, ``core.training.cross_validate``; an anomaly tool's good photos leave-one-out)
-and keeps those scores in the version's metadata (``held_out_scores``). That is the candidate's
+and keeps those scores in the version's metadata (``held_out_by_photo``). That is the candidate's
 recipe trained on four fifths of its photos: if anything a little pessimistic for it, never
 flattering. The other way, holding the newest photos out of the candidate's training ("train on
 all but the newest N"), would compare a model nobody should serve: one without the photos that
@@ -78,14 +78,14 @@ def _figures(version: str, threshold: float, scored_as: str, is_defect: np.ndarr
 def new_photos(tool: Tool, candidate: str, active: str) -> list[Path]:
     """The dataset's photos the candidate was trained on and the active version was not.
 
-    A version trained before versions recorded their photos (no ``held_out_scores``) counts
+    A version trained before versions recorded their photos (no ``held_out_by_photo``) counts
     as trained on the photos older than it."""
-    candidate_photos = tool.version_meta(candidate).get("held_out_scores")
+    candidate_photos = tool.version_meta(candidate).get("held_out_by_photo")
     if candidate_photos is None:
         raise InspectorError(f"{candidate} of '{tool.name}' was trained before versions kept "
                              "their held-out scores: retrain it to compare it")
     active_meta = tool.version_meta(active)
-    active_photos = active_meta.get("held_out_scores")
+    active_photos = active_meta.get("held_out_by_photo")
     created = datetime.fromisoformat(active_meta["created"]).timestamp()
     dataset = ToolDataset(tool.images_dir, tool.config.classes)
     return [path for path in dataset.files() if photo_key(path) in candidate_photos
@@ -109,7 +109,7 @@ def compare_with_active(tool: Tool, candidate: str) -> Comparison:
     keys = [photo_key(p) for p in paths]
     good = tool.config.classes.index("good")
     is_defect = np.array([tool.config.classes.index(p.parent.name) != good for p in paths])
-    held_out = tool.version_meta(candidate)["held_out_scores"]
+    held_out = tool.version_meta(candidate)["held_out_by_photo"]
     images = [read_image(p) for p in paths]
     unreadable = [k for k, image in zip(keys, images) if image is None]
     if unreadable:

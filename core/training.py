@@ -320,7 +320,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
         "validation": validation,
         "misclassified": [{"path": p, "score": s} for p, s in wrong],
         # every photo's held-out score, by photo: what core.comparison compares versions on
-        "held_out_scores": {photo_key(p): round(float(s), 4) for p, s in zip(data.paths, scores)},
+        "held_out_by_photo": {photo_key(p): round(float(s), 4) for p, s in zip(data.paths, scores)},
         "skipped": [str(p) for p in data.skipped],
         "training_seconds": round(time.perf_counter() - started, 2),
     }

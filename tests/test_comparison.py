@@ -63,10 +63,10 @@ def test_a_retrain_is_compared_with_the_active_version_on_the_same_new_photos(re
     images = [read_image(tool.images_dir / key) for key in comparison.photos]
     is_defect = np.array(comparison.is_defect)
     assert is_defect.tolist() == [key.startswith("defect/") for key in comparison.photos]
-    held_out = tool.version_meta(candidate)["held_out_scores"]
+    held_out = tool.version_meta(candidate)["held_out_by_photo"]
     assert comparison.candidate.scores == pytest.approx([held_out[k] for k in comparison.photos], abs=1e-4)
-    assert comparison.active.scores == pytest.approx(TrainedModel(tool, active).defect_scores(images).tolist(),
-                                                     abs=1e-5)
+    active_scores = TrainedModel(tool, active).defect_scores(images)
+    assert comparison.active.scores == pytest.approx(active_scores.tolist(), abs=1e-5)
     for figures, version in ((comparison.candidate, candidate), (comparison.active, active)):
         assert (figures.version, figures.threshold) == (version, tool.threshold_of(version))
         failed = rejects(np.array(figures.scores), figures.threshold)
