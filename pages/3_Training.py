@@ -102,8 +102,8 @@ def training_status() -> None:
         rates = rates_of(job.meta["validation"])
         st.success(f"Trained {job.meta['id']} in {job.meta['training_seconds']:.0f} s. On held-out "
                    f"photos: good parts passed {rates.good_passed.describe()}; defects caught "
-                   f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, then run "
-                   "it as a trial on the line.")
+                   f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, compare it "
+                   "with the active version, then run it as a trial on the line.")
 
 
 training_status()
