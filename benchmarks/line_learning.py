@@ -4,7 +4,8 @@ photos at random, for the same effort?
 Per set and seed: a fixed unseen test split (a quarter of each side), a start of k = 10 photos
 per side, then 5 rounds. In a round the station judges 200 parts it was not trained on, the keep
 policy (``core.line_learning.KeepPolicy``, one round counted as one hour for its bound) keeps the
-frames worth a label, the "operator" labels the 10 hardest of them with their true label, and the
+frames worth a label, the "operator" labels the first 10 of them in the policy's review order
+(``KeepPolicy.review_order``, what the Labeling page shows first) with their true label, and the
 tool is retrained. The random arm spends the same effort on 10 of the round's parts at random.
 
 Training is the product's: the views of ``core.training.extract_view_features`` (every
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from benchmarks.common import TUNED, UNTUNED, machine, set_files, use_scratch_workspace, write_section
 from core.datasets import read_image
-from core.line_learning import KeepPolicy, LineKeeper, NoveltyReference, ReviewQueue
+from core.line_learning import KeepPolicy, KeptFrame, LineKeeper, NoveltyReference, ReviewQueue
 from core.metrics import DECISION_POINT, pass_fail_metrics
 from core.model import ClassifierHead, pool_features, softmax
 from core.preprocessing import InputShape
@@ -35,20 +37,43 @@ from core.verdicts import ToolResult, rejects
 
 RESULTS = Path(__file__).parent / "results" / "line_learning"  # one JSON per set
 SETS = ("magnetic_tile", "elpv", "deeppcb")
-POLICY_TUNED_ON: tuple[str, ...] = ()  # sets a policy setting was chosen on (at most magnetic_tile, elpv)
+POLICY_TUNED_ON = ("magnetic_tile",)  # the sets the default policy was chosen on
 START_K, ROUNDS, PARTS_PER_ROUND, LABELS_PER_ROUND = 10, 5, 200, 10
 TEST_SHARE = 0.25
 TARGET_GAIN = 0.03  # the issue's target: line minus random balanced accuracy after the last round
 CLASSES = ("good", "defect")
-ARMS = ("random", "line", "margin", "balanced", "diverse", "novelty")
+# Each arm but random and the experiments is a ``KeepPolicy`` of the product, run as the product
+# runs it (``reason``, the hourly bound, ``hardness``, ``review_order``); the default is one of them.
+ARM_POLICIES = {
+    "margin": KeepPolicy(novelty=math.inf, both_sides=False),
+    "margin_novelty": KeepPolicy(both_sides=False),
+    "balanced": KeepPolicy(novelty=math.inf),
+    "balanced_novelty": KeepPolicy(novelty=1.5),
+}
+DIVERSE_POOL = 3  # candidates per label for balanced_diverse
+EXPERIMENTS = {  # tried, not in the product: a balanced policy's queue, then something more
+    "balanced_diverse": "balanced, then farthest-first (k-center greedy, standardised pooled features) "
+                        f"among its first {DIVERSE_POOL} x 10 in the review order",
+    "balanced_prior": "balanced, with 'near' measured around the line's prior (1 - the share of the "
+                      "round judged FAIL) instead of the tool's threshold",
+}
 ARM_NOTES = {
     "random": "10 of the round's 200 parts at random (the same effort)",
-    "line": "the product's policy: kept when near the threshold or novel, 10 hardest labelled",
     "margin": "near the threshold only (uncertainty sampling), 10 hardest",
-    "balanced": "near the threshold, 5 hardest judged PASS + 5 hardest judged FAIL",
-    "diverse": "near the threshold, then farthest-first in feature space (core-set)",
-    "novelty": "the 10 farthest from the training photos (novelty only)",
+    "margin_novelty": "near the threshold or novel, 10 hardest (the default before this run)",
+    "balanced": "near the threshold only, alternately the hardest judged FAIL and judged PASS",
+    "balanced_novelty": "near the threshold or novel, alternately the hardest judged FAIL and PASS",
+    **EXPERIMENTS,
 }
+ARMS = tuple(ARM_NOTES)
+# Each arm's own stream of parts, numbered once so stored runs stay reproducible.
+ARM_STREAM = {"random": 0, "margin_novelty": 1, "margin": 2, "balanced": 3, "balanced_diverse": 4,
+              "balanced_novelty": 6, "balanced_prior": 7}
+
+
+def default_arm() -> str:
+    """The arm that runs the product's default policy."""
+    return next(arm for arm, policy in ARM_POLICIES.items() if policy == KeepPolicy())
 
 
 class SetFeatures:
@@ -95,30 +120,26 @@ class SetFeatures:
 
 
 def choose(arm: str, frames: np.ndarray, scores: np.ndarray, novelty: np.ndarray, z: np.ndarray,
-           policy: KeepPolicy, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+           rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """The ``LABELS_PER_ROUND`` frames of a round an arm has labelled, and how many it kept."""
     if arm == "random":
         return rng.choice(frames, LABELS_PER_ROUND, replace=False), len(frames)
-    if arm == "novelty":
-        kept = np.argsort(-novelty)[:policy.per_hour]
-        return frames[kept[:LABELS_PER_ROUND]], len(kept)
-    use_novelty = arm == "line"
-    kept = [i for i in range(len(frames))
-            if policy.reason(float(scores[i]), DECISION_POINT, float(novelty[i]) if use_novelty else None)]
-    kept = kept[:policy.per_hour]  # the hour's bound: the first ones the line showed
-    hardness = np.array([policy.hardness(float(scores[i]), DECISION_POINT,
-                                         float(novelty[i]) if use_novelty else None) for i in kept])
-    order = [kept[j] for j in np.argsort(hardness, kind="stable")]
-    if arm == "balanced":
-        failed = rejects(scores, DECISION_POINT)
-        fail = [i for i in order if failed[i]]
-        passed = [i for i in order if not failed[i]]
-        half = LABELS_PER_ROUND // 2
-        picked = fail[:half] + passed[:half]
-        picked += [i for i in order if i not in picked][:LABELS_PER_ROUND - len(picked)]
-    elif arm == "diverse":
+    policy = ARM_POLICIES.get(arm, ARM_POLICIES["balanced"])
+    threshold = DECISION_POINT
+    if arm == "balanced_prior":
+        threshold = 1.0 - float(rejects(scores, DECISION_POINT).mean())
+    kept = []
+    for i in range(len(frames)):
+        reason = policy.reason(float(scores[i]), threshold, float(novelty[i]))
+        if reason and len(kept) < policy.per_hour:  # the hour's bound: the first ones the line showed
+            kept.append(KeptFrame(str(i), "line", float(scores[i]), threshold, "", 0.0, reason,
+                                  novelty=float(novelty[i]),
+                                  hardness=policy.hardness(float(scores[i]), threshold, float(novelty[i]))))
+    order = [int(f.id) for f in policy.review_order(kept)]
+    if arm == "balanced_diverse":
+        order = order[:DIVERSE_POOL * LABELS_PER_ROUND]
         picked = order[:1]
-        while order and len(picked) < min(LABELS_PER_ROUND, len(order)):
+        while len(picked) < min(LABELS_PER_ROUND, len(order)):
             far = np.min([np.linalg.norm(z[order] - z[p], axis=1) for p in picked], axis=0)
             picked.append(order[int(np.argmax(far))])
     else:
@@ -126,7 +147,7 @@ def choose(arm: str, frames: np.ndarray, scores: np.ndarray, novelty: np.ndarray
     return frames[np.asarray(picked, int)], len(kept)
 
 
-def simulate(photos: SetFeatures, arm: str, seed: int, policy: KeepPolicy) -> dict:
+def simulate(photos: SetFeatures, arm: str, seed: int) -> dict:
     """Balanced accuracy on the test split after the start and after every round."""
     rng = np.random.default_rng(seed)
     n = len(photos.files)
@@ -136,7 +157,7 @@ def simulate(photos: SetFeatures, arm: str, seed: int, policy: KeepPolicy) -> di
     line = np.setdiff1d(np.arange(n), test)
     train = np.concatenate([rng.choice(line[photos.is_defect[line] == side], START_K, replace=False)
                             for side in (False, True)])
-    arm_rng = np.random.default_rng([seed, ARMS.index(arm)])
+    arm_rng = np.random.default_rng([seed, ARM_STREAM[arm]])
     accuracy, kept_counts, defects_labelled = [], [], []
     for round_ in range(ROUNDS + 1):
         head = photos.train(train, seed)
@@ -149,7 +170,7 @@ def simulate(photos: SetFeatures, arm: str, seed: int, policy: KeepPolicy) -> di
         reference = NoveltyReference(photos.pooled[train], head.mean, head.std, seed)
         pooled = photos.pooled[frames]
         chosen, kept = choose(arm, frames, photos.scores(head, frames), reference.novelty(pooled),
-                              (pooled - head.mean) / head.std, policy, arm_rng)
+                              (pooled - head.mean) / head.std, arm_rng)
         train = np.concatenate([train, chosen])
         kept_counts.append(kept)
         defects_labelled.append(int(photos.is_defect[chosen].sum()))
@@ -198,14 +219,16 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
         f"a part may come back in a later round), keeps what the arm keeps, {LABELS_PER_ROUND} are "
         "labelled with their true label, the tool is retrained (`core.training.extract_view_features` "
         "+ `fit_head`, features computed once per photo). Balanced accuracy at the tool's threshold "
-        f"(0.5) on the test split. Policy (`KeepPolicy`): margin {policy.margin}, novelty "
-        f"{policy.novelty}, {policy.per_hour} kept per hour (one round = one hour). "
-        + (f"Policy settings chosen on {', '.join(POLICY_TUNED_ON)} only; the other sets are untuned."
-           if POLICY_TUNED_ON else "Policy settings chosen before any run (the margin is "
-           "`core.review.UNCERTAIN_MARGIN`): every set is untuned."), "",
+        f"(0.5) on the test split. The product's default policy (`KeepPolicy()`, arm "
+        f"**{default_arm()}**): margin {policy.margin}, novelty {policy.novelty}, both sides "
+        f"{policy.both_sides}, {policy.per_hour} kept per hour (one round = one hour). "
+        + (f"The policy was chosen on {', '.join(POLICY_TUNED_ON)} only (tuned); every other set is "
+           "untuned." if POLICY_TUNED_ON else "Policy settings chosen before any run: every set is "
+           "untuned."), "",
         "Arms: " + "; ".join(f"**{a}**: {ARM_NOTES[a]}" for a in arms) + ".", "",
-        "| set | half | arm | seeds | start | after round 1 | 3 | 5 | arm - random after 5 (per seed) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| set | half | arm | seeds | start | " + " | ".join(f"round {r}" for r in range(1, ROUNDS + 1))
+        + f" | arm - random after {ROUNDS} (per seed) |",
+        "|---|---|---|---|---|" + "---|" * ROUNDS + "---|",
     ]
     for name, per_arm in results["accuracy"].items():
         half = "tuned" if name in POLICY_TUNED_ON else "untuned"
@@ -217,16 +240,19 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
                              for r in runs if r["seed"] in random_final])
             gains = "-" if arm == "random" else (
                 f"**{gain.mean():+.3f}** ± {gain.std():.3f} ({', '.join(f'{g:+.3f}' for g in gain)})")
-            cells = " | ".join(f"{curve[:, c].mean():.3f} ± {curve[:, c].std():.3f}" for c in (0, 1, 3, 5))
+            cells = " | ".join(f"{curve[:, c].mean():.3f} ± {curve[:, c].std():.3f}"
+                               for c in range(ROUNDS + 1))
             used = ", ".join(str(r["seed"]) for r in runs)
-            lines.append(f"| {name} | {half} | {arm} | {used} | {cells} | {gains} |")
-    lines += ["", "Target (the issue): the line's choice beats random by >= "
+            shown = f"**{arm}** (default)" if arm == default_arm() else arm
+            lines.append(f"| {name} | {half} | {shown} | {used} | {cells} | {gains} |")
+    lines += ["", f"Target (the issue): the product's choice ({default_arm()}) beats random by >= "
               f"{TARGET_GAIN:.2f} after {ROUNDS} rounds on every set, mean over seeds:"]
+    line = default_arm()
     for name, per_arm in results["accuracy"].items():
         final = {arm: {r["seed"]: r["balanced_accuracy"][-1] for r in runs} for arm, runs in per_arm.items()}
-        paired = sorted(set(final.get("line", {})) & set(final.get("random", {})) & set(seeds))
+        paired = sorted(set(final.get(line, {})) & set(final.get("random", {})) & set(seeds))
         if paired:
-            gain = float(np.mean([final["line"][s] - final["random"][s] for s in paired]))
+            gain = float(np.mean([final[line][s] - final["random"][s] for s in paired]))
             verdict = "met" if gain >= TARGET_GAIN else "not met"
             lines.append(f"- {name}: {gain:+.3f} over seeds {', '.join(map(str, paired))}: {verdict}")
         else:
@@ -248,7 +274,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(TUNED + UNTUNED))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the BENCHMARKS.md section from the stored results of --sets")
@@ -278,11 +304,13 @@ def measure(sets: list[str], seeds: list[int], arms: list[str], policy: KeepPoli
               flush=True)
         stored = RESULTS / f"{name}.json"
         figures = json.loads(stored.read_text()) if stored.exists() else {"accuracy": {}, "cost": None}
-        figures["cost"] = figures["cost"] or policy_cost(photos, policy)
+        figures["cost"] = policy_cost(photos, policy)
         print(f"  cost {figures['cost']}", flush=True)
         for arm in arms:
             for seed in seeds:
-                run = {"seed": seed, **simulate(photos, arm, seed, policy)}
+                if any(r["seed"] == seed for r in figures["accuracy"].get(arm, [])):
+                    continue  # measured before: delete the set's file to measure it again
+                run = {"seed": seed, **simulate(photos, arm, seed)}
                 runs = [r for r in figures["accuracy"].get(arm, []) if r["seed"] != seed]
                 figures["accuracy"][arm] = sorted(runs + [run], key=lambda r: r["seed"])
                 print(f"  {arm} seed {seed}: {' '.join(f'{a:.3f}' for a in run['balanced_accuracy'])} "

@@ -265,6 +265,19 @@ def cmd_versions(args: argparse.Namespace) -> None:
               + ("-" if v.get("balanced_accuracy") is None else f"{v['balanced_accuracy']:.3f}"))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from core.comparison import compare_with_active
+
+    c = compare_with_active(ToolStore().get(args.tool), args.version)
+    print(f"{c.tool}: {c.candidate.version} against the active {c.active.version} on the same "
+          f"{len(c.photos)} photos the active one was not trained on ({c.good} good, {c.defects} "
+          f"defect, {c.corrections} operator corrections)")
+    for role, f in (("new", c.candidate), ("active", c.active)):
+        accuracy = "-" if f.balanced_accuracy is None else f"{f.balanced_accuracy:.3f}"
+        print(f"{role}\t{f.version}\tthreshold={f.threshold:.3f}\tbalanced_accuracy={accuracy}\t"
+              f"misses={f.misses}/{c.defects}\tfalse_rejects={f.false_rejects}/{c.good}\t{f.scored_as}")
+
+
 def cmd_activate(args: argparse.Namespace) -> None:
     tool = ToolStore().get(args.tool)
     tool.activate(args.version)
@@ -418,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("versions", help="list a tool's model versions")
     p.add_argument("--tool", required=True)
     p.set_defaults(run=cmd_versions)
+
+    p = sub.add_parser("compare", help="a new version beside the active one on the photos the "
+                       "active one was not trained on, before it serves")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--version", required=True)
+    p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("activate", help="make a model version active (rollback); a running station "
                        "takes the tool off its line until someone adds it again")

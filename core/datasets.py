@@ -157,6 +157,12 @@ def image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
+def photo_key(path: Path) -> str:
+    """How a version's metadata names a photo it was trained on: ``<class>/<file>``, the same
+    wherever the tool's folder lives (a copied or imported tool keeps its records)."""
+    return f"{path.parent.name}/{path.name}"
+
+
 @dataclass
 class LoadedImages:
     """Decoded images with their class index, and the files that could not be read."""

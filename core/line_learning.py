@@ -5,9 +5,10 @@ Why: a tool trained on 20 photos meets thousands of parts. Most tell it nothing 
 unsure of (a score near its threshold) or has never seen anything like (pooled features far from
 every training photo's) are where a label moves the model most. ``KeepPolicy`` decides per judged
 frame in microseconds; ``LineKeeper`` writes the kept crops on its own thread, so the video never
-waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops hardest first, labels with undo, a
-label putting the crop into the tool's dataset (``core.datasets.ToolDataset``), where the next
-training finds it, and the operator's corrections of verdicts on the line.
+waits; ``ReviewQueue`` is the tool's ``review/`` folder: kept crops in review order (the hardest
+of each side of the threshold in turn), labels with undo, a label putting the crop into the tool's
+dataset (``core.datasets.ToolDataset``), where the next training finds it, and the operator's
+corrections of verdicts on the line.
 
 This module is light (numpy and OpenCV, no torch): the Labeling page and ``inspector review``
 import it; the live station's side (``core.line_keepers``) builds the novelty reference.
@@ -22,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,7 +35,7 @@ from core.access import CONFIGURE, INSPECT, REPORT, require
 from core.datasets import ToolDataset, decode_image, read_image
 from core.errors import InspectorError
 from core.tools import Tool, acting_as, announce, current_actor
-from core.verdicts import CORRECTED, DEFAULT_CAMERA, ToolResult
+from core.verdicts import CORRECTED, DEFAULT_CAMERA, ToolResult, rejects
 from core.workspace import atomic_write_bytes, atomic_write_json
 
 NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why the station kept a frame
@@ -47,13 +49,16 @@ class KeepPolicy:
     """Which judged frames are worth an operator's label, and how many per hour.
 
     ``margin``: a score this close to the threshold is uncertain. ``novelty``: a frame whose
-    ``NoveltyReference.novelty`` reaches this is unlike the training photos. ``per_hour`` bounds
-    what one tool asks of the operator; ``max_pending`` and ``max_age_days`` bound the disk (the
-    easiest and the oldest unlabelled crops go first).
+    ``NoveltyReference.novelty`` reaches this is unlike the training photos (``math.inf``: never
+    kept for novelty alone). ``both_sides``: the review order (``review_order``) alternates the
+    frames judged FAIL and those judged PASS. ``per_hour`` bounds what one tool asks of the
+    operator; ``max_pending`` and ``max_age_days`` bound the disk (the easiest and the oldest
+    unlabelled crops go first).
     """
 
     margin: float = 0.15
     novelty: float = 1.5
+    both_sides: bool = True
     per_hour: int = 60
     max_pending: int = 500
     max_age_days: float = 30.0
@@ -75,6 +80,24 @@ class KeepPolicy:
         near = abs(score - threshold) / self.margin if self.margin > 0 else math.inf
         far = self.novelty / novelty if novelty else math.inf
         return float(min(near, far))
+
+    def review_order(self, frames: Sequence[KeptFrame]) -> list[KeptFrame]:
+        """The order an operator labels kept frames in: hardest first and, with ``both_sides``,
+        alternately the hardest judged FAIL and the hardest judged PASS.
+
+        Why both sides: a tool trained on a few photos is unsure mostly on one side of its
+        threshold (the near-threshold frames of a mostly good line are mostly judged PASS), so
+        the hardest ten alone teach it one side; a label on each side moves the boundary from
+        both (class-balanced uncertainty sampling, measured in BENCHMARKS.md, line learning).
+        """
+        hardest = sorted(frames, key=lambda f: f.hardness)
+        if not self.both_sides:
+            return hardest
+        judged_fail = [bool(rejects([f.score], f.threshold)[0]) for f in hardest]
+        failed = [f for f, fail in zip(hardest, judged_fail) if fail]
+        passed = [f for f, fail in zip(hardest, judged_fail) if not fail]
+        alternated = [f for pair in zip(failed, passed) for f in pair]
+        return alternated + failed[len(passed):] + passed[len(failed):]
 
 
 class NoveltyReference:
@@ -191,9 +214,9 @@ class ReviewQueue:
             (self.folder / f"{frame_id}{suffix}").unlink(missing_ok=True)
 
     def pending(self) -> list[KeptFrame]:
-        """Kept crops waiting for a label, hardest first."""
+        """Kept crops waiting for a label, in the policy's review order (``KeepPolicy.review_order``)."""
         with self._lock:
-            return sorted((r for r in self._records() if r.label is None), key=lambda r: r.hardness)
+            return self.policy.review_order([r for r in self._records() if r.label is None])
 
     def labelled(self) -> list[KeptFrame]:
         """Labelled crops (kept ones labelled here, corrections from the line), newest label

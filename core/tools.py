@@ -247,7 +247,7 @@ def version_meta_problem(meta: Any) -> str | None:
     threshold = meta.get("suggested_threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         return "'suggested_threshold' is not a number in 0..1"
-    for key, types in (("validation", dict), ("images", dict), ("classes", list)):
+    for key, types in (("validation", dict), ("images", dict), ("held_out_by_photo", dict), ("classes", list)):
         if not isinstance(meta.get(key, types()), types):
             return f"'{key}' is not a JSON {'object' if types is dict else 'list'}"
     return None
@@ -268,6 +268,8 @@ class VersionMeta:
     validation: dict[str, Any] = field(default_factory=dict)  # core.metrics.pass_fail_metrics & co
     images: dict[str, int] = field(default_factory=dict)  # photos per class it was trained on
     misclassified: tuple[dict[str, Any], ...] = ()  # held-out photos on the wrong side: path, score
+    held_out_by_photo: dict[str, float] = field(default_factory=dict)  # every photo's held-out
+    # score by core.datasets.photo_key: what core.comparison compares versions on
     skipped: tuple[str, ...] = ()  # unreadable photos left out
     training_seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)

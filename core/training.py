@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from core.access import CONFIGURE, require
 from core.anomaly import AnomalySettings, fit_memory, patch_features
-from core.datasets import LoadedImages, ToolDataset
+from core.datasets import LoadedImages, ToolDataset, photo_key
 from core.errors import TrainingCancelled
 from core.kinds import SavableModel, Trained, get_kind
 from core.metrics import DECISION_POINT, class_confusion, named_defect_share, pass_fail_metrics
@@ -320,6 +320,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
         id=_new_version_id(tool), kind=config.kind, profile=config.profile if kind.neural else None,
         classes=config.classes, created=datetime.now(timezone.utc).isoformat(), images=counts,
         suggested_threshold=DECISION_POINT, validation=validation, misclassified=tuple(wrong),
+        held_out_by_photo={photo_key(p): round(float(s), 4) for p, s in zip(data.paths, scores)},
         skipped=tuple(str(p) for p in data.skipped),
         training_seconds=round(time.perf_counter() - started, 2),
         details={"seed": options.seed, **trained.details})

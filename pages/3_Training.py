@@ -17,6 +17,7 @@ import streamlit as st
 import pages as ui
 from core.access import CONFIGURE
 from core.backbones import available_profiles
+from core.comparison import Comparison, compare_with_active
 from core.datasets import IMAGE_SUFFIXES, check_trainable, read_image
 from core.errors import InspectorError
 from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
@@ -134,8 +135,8 @@ def training_status() -> None:
         rates = rates_of(job.meta.validation)
         st.success(f"Trained {job.meta.id} in {job.meta.training_seconds:.0f} s. On held-out "
                    f"photos: good parts passed {rates.good_passed.describe()}; defects caught "
-                   f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, then run "
-                   "it as a trial on the line.")
+                   f"{rates.defects_caught.describe() or NO_DEFECTS}. Review it below, compare it "
+                   "with the active version, then run it as a trial on the line.")
 
 
 training_status()
@@ -250,6 +251,47 @@ def activation(station: LiveStation, actor: str) -> None:
     except InspectorError as exc:
         st.error(str(exc))
 
+
+# ------------------------------------------------------------------ compare before serving
+def comparison_table(comparison: Comparison) -> pd.DataFrame:
+    rows = []
+    for role, figures in (("new", comparison.candidate), ("active", comparison.active)):
+        rows.append({
+            "Version": f"{figures.version} ({role})", "Threshold": round(figures.threshold, 3),
+            "Bal. accuracy": ("needs both sides" if figures.balanced_accuracy is None
+                              else ui.fmt_pct(figures.balanced_accuracy)),
+            "Misses": f"{figures.misses} of {comparison.defects}",
+            "False rejects": f"{figures.false_rejects} of {comparison.good}",
+            "Scored": figures.scored_as,
+        })
+    return pd.DataFrame(rows)
+
+
+def compare_before_serving() -> None:
+    """The chosen new version beside the active one on the photos the active one never saw;
+    serving stays the trial's and the promotion's below."""
+    active = tool.config.active_version
+    if chosen == active or active is None or not kind.learns:
+        return
+    key = f"comparison::{tool.name}"
+    if st.button(f"Compare {chosen} with the active {active} before serving", key="compare",
+                 help="Both scored on the photos added since the active version (the review "
+                      "queue's labelled photos among them); the new one by its held-out scores."):
+        try:
+            st.session_state[key] = compare_with_active(tool, chosen)
+        except InspectorError as exc:
+            st.error(str(exc))
+    shown: Comparison | None = st.session_state.get(key)
+    if shown is None or (shown.candidate.version, shown.active.version) != (chosen, active):
+        return
+    st.dataframe(comparison_table(shown), hide_index=True, width="stretch")
+    st.caption(f"The same {len(shown.photos)} photos for both: the {shown.good} good and "
+               f"{shown.defects} defect photos {active} was not trained on ({shown.corrections} of "
+               "them labelled from the line). Each version at its own threshold. Run the new one as "
+               "a trial below; it serves only once promoted.")
+
+
+compare_before_serving()
 
 try:
     activation(live_station(), current_actor())

@@ -63,7 +63,7 @@ def test_uncertain_frames_are_kept_up_to_the_hourly_bound_and_no_further(judged)
     keeper.close()
     pending = ReviewQueue(tool, policy).pending()
     assert len(pending) == 4
-    assert [p.hardness for p in pending] == sorted(p.hardness for p in pending)
+    assert pending == policy.review_order(pending)
     first = next(p for p in pending if p.camera == "top")
     assert (first.version, first.threshold) == (tool.config.active_version, tool.config.threshold)
 
@@ -139,3 +139,17 @@ def test_the_disk_keeps_the_hardest_waiting_crops_only(judged):
     keeper.close()
     hardest = sorted(policy.hardness(r.score, r.threshold) for r in results[:5])[:2]
     assert [p.hardness for p in ReviewQueue(tool, policy).pending()] == pytest.approx(hardest)
+
+
+def test_the_review_order_alternates_the_hardest_of_each_side(judged):
+    review = queue_of_first(judged, 8)
+    pending = review.pending()
+    failed = [p.score >= p.threshold for p in pending]
+    assert True in failed and False in failed
+    alternating = min(failed.count(True), failed.count(False)) * 2
+    assert all(failed[i] != failed[i + 1] for i in range(alternating - 1))
+    for side in (True, False):
+        hardness = [p.hardness for p, f in zip(pending, failed) if f == side]
+        assert hardness == sorted(hardness)
+    one_sided = ReviewQueue(review.tool, KeepPolicy(both_sides=False)).pending()
+    assert [p.hardness for p in one_sided] == sorted(p.hardness for p in pending)

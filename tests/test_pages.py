@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.datasets import image_files, read_image
+from core.datasets import ToolDataset, image_files, read_image
 from core.history import open_history
 from core.live_station import live_station
 from core.station import load_settings
@@ -451,6 +451,24 @@ def test_training_page_lists_versions(trained_home):
     assert not [b for b in at.button if b.key == "use_threshold"]  # not the active version
     assert f"{meta.id} starts at its suggested threshold 0.500" in texts(at)
     # running it as a trial, promoting it and rolling back: tests/test_live_page.py
+
+
+def test_training_page_compares_a_retrain_with_the_active_version_before_serving(trained_home):
+    tool = ToolStore(trained_home).get("casting")
+    active = tool.config.active_version
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    for cls in ("good", "defect"):
+        for path in casting_files(cls, 3, skip=PER_CLASS):
+            dataset.add_file(cls, path.read_bytes(), path.name)
+    meta = train_tool(tool, options=TrainingOptions(views_per_image=1, folds=2, activate=False))
+    at = page("pages/3_Training.py").run()
+    at.button(key="compare").click().run()
+    no_errors(at)
+    table = next(d.value for d in at.dataframe if "Misses" in d.value.columns)
+    assert table["Version"].tolist() == [f"{meta['id']} (new)", f"{active} (active)"]
+    assert table["Misses"].str.endswith("of 3").all() and table["False rejects"].str.endswith("of 3").all()
+    assert f"The same 6 photos for both: the 3 good and 3 defect photos {active} was not" in texts(at)
+    assert ToolStore(trained_home).get("casting").config.active_version == active  # serves once promoted
 
 
 def chart_marks(at: AppTest) -> dict[str, float]:
