@@ -271,3 +271,198 @@ def _shown(text: str) -> str:
     """At most ``SHOWN_CHARS`` of a text, on one line."""
     text = WHITESPACE.sub(" ", text).strip()
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+# --- The printed digits of a retail code (HRI check) ----------------------------------------------
+#
+# Where an EAN/UPC's digits are printed is fixed by the symbology, relative to its bars, in modules
+# (the narrowest bar's width; both codes are 95 modules from the left guard's first bar to the
+# right guard's last): the digit cells below, left to right, and the guard bars, which reach down
+# between the digit groups and are whitened before reading. UPC-A's first and last characters'
+# bars are as long as the guards' and its outer digits are printed smaller beyond the guards.
+@dataclass(frozen=True)
+class DigitLayout:
+    modules: int
+    cells: tuple[tuple[float, float], ...]  # each digit's columns (modules from the left guard)
+    long_bars: tuple[tuple[float, float], ...]  # columns whose bars reach down among the digits
+    groups: tuple[int, ...]  # digits per printed group (how the text is shown)
+
+
+def _run(start: float, count: int) -> tuple[tuple[float, float], ...]:
+    return tuple((start + 7 * k, start + 7 * (k + 1)) for k in range(count))
+
+
+DIGIT_LAYOUTS = {
+    "EAN-13": DigitLayout(95, ((-8.0, -1.0), *_run(3, 6), *_run(50, 6)),
+                          ((0, 3), (45, 50), (92, 95)), (1, 6, 6)),
+    "UPC-A": DigitLayout(95, ((-8.0, -1.0), *_run(10, 5), *_run(50, 5), (96.0, 103.0)),
+                         ((0, 10), (45, 50), (85, 95)), (1, 5, 5, 1)),
+    "EAN-8": DigitLayout(67, (*_run(3, 4), *_run(36, 4)), ((0, 3), (31, 36), (64, 67)), (4, 4)),
+}
+REC_HEIGHT = 48  # the PP-OCRv4 recogniser's input height; one output step per 8 input columns
+REC_STRIDE = 8
+BAND_HEIGHTS = (12.0,)  # the digit band's height, in modules (rectified to REC_HEIGHT pixels)
+BAND_OFFSETS = (-1.0,)  # where the band starts, modules below the bars' end
+BAND_SIDE = 11.0  # modules read beyond each guard (a first or last digit printed there)
+BARS_END_CORRELATION = 0.5  # a row below the code belongs to the bars while its profile matches theirs
+
+
+class _Recogniser:
+    """The PP-OCRv4 recogniser's ONNX session alone, giving its per-step class probabilities."""
+
+    def __init__(self):
+        self._session = None
+        self._digits: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._session is None:
+            import os
+
+            import onnxruntime as ort
+            import rapidocr_onnxruntime
+
+            path = os.path.join(os.path.dirname(rapidocr_onnxruntime.__file__), "models",
+                                "ch_PP-OCRv4_rec_infer.onnx")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
+            # output class 0 is CTC's blank, class i + 1 the dictionary's character i
+            self._digits = np.array([characters.index(str(d)) + 1 for d in range(10)])
+            self._session = session
+        return self._session
+
+    def digit_probabilities(self, bands: np.ndarray) -> np.ndarray:
+        """(n, steps, 11) probabilities of blank and the digits 0-9 for n grey bands (n, 48, w)."""
+        x = (bands.astype(np.float32) / 255 - 0.5) / 0.5
+        x = np.repeat(x[:, None], 3, axis=1)
+        with self._lock:
+            session = self._load()
+            probs = session.run(None, {session.get_inputs()[0].name: x})[0]
+        return np.concatenate([probs[:, :, :1], probs[:, :, self._digits]], axis=2)
+
+
+_RECOGNISER = _Recogniser()
+
+
+def _frame(corners) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The code's bottom-left corner, one module along its bars' axis and one module down its
+    bars (image pixels), and the code's height in modules, from its four corners."""
+    tl, tr, br, bl = (np.asarray(c, np.float64) for c in corners)
+    return bl, tl, tr, br
+
+
+def read_printed_digits(image: np.ndarray, code) -> TextReading:
+    """The digits printed under a retail code's bars, read where its symbology prints them.
+
+    ``code`` is a ``core.codes.CodeRead`` of an EAN-13, UPC-A or EAN-8 in ``image`` (its
+    symbology and corners are used, never its text). The code is rectified along its axis, the
+    row where its bars end is found, the guard bars there are whitened, a band under them is read
+    by the PP-OCRv4 recogniser, and each digit cell takes the digit most likely within its
+    columns. The reading is one line: the digits in their printed groups, its confidence the
+    least sure digit's, its box the band's corners in ``image``.
+    """
+    started = time.perf_counter()
+    layout = DIGIT_LAYOUTS.get(code.symbology)
+    if layout is None:
+        raise InspectorError(f"the printed digits of a {code.symbology} are not read: choose an "
+                             f"EAN-13, UPC-A or EAN-8 code ({', '.join(DIGIT_LAYOUTS)})")
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    tl, tr, br, bl = (np.asarray(c, np.float64) for c in code.corners)
+    along = ((tr - tl) + (br - bl)) / 2 / layout.modules  # one module along the code
+    module = float(np.hypot(*along))
+    if module < 0.5:
+        raise InspectorError("the code is too small to read its printed digits")
+    down = np.array([-along[1], along[0]])  # one module across, down the bars
+    side = ((bl - tl) + (br - tr)) / 2
+    height = float(side @ down) / module ** 2  # the code's read height, modules
+    origin = bl  # module (0, 0): the left guard's first bar where zxing's read ends
+    lines = []
+    best = None
+    bars_end = _bars_end(grey, origin, along, down, height, layout)
+    bands, frames = [], []
+    for band_height in BAND_HEIGHTS:
+        scale = REC_HEIGHT / band_height  # rectified pixels per module
+        for offset in BAND_OFFSETS:
+            top = bars_end + offset
+            x0 = -BAND_SIDE
+            width = layout.modules + 2 * BAND_SIDE
+            out_w = int(round(width * scale / REC_STRIDE)) * REC_STRIDE
+            # rectified pixel (u, v) -> module (x0 + u / scale, top + v / scale) -> image
+            matrix = np.column_stack([along / scale, down / scale,
+                                      origin + x0 * along + top * down])
+            band = cv2.warpAffine(grey, matrix, (out_w, REC_HEIGHT),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            band = _whiten(band, layout, x0, scale)
+            bands.append(band)
+            frames.append((x0, top, band_height, scale, matrix, out_w))
+    probs = _RECOGNISER.digit_probabilities(np.stack(bands)) if len(
+        {b.shape for b in bands}) == 1 else np.concatenate(
+        [_RECOGNISER.digit_probabilities(b[None]) for b in bands])
+    for p, (x0, top, band_height, scale, matrix, out_w) in zip(probs, frames):
+        digits, confidences = _cells(p, layout, x0, scale)
+        score = float(np.mean(confidences))
+        if best is None or score > best[0]:
+            best = (score, digits, confidences, matrix, out_w)
+    score, digits, confidences, matrix, out_w = best
+    text, start = [], 0
+    for size in layout.groups:
+        text.append("".join(digits[start:start + size]))
+        start += size
+    full = np.vstack([matrix, [0, 0, 1]])
+    box = tuple(tuple(int(round(v)) for v in (full @ [u, v, 1])[:2])
+                for u, v in ((0, 0), (out_w, 0), (out_w, REC_HEIGHT), (0, REC_HEIGHT)))
+    lines.append(TextLine(" ".join(text), float(min(confidences)), box))
+    return TextReading(tuple(lines), (time.perf_counter() - started) * 1000)
+
+
+def _bars_end(grey, origin, along, down, height, layout) -> float:
+    """Modules below zxing's read where the bars end: the first row whose profile across the
+    data bars no longer matches the bars' own (correlation below ``BARS_END_CORRELATION``)."""
+    scale = 4.0
+    top = -max(min(height, 20.0), 2.0)
+    rows = int((30 - top) * scale)
+    width = int(layout.modules * scale)
+    matrix = np.column_stack([along / scale, down / scale, origin + top * down])
+    rect = cv2.warpAffine(grey, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    lo, hi = layout.long_bars[0][1], layout.long_bars[-1][0]
+    data = rect[:, int(lo * scale):int(hi * scale)]
+    reference = data[:int(-top * scale)].mean(axis=0)
+    reference = reference - reference.mean()
+    centred = data - data.mean(axis=1, keepdims=True)
+    corr = centred @ reference / (np.linalg.norm(centred, axis=1) * np.linalg.norm(reference) + 1e-6)
+    start = int((-top - 1) * scale)  # from a module above zxing's last row
+    below = np.nonzero(corr[start:] < BARS_END_CORRELATION)[0]
+    row = start + (below[0] if below.size else 0)
+    return top + row / scale
+
+
+def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float) -> np.ndarray:
+    """The band with the long bars' columns painted in its paper's grey."""
+    band = band.copy()
+    paper = np.percentile(band, 90)
+    for a, b in layout.long_bars:
+        u0, u1 = int(round((a - x0) * scale)), int(round((b - x0) * scale))
+        band[:, max(u0, 0):max(u1, 0)] = paper
+    return band
+
+
+def _cells(probs: np.ndarray, layout: DigitLayout, x0: float, scale: float):
+    """Each digit cell's most likely digit among the output steps centred within its columns,
+    and its probability."""
+    steps = probs.shape[0]
+    centres = x0 + (np.arange(steps) * REC_STRIDE + REC_STRIDE / 2) / scale  # modules
+    digits, confidences = [], []
+    for a, b in layout.cells:
+        inside = probs[(centres >= a) & (centres < b), 1:]
+        if inside.size == 0:
+            digits.append("?")
+            confidences.append(0.0)
+            continue
+        best = np.unravel_index(np.argmax(inside), inside.shape)
+        digits.append(str(best[1]))
+        confidences.append(float(inside[best]))
+    return digits, confidences
