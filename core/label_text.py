@@ -304,7 +304,10 @@ REC_STRIDE = 8
 BAND_HEIGHTS = (12.0,)  # the digit band's height, in modules (rectified to REC_HEIGHT pixels)
 BAND_OFFSETS = (-1.0,)  # where the band starts, modules below the bars' end
 BAND_SIDE = 11.0  # modules read beyond each guard (a first or last digit printed there)
-BARS_END_CORRELATION = 0.5  # a row below the code belongs to the bars while its profile matches theirs
+BARS_END_SHARE = 0.5  # a row below the code is the bars' while its dark share is this much of theirs
+BARS_END_SEGMENTS = 8  # stretches of the data bars whose median bar end is fitted
+BARS_END_OUTLIER = 2.0  # modules: a stretch's end this far off the first fit is left out
+MIN_FRAME_HEIGHT = 6.0  # a code read over fewer modules' height is rectified square to its axis
 
 
 class _Recogniser:
@@ -346,22 +349,43 @@ class _Recogniser:
 _RECOGNISER = _Recogniser()
 
 
-def _frame(corners) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """The code's bottom-left corner, one module along its bars' axis and one module down its
-    bars (image pixels), and the code's height in modules, from its four corners."""
+def _code_frame(corners, layout: DigitLayout) -> np.ndarray:
+    """The 3 x 3 homography from module coordinates (x along the code from its left guard's first
+    bar, y down its bars from the bottom of zxing's read, both in modules) to image pixels.
+    A code read over at least ``MIN_FRAME_HEIGHT`` modules keeps its own perspective (its
+    corners' quadrilateral); a thinner read, whose sides say little, is taken square to its axis."""
     tl, tr, br, bl = (np.asarray(c, np.float64) for c in corners)
-    return bl, tl, tr, br
+    along = ((tr - tl) + (br - bl)) / 2 / layout.modules
+    module = float(np.hypot(*along))
+    if module < 0.5:
+        raise InspectorError("the code is too small to read its printed digits")
+    down = np.array([-along[1], along[0]]) / module
+    height = float((((bl - tl) + (br - tr)) / 2) @ down) / module  # zxing's read height, modules
+    if height >= MIN_FRAME_HEIGHT:
+        source = np.float32([[0, -height], [layout.modules, -height], [layout.modules, 0], [0, 0]])
+        return cv2.getPerspectiveTransform(source, np.float32([tl, tr, br, bl]))
+    down *= module
+    return np.array([[along[0], down[0], bl[0]], [along[1], down[1], bl[1]], [0, 0, 1]])
+
+
+def _warp(grey: np.ndarray, frame: np.ndarray, x0: float, y0: float, scale: float,
+          size: tuple[int, int]) -> np.ndarray:
+    """The image resampled on the module grid: pixel (u, v) is module (x0 + u/scale, y0 + v/scale)."""
+    pixels = np.array([[1 / scale, 0, x0], [0, 1 / scale, y0], [0, 0, 1]])
+    return cv2.warpPerspective(grey, frame @ pixels, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
 
 
 def read_printed_digits(image: np.ndarray, code) -> TextReading:
     """The digits printed under a retail code's bars, read where its symbology prints them.
 
     ``code`` is a ``core.codes.CodeRead`` of an EAN-13, UPC-A or EAN-8 in ``image`` (its
-    symbology and corners are used, never its text). The code is rectified along its axis, the
-    row where its bars end is found, the guard bars there are whitened, a band under them is read
-    by the PP-OCRv4 recogniser, and each digit cell takes the digit most likely within its
-    columns. The reading is one line: the digits in their printed groups, its confidence the
-    least sure digit's, its box the band's corners in ``image``.
+    symbology and corners are used, never its text). The code is rectified on its module grid,
+    the row where its bars end is found, bands from there down (``BAND_OFFSETS``,
+    ``BAND_HEIGHTS``) have the long bars whitened and are read by the PP-OCRv4 recogniser, and
+    each digit cell takes the digit most likely within its columns; the band whose digits are
+    surest on average is kept. The reading is one line: the digits in their printed groups, its
+    confidence the least sure digit's, its box the band's corners in ``image``.
     """
     started = time.perf_counter()
     layout = DIGIT_LAYOUTS.get(code.symbology)
@@ -369,75 +393,78 @@ def read_printed_digits(image: np.ndarray, code) -> TextReading:
         raise InspectorError(f"the printed digits of a {code.symbology} are not read: choose an "
                              f"EAN-13, UPC-A or EAN-8 code ({', '.join(DIGIT_LAYOUTS)})")
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    tl, tr, br, bl = (np.asarray(c, np.float64) for c in code.corners)
-    along = ((tr - tl) + (br - bl)) / 2 / layout.modules  # one module along the code
-    module = float(np.hypot(*along))
-    if module < 0.5:
-        raise InspectorError("the code is too small to read its printed digits")
-    down = np.array([-along[1], along[0]])  # one module across, down the bars
-    side = ((bl - tl) + (br - tr)) / 2
-    height = float(side @ down) / module ** 2  # the code's read height, modules
-    origin = bl  # module (0, 0): the left guard's first bar where zxing's read ends
-    lines = []
+    frame = _code_frame(code.corners, layout)
+    bars_end = _bars_end(grey, frame, layout)
+    x0 = -BAND_SIDE
     best = None
-    bars_end = _bars_end(grey, origin, along, down, height, layout)
-    bands, frames = [], []
     for band_height in BAND_HEIGHTS:
         scale = REC_HEIGHT / band_height  # rectified pixels per module
-        for offset in BAND_OFFSETS:
-            top = bars_end + offset
-            x0 = -BAND_SIDE
-            width = layout.modules + 2 * BAND_SIDE
-            out_w = int(round(width * scale / REC_STRIDE)) * REC_STRIDE
-            # rectified pixel (u, v) -> module (x0 + u / scale, top + v / scale) -> image
-            matrix = np.column_stack([along / scale, down / scale,
-                                      origin + x0 * along + top * down])
-            band = cv2.warpAffine(grey, matrix, (out_w, REC_HEIGHT),
-                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE)
-            band = _whiten(band, layout, x0, scale)
-            bands.append(band)
-            frames.append((x0, top, band_height, scale, matrix, out_w))
-    probs = _RECOGNISER.digit_probabilities(np.stack(bands)) if len(
-        {b.shape for b in bands}) == 1 else np.concatenate(
-        [_RECOGNISER.digit_probabilities(b[None]) for b in bands])
-    for p, (x0, top, band_height, scale, matrix, out_w) in zip(probs, frames):
-        digits, confidences = _cells(p, layout, x0, scale)
-        score = float(np.mean(confidences))
-        if best is None or score > best[0]:
-            best = (score, digits, confidences, matrix, out_w)
-    score, digits, confidences, matrix, out_w = best
+        width = int(round((layout.modules + 2 * BAND_SIDE) * scale / REC_STRIDE)) * REC_STRIDE
+        for offset in BAND_OFFSETS:  # one call each: a batch costs ONNX Runtime more than its bands one by one
+            band = _whiten(_band(grey, frame, bars_end, layout, x0, offset, scale, width),
+                           layout, x0, scale)
+            probs = _RECOGNISER.digit_probabilities(band[None])[0]
+            digits, confidences = _cells(probs, layout, x0, scale)
+            score = float(np.mean(confidences))
+            if best is None or score > best[0]:
+                best = (score, digits, confidences, (x0, offset, band_height))
+    _, digits, confidences, (x0, offset, band_height) = best
     text, start = [], 0
     for size in layout.groups:
         text.append("".join(digits[start:start + size]))
         start += size
-    full = np.vstack([matrix, [0, 0, 1]])
-    box = tuple(tuple(int(round(v)) for v in (full @ [u, v, 1])[:2])
-                for u, v in ((0, 0), (out_w, 0), (out_w, REC_HEIGHT), (0, REC_HEIGHT)))
-    lines.append(TextLine(" ".join(text), float(min(confidences)), box))
-    return TextReading(tuple(lines), (time.perf_counter() - started) * 1000)
+    right = x0 + layout.modules + 2 * BAND_SIDE
+    top_left, top_right = (_end_at(bars_end, x, layout) + offset for x in (x0, right))
+    corners = np.float64([[x0, top_left, 1], [right, top_right, 1], [right, top_right + band_height, 1],
+                          [x0, top_left + band_height, 1]]) @ frame.T
+    box = tuple((int(round(x / w)), int(round(y / w))) for x, y, w in corners)
+    line = TextLine(" ".join(text), float(min(confidences)), box)
+    return TextReading((line,), (time.perf_counter() - started) * 1000)
 
 
-def _bars_end(grey, origin, along, down, height, layout) -> float:
-    """Modules below zxing's read where the bars end: the first row whose profile across the
-    data bars no longer matches the bars' own (correlation below ``BARS_END_CORRELATION``)."""
-    scale = 4.0
-    top = -max(min(height, 20.0), 2.0)
-    rows = int((30 - top) * scale)
-    width = int(layout.modules * scale)
-    matrix = np.column_stack([along / scale, down / scale, origin + top * down])
-    rect = cv2.warpAffine(grey, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    lo, hi = layout.long_bars[0][1], layout.long_bars[-1][0]
-    data = rect[:, int(lo * scale):int(hi * scale)]
-    reference = data[:int(-top * scale)].mean(axis=0)
-    reference = reference - reference.mean()
-    centred = data - data.mean(axis=1, keepdims=True)
-    corr = centred @ reference / (np.linalg.norm(centred, axis=1) * np.linalg.norm(reference) + 1e-6)
-    start = int((-top - 1) * scale)  # from a module above zxing's last row
-    below = np.nonzero(corr[start:] < BARS_END_CORRELATION)[0]
-    row = start + (below[0] if below.size else 0)
-    return top + row / scale
+def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout) -> np.ndarray:
+    """Where the bars end, in modules below zxing's read, as a curve over the code: quadratic
+    coefficients in x (modules). Each bar column (dark in the read: below Otsu's threshold of
+    it) ends at its first light pixel from a module above the read's bottom; the median end of
+    each of ``BARS_END_SEGMENTS`` stretches of the data bars is fitted (a label on a can or a
+    bent pack curves), the segments ``BARS_END_OUTLIER`` modules off the first fit left out."""
+    scale, above, below = 4.0, 6.0, 30.0
+    lo, hi = layout.long_bars[0][1], layout.long_bars[-1][0]  # the data bars' columns
+    rect = _warp(grey, frame, lo, -above, scale, (int((hi - lo) * scale), int((above + below) * scale)))
+    read = rect[:int(above * scale)]
+    threshold, _ = cv2.threshold(read, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    start = int((above - 1) * scale)
+    bar_columns = np.nonzero(np.median(read, axis=0) < threshold)[0]
+    light = rect[start:, bar_columns] >= threshold
+    ends = np.where(light.any(axis=0), light.argmax(axis=0), light.shape[0])
+    ends = -1 + ends / scale
+    xs = lo + (bar_columns + 0.5) / scale
+    segments = np.array_split(np.arange(len(xs)), BARS_END_SEGMENTS)
+    points = np.array([(np.median(xs[i]), np.median(ends[i])) for i in segments if len(i)])
+    if len(points) < 3:
+        return np.array([0.0, 0.0, float(np.median(ends)) if len(ends) else 0.0])
+    fit = np.polyfit(points[:, 0], points[:, 1], 2)
+    keep = np.abs(np.polyval(fit, points[:, 0]) - points[:, 1]) <= BARS_END_OUTLIER
+    if 3 <= keep.sum() < len(points):
+        fit = np.polyfit(points[keep, 0], points[keep, 1], 2)
+    return fit
+
+
+def _end_at(bars_end: np.ndarray, x, layout: DigitLayout):
+    """The bars' end curve at x (modules), held at its value at the guards beyond them."""
+    return np.polyval(bars_end, np.clip(x, 0, layout.modules))
+
+
+def _band(grey, frame, bars_end, layout, x0, offset, scale, width) -> np.ndarray:
+    """The REC_HEIGHT-pixel band from ``offset`` modules below the bars' end curve, its columns
+    from module x0 on at ``scale`` pixels a module, each column following the curve."""
+    x = x0 + (np.arange(width) + 0.5) / scale
+    y = _end_at(bars_end, x, layout)[None, :] + offset + (np.arange(REC_HEIGHT)[:, None] + 0.5) / scale
+    x = np.broadcast_to(x, y.shape)
+    points = frame @ np.stack([x.ravel(), y.ravel(), np.ones(x.size)])
+    map_x = (points[0] / points[2]).reshape(y.shape).astype(np.float32)
+    map_y = (points[1] / points[2]).reshape(y.shape).astype(np.float32)
+    return cv2.remap(grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float) -> np.ndarray:
