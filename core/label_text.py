@@ -307,6 +307,9 @@ BAND_SIDE = 11.0  # modules read beyond each guard (a first or last digit printe
 BARS_END_SHARE = 0.5  # a row below the code is the bars' while its dark share is this much of theirs
 BARS_END_SEGMENTS = 8  # stretches of the data bars whose median bar end is fitted
 BARS_END_OUTLIER = 2.0  # modules: a stretch's end this far off the first fit is left out
+FIND_UPSCALES = (1.5, 2.0)
+DECODERS = ("cells", "ctc")
+WHITEN = True
 MIN_FRAME_HEIGHT = 6.0  # a code read over fewer modules' height is rectified square to its axis
 
 
@@ -376,6 +379,27 @@ def _warp(grey: np.ndarray, frame: np.ndarray, x0: float, y0: float, scale: floa
                                borderMode=cv2.BORDER_REPLICATE)
 
 
+def find_retail_code(image: np.ndarray):
+    """The first EAN-13, UPC-A or EAN-8 that ``core.codes.read_codes`` finds in ``image``, also
+    tried on a contrast-equalised copy (CLAHE) and on copies scaled up by ``FIND_UPSCALES`` (a
+    small code's bars a pixel or two wide), its corners given in ``image``'s pixels; None when
+    none of them shows one. Only where the code is matters for reading its printed digits."""
+    import dataclasses
+
+    from core.codes import ReadOptions, read_codes
+
+    options = ReadOptions(symbologies=("EAN-13", "UPCA", "EAN-8"))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    tries = [(grey, 1.0), (cv2.createCLAHE(2.0, (8, 8)).apply(grey), 1.0)]
+    tries += [(cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC), s) for s in FIND_UPSCALES]
+    for picture, scale in tries:
+        reads = read_codes(picture, options)
+        if reads:
+            corners = tuple((round(x / scale), round(y / scale)) for x, y in reads[0].corners)
+            return dataclasses.replace(reads[0], corners=corners)
+    return None
+
+
 def read_printed_digits(image: np.ndarray, code) -> TextReading:
     """The digits printed under a retail code's bars, read where its symbology prints them.
 
@@ -404,10 +428,13 @@ def read_printed_digits(image: np.ndarray, code) -> TextReading:
             band = _whiten(_band(grey, frame, bars_end, layout, x0, offset, scale, width),
                            layout, x0, scale)
             probs = _RECOGNISER.digit_probabilities(band[None])[0]
-            digits, confidences = _cells(probs, layout, x0, scale)
-            score = float(np.mean(confidences))
-            if best is None or score > best[0]:
-                best = (score, digits, confidences, (x0, offset, band_height))
+            for decoder in DECODERS:
+                digits, confidences = (_ctc_digits(probs, len(layout.cells)) if decoder == "ctc"
+                                       else _cells(probs, layout, x0, scale))
+                # a reading whose check digit holds first, then the surest on average
+                score = (_check_digit_holds(digits), float(np.mean(confidences)))
+                if best is None or score > best[0]:
+                    best = (score, digits, confidences, (x0, offset, band_height))
     _, digits, confidences, (x0, offset, band_height) = best
     text, start = [], 0
     for size in layout.groups:
@@ -469,12 +496,69 @@ def _band(grey, frame, bars_end, layout, x0, offset, scale, width) -> np.ndarray
 
 def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float) -> np.ndarray:
     """The band with the long bars' columns painted in its paper's grey."""
+    if not WHITEN:
+        return band
     band = band.copy()
     paper = np.percentile(band, 90)
     for a, b in layout.long_bars:
         u0, u1 = int(round((a - x0) * scale)), int(round((b - x0) * scale))
         band[:, max(u0, 0):max(u1, 0)] = paper
     return band
+
+
+def _check_digit_holds(digits: list[str]) -> bool:
+    """Whether the last digit is the EAN/UPC check digit of the others (weights 3, 1 from the
+    right)."""
+    if not all(d.isdigit() for d in digits):
+        return False
+    values = [int(d) for d in digits]
+    total = sum(v * (3 if i % 2 == 0 else 1) for i, v in enumerate(reversed(values[:-1])))
+    return (10 - total % 10) % 10 == values[-1]
+
+
+def _ctc_digits(probs: np.ndarray, count: int):
+    """The most likely CTC path over blank and the digits that spells exactly ``count`` digits
+    (a repeated digit needs a blank between), and each digit's probability at its step."""
+    logp = np.log(np.maximum(probs, 1e-12))
+    steps = logp.shape[0]
+    # state (k digits so far, last symbol 0 = blank or 1 + digit); best log-probability
+    score = np.full((count + 1, 11), -np.inf)
+    score[0, 0] = 0.0
+    back = np.zeros((steps, count + 1, 11, 2), np.int16)
+    for t in range(steps):
+        new = np.full_like(score, -np.inf)
+        prev_best = score.max(axis=1)
+        prev_arg = score.argmax(axis=1)
+        # blank: any state keeps its count
+        new[:, 0] = prev_best + logp[t, 0]
+        back[t, :, 0, 0] = np.arange(count + 1)
+        back[t, :, 0, 1] = prev_arg
+        for d in range(1, 11):
+            stay = score[:, d] + logp[t, d]  # the same digit held over another step
+            others = score.copy()
+            others[:, d] = -np.inf
+            move_from = others.max(axis=1)[:-1]
+            move_arg = others.argmax(axis=1)[:-1]
+            move = np.concatenate([[-np.inf], move_from + logp[t, d]])
+            take_move = move > stay
+            new[:, d] = np.where(take_move, move, stay)
+            back[t, :, d, 0] = np.where(take_move, np.arange(count + 1) - 1, np.arange(count + 1))
+            back[t, :, d, 1] = np.where(take_move, np.concatenate([[0], move_arg]), d)
+        score = new
+    state = (count, int(score[count].argmax()))
+    if not np.isfinite(score[state]):
+        return ["?"] * count, [0.0] * count
+    digits, confidences = [], []
+    for t in range(steps - 1, -1, -1):
+        k, last = state
+        prev = (int(back[t, k, last, 0]), int(back[t, k, last, 1]))
+        if last and prev[0] == k - 1:
+            digits.append(str(last - 1))
+            confidences.append(float(probs[t, last]))
+        elif last and confidences:
+            confidences[-1] = max(confidences[-1], float(probs[t, last]))
+        state = prev
+    return digits[::-1], confidences[::-1]
 
 
 def _cells(probs: np.ndarray, layout: DigitLayout, x0: float, scale: float):
