@@ -309,7 +309,9 @@ BARS_END_SEGMENTS = 8  # stretches of the data bars whose median bar end is fitt
 BARS_END_OUTLIER = 2.0  # modules: a stretch's end this far off the first fit is left out
 FIND_UPSCALES = (1.5, 2.0)
 DECODERS = ("cells", "ctc")
-WHITEN = True
+WHITEN = "from top"  # the guard bars: "from top" (their dark run down from the band's top), "columns" (all of them), "" (none)
+BARS_END_ADAPTIVE = False
+REFINE_ENDS = True
 MIN_FRAME_HEIGHT = 6.0  # a code read over fewer modules' height is rectified square to its axis
 
 
@@ -371,6 +373,25 @@ def _code_frame(corners, layout: DigitLayout) -> np.ndarray:
     return np.array([[along[0], down[0], bl[0]], [along[1], down[1], bl[1]], [0, 0, 1]])
 
 
+def _refined(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout) -> np.ndarray:
+    """The frame stretched along the code so that module 0 and ``layout.modules`` fall on the
+    outer guard bars' outer edges, as seen in the bottom rows of zxing's read (its corners can
+    be a few modules off, which puts the digit cells and the whitened guards beside the print)."""
+    scale, margin, rows = 4.0, 8.0, 4.0
+    rect = _warp(grey, frame, -margin, -rows, scale,
+                 (int((layout.modules + 2 * margin) * scale), int(rows * scale)))
+    threshold, _ = cv2.threshold(rect, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = np.nonzero(np.median(rect, axis=0) < threshold)[0] / scale - margin
+    near_left = dark[(dark > -margin + 1) & (dark < 6)]
+    near_right = dark[(dark > layout.modules - 6) & (dark < layout.modules + margin - 1)]
+    if not near_left.size or not near_right.size:
+        return frame
+    left, right = float(near_left.min()), float(near_right.max()) + 1 / scale
+    if not 0.9 <= (right - left) / layout.modules <= 1.1:
+        return frame
+    return frame @ np.array([[(right - left) / layout.modules, 0, left], [0, 1, 0], [0, 0, 1]])
+
+
 def _warp(grey: np.ndarray, frame: np.ndarray, x0: float, y0: float, scale: float,
           size: tuple[int, int]) -> np.ndarray:
     """The image resampled on the module grid: pixel (u, v) is module (x0 + u/scale, y0 + v/scale)."""
@@ -418,6 +439,8 @@ def read_printed_digits(image: np.ndarray, code) -> TextReading:
                              f"EAN-13, UPC-A or EAN-8 code ({', '.join(DIGIT_LAYOUTS)})")
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     frame = _code_frame(code.corners, layout)
+    if REFINE_ENDS:
+        frame = _refined(grey, frame, layout)
     bars_end = _bars_end(grey, frame, layout)
     x0 = -BAND_SIDE
     best = None
@@ -462,7 +485,11 @@ def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout) -> np.nd
     threshold, _ = cv2.threshold(read, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     start = int((above - 1) * scale)
     bar_columns = np.nonzero(np.median(read, axis=0) < threshold)[0]
-    light = rect[start:, bar_columns] >= threshold
+    if BARS_END_ADAPTIVE:  # light against its neighbourhood across the bars (uneven lighting)
+        local = cv2.blur(rect.astype(np.float32), (int(8 * scale) | 1, 1))
+        light = rect[start:, bar_columns] >= local[start:, bar_columns]
+    else:
+        light = rect[start:, bar_columns] >= threshold
     ends = np.where(light.any(axis=0), light.argmax(axis=0), light.shape[0])
     ends = -1 + ends / scale
     xs = lo + (bar_columns + 0.5) / scale
@@ -500,9 +527,15 @@ def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float) -> n
         return band
     band = band.copy()
     paper = np.percentile(band, 90)
+    threshold, _ = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     for a, b in layout.long_bars:
-        u0, u1 = int(round((a - x0) * scale)), int(round((b - x0) * scale))
-        band[:, max(u0, 0):max(u1, 0)] = paper
+        u0, u1 = max(int(round((a - x0) * scale)), 0), max(int(round((b - x0) * scale)), 0)
+        if WHITEN == "from top":  # only the dark run down from the band's top: the bar itself
+            bar = np.cumprod(band[:, u0:u1] < threshold, axis=0).astype(bool)
+            bar |= np.roll(bar, 1, axis=1) | np.roll(bar, -1, axis=1)
+            band[:, u0:u1][bar] = paper
+        else:
+            band[:, u0:u1] = paper
     return band
 
 
