@@ -301,18 +301,37 @@ DIGIT_LAYOUTS = {
 }
 REC_HEIGHT = 48  # the PP-OCRv4 recogniser's input height; one output step per 8 input columns
 REC_STRIDE = 8
-BAND_HEIGHTS = (12.0,)  # the digit band's height, in modules (rectified to REC_HEIGHT pixels)
-BAND_OFFSETS = (-1.0,)  # where the band starts, modules below the bars' end
-BAND_SIDE = 11.0  # modules read beyond each guard (a first or last digit printed there)
 BARS_END_SHARE = 0.5  # a row below the code is the bars' while its dark share is this much of theirs
 BARS_END_SEGMENTS = 8  # stretches of the data bars whose median bar end is fitted
 BARS_END_OUTLIER = 2.0  # modules: a stretch's end this far off the first fit is left out
-FIND_UPSCALES = (1.5, 2.0)
-DECODERS = ("cells", "ctc")
-WHITEN = "from top"  # the guard bars: "from top" (their dark run down from the band's top), "columns" (all of them), "" (none)
-BARS_END_ADAPTIVE = False
-REFINE_ENDS = True
 MIN_FRAME_HEIGHT = 6.0  # a code read over fewer modules' height is rectified square to its axis
+BAND_SIDE = 11.0  # modules read beyond each guard (a first or last digit printed there)
+FIND_UPSCALES = (1.5, 2.0)  # find_retail_code's retries on the image scaled up this much
+
+
+@dataclass(frozen=True)
+class PrintedDigitsOptions:
+    """How ``read_printed_digits`` reads (defaults chosen on the benchmark's tuned half, see
+    BENCHMARKS.md, label text).
+
+    ``band_heights`` / ``band_offsets``: the bands read (one recogniser call each), their height
+    and where they start below the bars' end, in modules. ``decoders``: "cells" (each digit cell
+    takes the likeliest digit among the recogniser's steps within its columns), "ctc" (the
+    likeliest CTC path spelling exactly the code's digit count); the reading whose check digit
+    holds, else the surest on average, is kept. ``whiten``: the guard bars reaching down among
+    the digits are painted out, "from top" (only their dark run down from the band's top),
+    "columns" (their whole columns) or "" (not). ``refine_ends``: module 0 and the code's last
+    module set on the outer guard bars seen in the image, not zxing's corners alone.
+    ``adaptive_bars_end``: a bar column ends where it is lighter than its neighbourhood (uneven
+    light), not than one threshold for the code.
+    """
+
+    band_heights: tuple[float, ...] = (12.0,)
+    band_offsets: tuple[float, ...] = (-1.0,)
+    decoders: tuple[str, ...] = ("cells", "ctc")
+    whiten: str = "from top"
+    refine_ends: bool = True
+    adaptive_bars_end: bool = False
 
 
 class _Recogniser:
@@ -421,13 +440,14 @@ def find_retail_code(image: np.ndarray):
     return None
 
 
-def read_printed_digits(image: np.ndarray, code) -> TextReading:
+def read_printed_digits(image: np.ndarray, code,
+                        options: PrintedDigitsOptions = PrintedDigitsOptions()) -> TextReading:
     """The digits printed under a retail code's bars, read where its symbology prints them.
 
     ``code`` is a ``core.codes.CodeRead`` of an EAN-13, UPC-A or EAN-8 in ``image`` (its
     symbology and corners are used, never its text). The code is rectified on its module grid,
-    the row where its bars end is found, bands from there down (``BAND_OFFSETS``,
-    ``BAND_HEIGHTS``) have the long bars whitened and are read by the PP-OCRv4 recogniser, and
+    the row where its bars end is found, bands from there down (``options``) have the guard
+    bars whitened and are read by the PP-OCRv4 recogniser, and
     each digit cell takes the digit most likely within its columns; the band whose digits are
     surest on average is kept. The reading is one line: the digits in their printed groups, its
     confidence the least sure digit's, its box the band's corners in ``image``.
@@ -439,19 +459,19 @@ def read_printed_digits(image: np.ndarray, code) -> TextReading:
                              f"EAN-13, UPC-A or EAN-8 code ({', '.join(DIGIT_LAYOUTS)})")
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     frame = _code_frame(code.corners, layout)
-    if REFINE_ENDS:
+    if options.refine_ends:
         frame = _refined(grey, frame, layout)
-    bars_end = _bars_end(grey, frame, layout)
+    bars_end = _bars_end(grey, frame, layout, options.adaptive_bars_end)
     x0 = -BAND_SIDE
     best = None
-    for band_height in BAND_HEIGHTS:
+    for band_height in options.band_heights:
         scale = REC_HEIGHT / band_height  # rectified pixels per module
         width = int(round((layout.modules + 2 * BAND_SIDE) * scale / REC_STRIDE)) * REC_STRIDE
-        for offset in BAND_OFFSETS:  # one call each: a batch costs ONNX Runtime more than its bands one by one
+        for offset in options.band_offsets:  # one call each: a batch costs ONNX Runtime more than its bands one by one
             band = _whiten(_band(grey, frame, bars_end, layout, x0, offset, scale, width),
-                           layout, x0, scale)
+                           layout, x0, scale, options.whiten)
             probs = _RECOGNISER.digit_probabilities(band[None])[0]
-            for decoder in DECODERS:
+            for decoder in options.decoders:
                 digits, confidences = (_ctc_digits(probs, len(layout.cells)) if decoder == "ctc"
                                        else _cells(probs, layout, x0, scale))
                 # a reading whose check digit holds first, then the surest on average
@@ -472,7 +492,7 @@ def read_printed_digits(image: np.ndarray, code) -> TextReading:
     return TextReading((line,), (time.perf_counter() - started) * 1000)
 
 
-def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout) -> np.ndarray:
+def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout, adaptive: bool) -> np.ndarray:
     """Where the bars end, in modules below zxing's read, as a curve over the code: quadratic
     coefficients in x (modules). Each bar column (dark in the read: below Otsu's threshold of
     it) ends at its first light pixel from a module above the read's bottom; the median end of
@@ -485,7 +505,7 @@ def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout) -> np.nd
     threshold, _ = cv2.threshold(read, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     start = int((above - 1) * scale)
     bar_columns = np.nonzero(np.median(read, axis=0) < threshold)[0]
-    if BARS_END_ADAPTIVE:  # light against its neighbourhood across the bars (uneven lighting)
+    if adaptive:  # light against its neighbourhood across the bars (uneven lighting)
         local = cv2.blur(rect.astype(np.float32), (int(8 * scale) | 1, 1))
         light = rect[start:, bar_columns] >= local[start:, bar_columns]
     else:
@@ -521,16 +541,16 @@ def _band(grey, frame, bars_end, layout, x0, offset, scale, width) -> np.ndarray
     return cv2.remap(grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float) -> np.ndarray:
+def _whiten(band: np.ndarray, layout: DigitLayout, x0: float, scale: float, whiten: str) -> np.ndarray:
     """The band with the long bars' columns painted in its paper's grey."""
-    if not WHITEN:
+    if not whiten:
         return band
     band = band.copy()
     paper = np.percentile(band, 90)
     threshold, _ = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     for a, b in layout.long_bars:
         u0, u1 = max(int(round((a - x0) * scale)), 0), max(int(round((b - x0) * scale)), 0)
-        if WHITEN == "from top":  # only the dark run down from the band's top: the bar itself
+        if whiten == "from top":  # only the dark run down from the band's top: the bar itself
             bar = np.cumprod(band[:, u0:u1] < threshold, axis=0).astype(bool)
             bar |= np.roll(bar, 1, axis=1) | np.roll(bar, -1, axis=1)
             band[:, u0:u1][bar] = paper
