@@ -329,8 +329,8 @@ class PrintedDigitsOptions:
     band_heights: tuple[float, ...] = (12.0,)
     band_offsets: tuple[float, ...] = (-1.0,)
     decoders: tuple[str, ...] = ("cells", "ctc")
-    whiten: str = "from top"
-    refine_ends: bool = True
+    whiten: str = ""
+    refine_ends: bool = False
     adaptive_bars_end: bool = False
 
 
@@ -446,11 +446,13 @@ def read_printed_digits(image: np.ndarray, code,
 
     ``code`` is a ``core.codes.CodeRead`` of an EAN-13, UPC-A or EAN-8 in ``image`` (its
     symbology and corners are used, never its text). The code is rectified on its module grid,
-    the row where its bars end is found, bands from there down (``options``) have the guard
-    bars whitened and are read by the PP-OCRv4 recogniser, and
-    each digit cell takes the digit most likely within its columns; the band whose digits are
-    surest on average is kept. The reading is one line: the digits in their printed groups, its
-    confidence the least sure digit's, its box the band's corners in ``image``.
+    where its bars end is found per bar column (a curve), each band below (``options``) is read
+    by the PP-OCRv4 recogniser following that curve, and the recogniser's step probabilities
+    are decoded with the code's layout (``PrintedDigitsOptions.decoders``); the reading whose
+    check digit holds, else the surest on average, is kept. The reading is one line: the digits
+    in their printed groups ("9 780201 310054", "0 36602 30146 7"), its confidence the least
+    sure digit's, its box the band's corners in ``image``. Not for a UPC-A printed as an
+    EAN-13 (zxing names both UPC-A: the digits are then read in the UPC-A's groups).
     """
     started = time.perf_counter()
     layout = DIGIT_LAYOUTS.get(code.symbology)
@@ -467,7 +469,8 @@ def read_printed_digits(image: np.ndarray, code,
     for band_height in options.band_heights:
         scale = REC_HEIGHT / band_height  # rectified pixels per module
         width = int(round((layout.modules + 2 * BAND_SIDE) * scale / REC_STRIDE)) * REC_STRIDE
-        for offset in options.band_offsets:  # one call each: a batch costs ONNX Runtime more than its bands one by one
+        # one recogniser call a band: a batch of them costs ONNX Runtime more than one by one
+        for offset in options.band_offsets:
             band = _whiten(_band(grey, frame, bars_end, layout, x0, offset, scale, width),
                            layout, x0, scale, options.whiten)
             probs = _RECOGNISER.digit_probabilities(band[None])[0]
