@@ -301,7 +301,7 @@ DIGIT_LAYOUTS = {
 }
 REC_HEIGHT = 48  # the PP-OCRv4 recogniser's input height; one output step per 8 input columns
 REC_STRIDE = 8
-BARS_END_SHARE = 0.5  # a row below the code is the bars' while its dark share is this much of theirs
+BARS_END_CORRELATION = 0.5  # a row is the bars' while its profile correlates this much with theirs
 BARS_END_SEGMENTS = 8  # stretches of the data bars whose median bar end is fitted
 BARS_END_OUTLIER = 2.0  # modules: a stretch's end this far off the first fit is left out
 MIN_FRAME_HEIGHT = 6.0  # a code read over fewer modules' height is rectified square to its axis
@@ -323,15 +323,21 @@ class PrintedDigitsOptions:
     "columns" (their whole columns) or "" (not). ``refine_ends``: module 0 and the code's last
     module set on the outer guard bars seen in the image, not zxing's corners alone.
     ``adaptive_bars_end``: a bar column ends where it is lighter than its neighbourhood (uneven
-    light), not than one threshold for the code.
+    light), not than one threshold for the code. ``bars_end_rule``: each stretch of bars ends
+    at its bar columns' first light pixel ("light"), where its rows stop correlating with the
+    bars' pattern ("correlation": a digit touching a bar continues its dark run, not the
+    pattern), or at the earlier of the two ("earlier"); ``bars_end_degree``: the polynomial
+    fitted through the stretches' ends (2: a curve, 0: one straight row).
     """
 
     band_heights: tuple[float, ...] = (12.0,)
-    band_offsets: tuple[float, ...] = (-1.0,)
+    band_offsets: tuple[float, ...] = (-0.5,)
     decoders: tuple[str, ...] = ("cells", "ctc")
     whiten: str = ""
     refine_ends: bool = False
     adaptive_bars_end: bool = False
+    bars_end_degree: int = 2
+    bars_end_rule: str = "earlier"
 
 
 class _Recogniser:
@@ -463,7 +469,8 @@ def read_printed_digits(image: np.ndarray, code,
     frame = _code_frame(code.corners, layout)
     if options.refine_ends:
         frame = _refined(grey, frame, layout)
-    bars_end = _bars_end(grey, frame, layout, options.adaptive_bars_end)
+    bars_end = _bars_end(grey, frame, layout, options.adaptive_bars_end, options.bars_end_degree,
+                        options.bars_end_rule)
     x0 = -BAND_SIDE
     best = None
     for band_height in options.band_heights:
@@ -495,12 +502,15 @@ def read_printed_digits(image: np.ndarray, code,
     return TextReading((line,), (time.perf_counter() - started) * 1000)
 
 
-def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout, adaptive: bool) -> np.ndarray:
+def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout, adaptive: bool,
+              degree: int, rule: str) -> np.ndarray:
     """Where the bars end, in modules below zxing's read, as a curve over the code: quadratic
     coefficients in x (modules). Each bar column (dark in the read: below Otsu's threshold of
-    it) ends at its first light pixel from a module above the read's bottom; the median end of
-    each of ``BARS_END_SEGMENTS`` stretches of the data bars is fitted (a label on a can or a
-    bent pack curves), the segments ``BARS_END_OUTLIER`` modules off the first fit left out."""
+    it) ends at its first light pixel from a module above the read's bottom, and each of
+    ``BARS_END_SEGMENTS`` stretches of the data bars at its columns' median end, or (``rule``)
+    where its rows stop correlating with the read's pattern, or the earlier of both; the
+    stretches' ends are fitted (a label on a can or a bent pack curves), those
+    ``BARS_END_OUTLIER`` modules off the first fit left out."""
     scale, above, below = 4.0, 6.0, 30.0
     lo, hi = layout.long_bars[0][1], layout.long_bars[-1][0]  # the data bars' columns
     rect = _warp(grey, frame, lo, -above, scale, (int((hi - lo) * scale), int((above + below) * scale)))
@@ -518,13 +528,29 @@ def _bars_end(grey: np.ndarray, frame: np.ndarray, layout: DigitLayout, adaptive
     xs = lo + (bar_columns + 0.5) / scale
     segments = np.array_split(np.arange(len(xs)), BARS_END_SEGMENTS)
     points = np.array([(np.median(xs[i]), np.median(ends[i])) for i in segments if len(i)])
+    if rule != "light" and len(points):
+        # where each stretch's rows stop looking like the bars above (a digit touching a bar
+        # continues its dark run, not its pattern)
+        chunks = np.array_split(np.arange(rect.shape[1]), len(points))
+        data = rect.astype(np.float32)
+        for k, chunk in enumerate(chunks):
+            part = data[:, chunk]
+            reference = part[:int(above * scale)].mean(axis=0)
+            reference -= reference.mean()
+            centred = part[start:] - part[start:].mean(axis=1, keepdims=True)
+            corr = centred @ reference / (np.linalg.norm(centred, axis=1) * np.linalg.norm(reference) + 1e-6)
+            below_ref = np.nonzero(corr < BARS_END_CORRELATION)[0]
+            end = -1 + (below_ref[0] if below_ref.size else len(corr)) / scale
+            points[k, 1] = end if rule == "correlation" else min(end, points[k, 1])
     if len(points) < 3:
         return np.array([0.0, 0.0, float(np.median(ends)) if len(ends) else 0.0])
-    fit = np.polyfit(points[:, 0], points[:, 1], 2)
+    if degree == 0:
+        return np.array([0.0, 0.0, float(np.median(points[:, 1]))])
+    fit = np.polyfit(points[:, 0], points[:, 1], degree)
     keep = np.abs(np.polyval(fit, points[:, 0]) - points[:, 1]) <= BARS_END_OUTLIER
     if 3 <= keep.sum() < len(points):
-        fit = np.polyfit(points[keep, 0], points[keep, 1], 2)
-    return fit
+        fit = np.polyfit(points[keep, 0], points[keep, 1], degree)
+    return np.concatenate([np.zeros(2 - degree), fit])
 
 
 def _end_at(bars_end: np.ndarray, x, layout: DigitLayout):
