@@ -14,6 +14,11 @@ API (no Streamlit; call it from a worker or page thread):
         ``short_side`` pixels unless its longer side would then pass ``long_side`` (a ROI drawn
         along one line of text), then to that (``None``: the library's own sizing), and
         ``turned_text`` runs the classifier that turns upside-down lines round first.
+    find_retail_code(image) -> CodeRead | None
+    read_printed_digits(image, code, options=PrintedDigitsOptions()) -> TextReading
+        The HRI check: the digits printed under an EAN-13, UPC-A or EAN-8, read where the code's
+        symbology prints them relative to its bars (the code found by zxing, its position used,
+        never its text), one line in the printed groups ("9 780201 310054").
     ExpectedText.exact(text) | .pattern(regex) | .at_trigger()
         What the ROI must say: a fixed text, a regular expression (a lot number, a date format)
         or the value sent with each trigger. ``check(reading, given=None) -> TextVerdict``.
@@ -358,7 +363,7 @@ class _Recogniser:
             path = os.path.join(os.path.dirname(rapidocr_onnxruntime.__file__), "models",
                                 "ch_PP-OCRv4_rec_infer.onnx")
             options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
+            options.intra_op_num_threads = 1  # one band is small: 2 threads were slower, loaded
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
             # output class 0 is CTC's blank, class i + 1 the dictionary's character i
@@ -460,6 +465,10 @@ def read_printed_digits(image: np.ndarray, code,
     sure digit's, its box the band's corners in ``image``. Not for a UPC-A printed as an
     EAN-13 (zxing names both UPC-A: the digits are then read in the UPC-A's groups).
     """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) \
+            or min(image.shape[:2]) < 8:
+        raise InspectorError("the image is empty or not an 8-bit picture: give the camera frame "
+                             "the code was read in")
     started = time.perf_counter()
     layout = DIGIT_LAYOUTS.get(code.symbology)
     if layout is None:

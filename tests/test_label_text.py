@@ -123,13 +123,18 @@ def test_reads_offline_without_torch():
         "from core.label_text import read_text\n"
         f"reading = read_text(read_image({str(PHOTO)!r})[{DIGITS_ROI[0].start}:{DIGITS_ROI[0].stop},"
         f" {DIGITS_ROI[1].start}:{DIGITS_ROI[1].stop}])\n"
+        "from core.label_text import find_retail_code, read_printed_digits\n"
+        f"image = read_image({str(UPC_PHOTO)!r})\n"
+        "digits = read_printed_digits(image, find_retail_code(image))\n"
         "assert 'torch' not in sys.modules, 'core.label_text loaded torch'\n"
         "print(reading.text)\n"
+        "print(digits.text)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert normalise(done.stdout, digits=True) == CODE
+    assert normalise(done.stdout.splitlines()[0], digits=True) == CODE
+    assert done.stdout.splitlines()[-1] == "1 81497 00087 9"
 
 
 # A UPC-A of the benchmark's tuned half (folder upca-2), its printed digits read from its position.
@@ -165,3 +170,5 @@ def test_printed_digits_are_read_only_for_retail_codes():
     with pytest.raises(InspectorError, match="EAN-13, UPC-A or EAN-8"):
         read_printed_digits(np.zeros((40, 40, 3), np.uint8), qr)
     assert find_retail_code(np.full((120, 200, 3), 255, np.uint8)) is None
+    with pytest.raises(InspectorError, match="not an 8-bit picture"):
+        read_printed_digits(np.zeros((40, 40), np.float32), qr)
