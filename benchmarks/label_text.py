@@ -203,6 +203,8 @@ def digits_block(items: list[Photo]) -> str:
     met = np.mean(outcome.passed) >= 0.5 and np.percentile(outcome.times_ms, 95) <= 300
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     found = [c is not None for c in codes]
+    right, least = sum(outcome.passed), math.ceil(len(items) / 2)
+    lost = sum(p.tuned and not f for p, f in zip(items, found))
     return f"""<!-- printed-digits -->
 ### Printed digits read from the code's position (HRI check)
 
@@ -229,12 +231,12 @@ not included).
 Code among the digits read: {share(outcome.found)}.
 
 Target (read right >= 0.50, p95 <= 300 ms per ROI): **{"met" if met else "not met"}**
-({np.mean(outcome.passed):.2f}, p95 {np.percentile(outcome.times_ms, 95):.0f} ms), narrowly: {sum(outcome.passed)} of
-the {len(items)} photos read right where {math.ceil(len(items) / 2)} is the least that meets it, and the untuned half alone reads
+({np.mean(outcome.passed):.2f}, p95 {np.percentile(outcome.times_ms, 95):.0f} ms), narrowly: {right} of
+the {len(items)} photos read right where {least} is the least that meets it, and the untuned half alone reads
 {share([f for f, p in zip(outcome.passed, items) if not p.tuned])}; the earlier defaults below
 moved the total by one or two photos either way.
 
-What still fails, seen in the tuned half's readings: the code not found at all ({found.count(False) - sum(not p.tuned and not f for p, f in zip(items, found))} of its 50
+What still fails, seen in the tuned half's readings: the code not found at all ({lost} of its 50
 photos, where zxing finds no EAN/UPC even retried; these count as misses); the bars' end found
 too high or sloping on a tilted or glossy print, so the band holds bars, read as a run of 1s
 and 0s (most of the rest, at a confidence under 0.1); the long bars of a UPC-A's first and
