@@ -246,9 +246,9 @@ bent pack. The first digits of EAN-13, lost by the detector above, are read here
 Options compared on the tuned half only, and chosen there. The untuned half was read with each
 default in turn (all three in the table above), once each, before the next was chosen on the
 tuned half; each change won by one to three tuned photos, differences this small set cannot
-tell from chance. Before them, the first prototype (the code squared to its axis, one dark-row
-end for the bars, the per-cell decoder alone, the guard bars' columns whitened, no retried
-zxing) was run once on all photos: tuned 12/50, untuned 23/53.
+tell from chance. Before them, the first prototype (the code squared to its axis, one straight
+bars' end where their pattern stopped, the per-cell decoder alone, the guard bars' columns
+whitened, no retried zxing) was run once on all photos: tuned 12/50, untuned 23/53.
 
 {chr(10).join(lines)}
 <!-- /printed-digits -->"""
