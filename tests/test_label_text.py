@@ -12,7 +12,15 @@ import pytest
 
 from core.datasets import read_image
 from core.errors import InspectorError
-from core.label_text import ExpectedText, TextLine, TextReading, normalise, read_text
+from core.label_text import (
+    ExpectedText,
+    TextLine,
+    TextReading,
+    find_retail_code,
+    normalise,
+    read_printed_digits,
+    read_text,
+)
 from tests.conftest import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,10 +123,52 @@ def test_reads_offline_without_torch():
         "from core.label_text import read_text\n"
         f"reading = read_text(read_image({str(PHOTO)!r})[{DIGITS_ROI[0].start}:{DIGITS_ROI[0].stop},"
         f" {DIGITS_ROI[1].start}:{DIGITS_ROI[1].stop}])\n"
+        "from core.label_text import find_retail_code, read_printed_digits\n"
+        f"image = read_image({str(UPC_PHOTO)!r})\n"
+        "digits = read_printed_digits(image, find_retail_code(image))\n"
         "assert 'torch' not in sys.modules, 'core.label_text loaded torch'\n"
         "print(reading.text)\n"
+        "print(digits.text)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert normalise(done.stdout, digits=True) == CODE
+    assert normalise(done.stdout.splitlines()[0], digits=True) == CODE
+    assert done.stdout.splitlines()[-1] == "1 81497 00087 9"
+
+
+# A UPC-A of the benchmark's tuned half (folder upca-2), its printed digits read from its position.
+UPC_PHOTO = DATASETS / "zxing_barcodes" / "images" / "good" / "upca-2_09.jpg"
+UPC_CODE = "181497000879"
+
+
+def test_the_printed_digits_under_a_real_code_are_read_from_its_position():
+    image = read_image(UPC_PHOTO)
+    code = find_retail_code(image)
+    assert code is not None and code.symbology == "UPC-A"
+    reading = read_printed_digits(image, code)
+    assert reading.text == "1 81497 00087 9"  # in its printed groups: the outer digits apart
+    assert len(reading.lines) == 1 and 0 < reading.lines[0].confidence <= 1
+    height, width = image.shape[:2]
+    assert all(0 <= x < width and 0 <= y < height for x, y in reading.lines[0].box)
+    assert min(y for _, y in reading.lines[0].box) >= min(y for _, y in code.corners)  # under the bars
+    verdict = ExpectedText.exact(UPC_CODE).check(reading)
+    assert verdict.passed, verdict.message
+    assert ExpectedText.at_trigger().check(reading, given=UPC_CODE).passed
+
+
+def test_printed_digits_that_differ_from_the_expected_fail_saying_what_was_read():
+    image = read_image(UPC_PHOTO)
+    reading = read_printed_digits(image, find_retail_code(image))
+    wrong = ExpectedText.exact("181497000870").check(reading)
+    assert not wrong.passed
+    assert wrong.message == "read '1 81497 00087 9', expected text '181497000870'"
+
+
+def test_printed_digits_are_read_only_for_retail_codes():
+    qr = type("Code", (), {"symbology": "QRCode", "corners": ((0, 0), (9, 0), (9, 9), (0, 9))})()
+    with pytest.raises(InspectorError, match="EAN-13, UPC-A or EAN-8"):
+        read_printed_digits(np.zeros((40, 40, 3), np.uint8), qr)
+    assert find_retail_code(np.full((120, 200, 3), 255, np.uint8)) is None
+    with pytest.raises(InspectorError, match="not an 8-bit picture"):
+        read_printed_digits(np.zeros((40, 40), np.float32), qr)
