@@ -30,6 +30,8 @@ BOOK = SET / "good" / "ean13-2_22.jpg"  # a book's EAN-13, its digits printed un
 BOOK_CODE = "9784872348880"
 BOOK_DIGITS = (240, 300, 50, 460)  # y0, y1, x0, x1 around the printed digits
 NO_CODE = SET / "no_code" / "falsepositives-2_01.jpg"
+UPC = SET / "good" / "upca-2_09.jpg"  # a real UPC-A photo of the label-text benchmark's tuned half
+UPC_CODE = "181497000879"
 
 
 def photo(path) -> np.ndarray:
@@ -67,10 +69,10 @@ def on_background(image: np.ndarray, size=(480, 640)) -> tuple[np.ndarray, ROI]:
 
 
 def test_every_kind_is_registered_with_what_it_needs():
-    assert set(kind_names()) == {"classifier", "anomaly", "code", "text"}
+    assert set(kind_names()) == {"classifier", "anomaly", "code", "text", "digits"}
     assert get_kind("classifier").photos == REQUIRED and get_kind("classifier").onnx
     assert not get_kind("anomaly").onnx and get_kind("anomaly").weights_file == "memory.safetensors"
-    for name in ("code", "text"):
+    for name in ("code", "text", "digits"):
         kind = KINDS[name]
         assert kind.photos == NONE and not kind.learns and not kind.neural and kind.weights_file is None
     with pytest.raises(InspectorError, match="unknown tool kind 'barcode'"):
@@ -313,3 +315,15 @@ def test_a_code_tool_checks_the_serial_each_mqtt_trigger_sends(workspace, tmp_pa
     events = open_history().events(EventFilter(tools=("serial",)), newest_first=False)
     assert list(events["verdict"]) == [PASS, FAIL] and list(events["reading_text"]) == [EAN_CODE] * 2
     assert events["defect_class"].iloc[1] == f"read '{EAN_CODE}', expected '4006381333931'"
+
+
+def test_a_digits_tool_reads_the_digits_printed_under_the_code(workspace):
+    frame, roi = on_background(photo(UPC))
+    tool = reading_tool("printed", "digits", "exact", UPC_CODE, roi)
+    right = judge(tool, frame)
+    assert right.verdict == PASS and right.reading.text == UPC_CODE
+    assert right.reading.format == "printed digits" and 0 < right.reading.confidence <= 1
+    wrong = judge(reading_tool("misprint", "digits", "exact", "181497000870", roi), frame)
+    assert wrong.verdict == FAIL and wrong.defect_class.startswith("read '1 81497 00087 9', expected")
+    blank = judge(tool, np.full_like(frame, 118))
+    assert blank.verdict == FAIL and blank.defect_class == "no EAN or UPC code found"

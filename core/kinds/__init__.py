@@ -13,7 +13,7 @@ one module here (``@register_kind``) plus its page widgets. Importing this packa
 kind's engine (torch, zxing-cpp, the OCR) loads when a version is trained or loaded.
 """
 
-from core.kinds import classifier, anomaly, code, text  # noqa: F401, I001 - each registers its kind, in
+from core.kinds import classifier, anomaly, code, text, digits  # noqa: F401, I001 - each registers its kind, in
 # the order the pages list them
 from core.kinds._reading import EXACT, PATTERN, TRIGGER, Expectation
 from core.kinds._registry import (

@@ -8,17 +8,24 @@ load on the first read and serve every text tool after it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from core.kinds._reading import EXACT, PATTERN, READ_FAILED, READ_PASSED, Expectation, ReadingKind
 from core.kinds._registry import Judgement, register_kind
 from core.verdicts import Reading
 
+if TYPE_CHECKING:
+    from core.label_text import TextReading
+
 TEXT_FORMAT = "text"  # Reading.format of what a text tool read
 
 
 class TextJudge:
     """Reads a ROI's text and checks it against one expectation."""
+
+    format = TEXT_FORMAT
 
     def __init__(self, expectation: Expectation):
         from core.label_text import ExpectedText
@@ -30,10 +37,13 @@ class TextJudge:
     def read(self, roi: np.ndarray, expected: str | None) -> Judgement:
         from core.label_text import read_text
 
-        reading = read_text(roi)
+        return self.check(read_text(roi), expected)
+
+    def check(self, reading: TextReading, expected: str | None) -> Judgement:
+        """The verdict on what was read, with the reading to show and record."""
         verdict = self.expected.check(reading, expected)
         confidence = min((line.confidence for line in reading.lines), default=None)
-        read = Reading(verdict.read, TEXT_FORMAT, confidence=confidence) if reading.lines else None
+        read = Reading(verdict.read, self.format, confidence=confidence) if reading.lines else None
         if verdict.passed:
             return Judgement(READ_PASSED, None, None, reading=read)
         return Judgement(READ_FAILED, verdict.message, None, reading=read)
