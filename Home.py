@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
-
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
 import streamlit as st
 
 import pages as ui
-from core import live
-from core.access import CONFIGURE, refusal, require
-from core.backbones import available_profiles
+from core.engine.backbones import available_profiles
+from core.engine.exchange import export_tool, import_tool
+from core.engine.kinds import KINDS
 from core.errors import InspectorError
-from core.exchange import export_tool, import_tool
-from core.kinds import KINDS
-from core.guidance import active_balanced_accuracy, next_steps
-from core.line import station_line
-from core.live_station import line_summary
-from core.reports import local_zone
+from core.records.reports import local_zone
+from core.security.access import CONFIGURE, refusal, require
+from core.station import live
+from core.station.guidance import active_balanced_accuracy, next_steps
+from core.station.line import station_line
+from core.station.live_station import line_summary
 
 user = ui.page_setup("Shopfloor Inspector")
 store = ui.store()

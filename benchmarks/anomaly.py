@@ -27,13 +27,13 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.common import (ANOMALY_BASELINE, ANOMALY_SUBSAMPLED, DATASETS, SETS, TUNED, halves_summary,
                                held_out_rows, machine, pass_fail_files, use_scratch_workspace,
                                write_section)
-from core.anomaly import AnomalyModel, AnomalySettings
-from core.datasets import LoadedImages, read_image
-from core.inference import Inspector, ToolRunner
-from core.preprocessing import InputShape
-from core.runtime import FeatureMaps
-from core.tools import ROI, ToolStore
-from core.training import TrainingOptions, anomaly_maps_of, train_tool
+from core.engine.anomaly import AnomalyModel, AnomalySettings
+from core.engine.inference import Inspector, ToolRunner
+from core.engine.preprocessing import InputShape
+from core.engine.runtime import FeatureMaps
+from core.engine.training import TrainingOptions, anomaly_maps_of, train_tool
+from core.store.datasets import LoadedImages, read_image
+from core.store.tools import ROI, ToolStore
 
 RESULTS = Path(__file__).parent / "results" / "anomaly.json"
 PIXEL_STEP = 4  # pixel ROC AUC on every 4th pixel of each axis, plenty for a stable figure

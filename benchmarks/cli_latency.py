@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.history import open_history
-from core.station import load_settings
-from core.tools import ToolStore
-from core.verdicts import FAIL, PASS, TRIGGER, VerdictRecord
+from core.records.history import open_history
+from core.records.verdicts import FAIL, PASS, TRIGGER, VerdictRecord
+from core.store.settings import load_settings
+from core.store.tools import ToolStore
 
 COMMANDS = (("tools",), ("history", "report", "yield"), ("history", "report", "fpy"))
 RUNS = 7

@@ -2,7 +2,7 @@
 
 ``../shared/datasets/zxing_barcodes``: 400 photos of 14 symbologies with the text each must read
 (``labels.csv``) and 47 photos without a code. Each photo is resized to a 640x480 camera frame
-and read whole by ``core.codes.read_codes``, reading every kind of code or only the photo's own
+and read whole by ``core.engine.codes.read_codes``, reading every kind of code or only the photo's own
 symbology (as a tool that names what it expects), then checked with ``check_code`` against its
 label. The naive baseline is zxing-cpp called with its defaults, its text compared as it is.
 The engine's settings were chosen on the tuning half (every other photo of each symbology, in
@@ -27,8 +27,8 @@ import numpy as np
 import zxingcpp
 
 from benchmarks.common import DATASETS, machine, write_section
-from core.codes import ExpectedCode, ReadOptions, check_code, read_codes
-from core.datasets import read_image
+from core.engine.codes import ExpectedCode, ReadOptions, check_code, read_codes
+from core.store.datasets import read_image
 
 SET = DATASETS / "zxing_barcodes"
 FRAME = (640, 480)
@@ -178,7 +178,7 @@ def main() -> None:
         f"Machine: {machine()}; zxing-cpp {version('zxing-cpp')}. `../shared/datasets/zxing_barcodes`: "
         f"{len(code_photos)} real photos of {len(symbologies)} symbologies with the text each must "
         f"read, {len(no_code)} without a code. Each photo is resized to a 640x480 frame and read "
-        "whole by `core.codes.read_codes` (first pass: no 90-degree search, no downscaled copies; "
+        "whole by `core.engine.codes.read_codes` (first pass: no 90-degree search, no downscaled copies; "
         "only when it finds nothing, a second pass on the frame shrunk to 320x240 and "
         "unsharp-masked), reading every kind of code or only the photo's symbology (a tool naming "
         "what it expects; the photos without a code go to such tools of each symbology in "
@@ -225,7 +225,7 @@ def main() -> None:
         "missed and the engine reads is mostly text format (the first-pass-only column): zxing "
         "gives a UPC-A as its 13-digit EAN-13 form, a UPC-E as the 13 digits it expands to, an "
         "RSS-14 (DataBar) as '(01)' + GTIN and invisible characters as control pictures; "
-        "`core.codes.printed_text` gives the text printed under the code instead, and a check "
+        "`core.engine.codes.printed_text` gives the text printed under the code instead, and a check "
         "takes a CR LF line break for the LF a person types. The rest is the sharpened second "
         "pass (soft prints, focus).",
         "",

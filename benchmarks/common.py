@@ -63,7 +63,7 @@ def pass_fail_files(dataset: str) -> tuple[list[Path], np.ndarray]:
 
 def set_files(dataset: str) -> list[Path]:
     """Every image of a set, class folder by class folder (the folder is its class)."""
-    from core.datasets import image_files
+    from core.store.datasets import image_files
 
     root = DATASETS / dataset / "images"
     return [f for folder in sorted(p for p in root.iterdir() if p.is_dir()) for f in image_files(folder)]

@@ -46,13 +46,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ROOT, machine, use_scratch_workspace, write_section
-from core.datasets import ToolDataset
-from core.inference import TrainedModel
-from core.jobs import BACKGROUND
-from core.metrics import rate_interval
-from core.preprocessing import crop_roi
-from core.tools import ToolStore
-from core.training import train_tool
+from core.engine.inference import TrainedModel
+from core.engine.metrics import rate_interval
+from core.engine.preprocessing import crop_roi
+from core.engine.training import train_tool
+from core.station.jobs import BACKGROUND
+from core.store.datasets import ToolDataset
+from core.store.tools import ToolStore
 from tests.browser import helpers
 from tests.browser import new_user as flow
 from tests.conftest import on_conveyor, sample_paths

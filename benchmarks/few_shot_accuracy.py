@@ -25,13 +25,13 @@ import numpy as np
 
 from benchmarks.common import (CLASSIFIER_BASELINE, SETS, TUNED, halves_summary, machine,
                                set_files, use_scratch_workspace, write_section)
-from core.datasets import LoadedImages, read_image
-from core.metrics import named_defect_share, pass_fail_metrics
-from core.model import ClassifierHead
-from core.preprocessing import InputShape
-from core.runtime import FeatureMaps, get_extractor
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.metrics import named_defect_share, pass_fail_metrics
+from core.engine.model import ClassifierHead
+from core.engine.preprocessing import InputShape
+from core.engine.runtime import FeatureMaps, get_extractor
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import LoadedImages, read_image
+from core.store.tools import ToolStore
 
 RESULTS = Path(__file__).parent / "results" / "few_shot_accuracy.json"
 MULTI_CLASS_SETS = ("magnetic_tile", "deeppcb", "mvtec_bottle")

@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_section
-from core.history import EventFilter, HistoryStore, open_history
-from core.reports import (
-    defect_pareto,
-    first_pass_yield,
-    score_distribution,
-    yield_over_time,
-)
-from core.station import StationSettings
-from core.verdicts import VerdictRecord
+from core.records.history import EventFilter, HistoryStore, open_history
+from core.records.reports import defect_pareto, first_pass_yield, score_distribution, yield_over_time
+from core.records.verdicts import VerdictRecord
+from core.store.settings import StationSettings
 
 TOOLS = ("housing", "weld", "label", "connector", "surface", "screws")
 DEFECTS = ("crack", "porosity", "scratch", "missing", "dent")

@@ -25,10 +25,10 @@ import numpy as np
 
 from benchmarks.common import ROOT, machine, use_scratch_workspace, write_section
 from benchmarks.training_time import sample
-from core.exchange import export_tool
-from core.inference import TrainedModel
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.exchange import export_tool
+from core.engine.inference import TrainedModel
+from core.engine.training import TrainingOptions, train_tool
+from core.store.tools import ToolStore
 from tests.hostile import add_listed, blank_png, digest, manifest_bomb, members_of, pack
 
 MEMORY_TARGET_MB = 200
@@ -117,8 +117,8 @@ def peak_above_idle(file: Path, home: Path) -> tuple[float, str]:
 
 
 def import_one(file: Path) -> None:
+    from core.engine.exchange import import_tool
     from core.errors import InspectorError
-    from core.exchange import import_tool
 
     def status(key: str) -> float:
         line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(key))

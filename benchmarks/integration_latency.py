@@ -21,8 +21,8 @@ from asyncua.sync import Client
 from benchmarks.common import machine, write_section
 from core.integrations.mqtt import MqttLink
 from core.integrations.opcua import OpcUaLink
-from core.station import MqttSettings, OpcUaSettings
-from core.verdicts import TRIGGER, VerdictRecord
+from core.records.verdicts import TRIGGER, VerdictRecord
+from core.store.settings import MqttSettings, OpcUaSettings
 from tests.servers import Mosquitto, MqttSubscriber, free_port, wait_until
 
 TARGET_MS = 50.0

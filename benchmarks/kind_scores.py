@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import DATASETS, machine, write_section
-from core.datasets import LoadedImages, image_files, read_image
-from core.inference import Inspector, ToolRunner, TrainedModel
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.inference import Inspector, ToolRunner, TrainedModel
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import LoadedImages, image_files, read_image
+from core.store.tools import ToolStore
 
 TRAIN, HELD_OUT = 6, 8  # photos per class
 
@@ -72,7 +72,7 @@ def main() -> None:
         "## Classifier and anomaly scores through the kinds registry (`benchmarks/kind_scores.py`)",
         "",
         f"Both kinds trained with seed 0 on {TRAIN} + {TRAIN} casting photos, scored on the next "
-        f"{HELD_OUT} + {HELD_OUT}, before and after the kinds moved behind `core.kinds`; files: "
+        f"{HELD_OUT} + {HELD_OUT}, before and after the kinds moved behind `core.engine.kinds`; files: "
         "`TrainedModel.defect_scores`, live: `Inspector.inspect` scores, heat: its heatmaps. "
         f"{machine()}.", "",
         "| scores | values | after against before |", "|---|---|---|", *rows]))

@@ -10,8 +10,8 @@ four ways:
 
 - out of the box: RapidOCR's own settings (shorter side scaled to 736, 180-degree classifier)
   on the whole photo;
-- the station's reader (``core.label_text.TextReader`` defaults) on the whole photo;
-- the printed digits read from the code's position (``core.label_text.find_retail_code`` then
+- the station's reader (``core.engine.label_text.TextReader`` defaults) on the whole photo;
+- the printed digits read from the code's position (``core.engine.label_text.find_retail_code`` then
   ``read_printed_digits``: the HRI check, the digits under the bars against what the bars say),
   the digit band placed from where zxing finds the code, never from its text; a photo where no
   EAN/UPC is found counts as a miss;
@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from benchmarks.common import DATASETS, REPORT, machine, write_section
-from core.label_text import (
+from core.engine.label_text import (
     ExpectedText,
     PrintedDigitsOptions,
     TextLine,
@@ -208,10 +208,10 @@ def digits_block(items: list[Photo]) -> str:
     return f"""<!-- printed-digits -->
 ### Printed digits read from the code's position (HRI check)
 
-`find_retail_code` + `read_printed_digits` (`core/label_text.py`), measured
+`find_retail_code` + `read_printed_digits` (`core/engine/label_text.py`), measured
 {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} in {time.time() - started:.0f} s, load
 average {load} on the 2 cores while measured (other work running), so times are inflated.
-The code is found by zxing (`core.codes.read_codes`, retried on a CLAHE copy and on the image
+The code is found by zxing (`core.engine.codes.read_codes`, retried on a CLAHE copy and on the image
 scaled up 1.5 and 2 times): {share(found)} of the photos (tuned
 {share([f for f, p in zip(found, items) if p.tuned])}, untuned
 {share([f for f, p in zip(found, items) if not p.tuned])}), p50 / p95

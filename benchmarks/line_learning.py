@@ -3,12 +3,12 @@ photos at random, for the same effort?
 
 Per set and seed: a fixed unseen test split (a quarter of each side), a start of k = 10 photos
 per side, then 5 rounds. In a round the station judges 200 parts it was not trained on, the keep
-policy (``core.line_learning.KeepPolicy``, one round counted as one hour for its bound) keeps the
+policy (``core.station.line_learning.KeepPolicy``, one round counted as one hour for its bound) keeps the
 frames worth a label, the "operator" labels the first 10 of them in the policy's review order
 (``KeepPolicy.review_order``, what the Labeling page shows first) with their true label, and the
 tool is retrained. The random arm spends the same effort on 10 of the round's parts at random.
 
-Training is the product's: the views of ``core.training.extract_view_features`` (every
+Training is the product's: the views of ``core.engine.training.extract_view_features`` (every
 orientation, ``allow_flips`` on as in the few-shot benchmark) and its head (``fit_head``),
 default profile; the backbone features of each photo are computed once and reused across rounds
 and arms (cross-validation is skipped: it gives figures, not the head).
@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import TUNED, UNTUNED, machine, set_files, use_scratch_workspace, write_section
-from core.datasets import read_image
-from core.line_learning import KeepPolicy, KeptFrame, LineKeeper, NoveltyReference, ReviewQueue
-from core.metrics import DECISION_POINT, pass_fail_metrics
-from core.model import ClassifierHead, pool_features, softmax
-from core.preprocessing import InputShape
-from core.runtime import get_extractor
-from core.tools import ToolConfig, ToolStore
-from core.training import ViewFeatures, extract_view_features, fit_head, orientation_count
-from core.verdicts import ToolResult, rejects
+from core.engine.metrics import DECISION_POINT, pass_fail_metrics
+from core.engine.model import ClassifierHead, pool_features, softmax
+from core.engine.preprocessing import InputShape
+from core.engine.runtime import get_extractor
+from core.engine.training import ViewFeatures, extract_view_features, fit_head, orientation_count
+from core.records.verdicts import ToolResult, rejects
+from core.station.line_learning import KeepPolicy, KeptFrame, LineKeeper, NoveltyReference, ReviewQueue
+from core.store.datasets import read_image
+from core.store.tools import ToolConfig, ToolStore
 
 RESULTS = Path(__file__).parent / "results" / "line_learning"  # one JSON per set
 SETS = ("magnetic_tile", "elpv", "deeppcb")
@@ -217,7 +217,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
         f"then {ROUNDS} rounds: the station judges {PARTS_PER_ROUND} parts it was not trained on "
         "(drawn from the set's photos not yet labelled and not in the test split: on elpv and deeppcb "
         f"a part may come back in a later round), keeps what the arm keeps, {LABELS_PER_ROUND} are "
-        "labelled with their true label, the tool is retrained (`core.training.extract_view_features` "
+        "labelled with their true label, the tool is retrained (`core.engine.training.extract_view_features` "
         "+ `fit_head`, features computed once per photo). Balanced accuracy at the tool's threshold "
         f"(0.5) on the test split. The product's default policy (`KeepPolicy()`, arm "
         f"**{default_arm()}**): margin {policy.margin}, novelty {policy.novelty}, both sides "

@@ -16,10 +16,10 @@ import numpy as np
 
 from benchmarks.common import machine, pass_fail_files, use_scratch_workspace, write_section
 from benchmarks.training_time import sample
-from core.datasets import read_image
-from core.inference import Inspector, ToolRunner
-from core.tools import ROI, ToolStore, TTASettings
-from core.training import TrainingOptions, train_tool
+from core.engine.inference import Inspector, ToolRunner
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import read_image
+from core.store.tools import ROI, ToolStore, TTASettings
 
 TARGETS = {"classify + Grad-CAM overlay": 20, "3 tools + Grad-CAM overlay": 50,
            "TTA 4 variants + Grad-CAM overlay": 60}

@@ -15,9 +15,9 @@ import time
 import numpy as np
 
 from benchmarks.common import machine, pass_fail_files, use_scratch_workspace, write_section
-from core.datasets import LoadedImages, read_image
-from core.tools import ToolStore
-from core.training import train_tool
+from core.engine.training import train_tool
+from core.store.datasets import LoadedImages, read_image
+from core.store.tools import ToolStore
 
 TARGET_S = {"fast": 60, "accurate": 180}
 

@@ -19,29 +19,19 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.access import (
-    ADMIN,
-    ADMINISTER,
-    CONFIGURE,
-    INSPECT,
-    PERMISSIONS,
-    AccessDenied,
-    User,
-    as_user,
-    needed_role,
-    require,
-)
+from core.engine.kinds import KINDS, REQUIRED, Expectation, get_kind
 from core.errors import InspectorError
-from core.history_cli import add_parser as add_history_parser
-from core.kinds import KINDS, REQUIRED, Expectation, get_kind
-from core.review_cli import add_parser as add_review_parser
-from core.station import StationSettings, load_settings, save_settings
-from core.tools import ROI, ToolStore, TTASettings
-from core.users_cli import add_parser as add_users_parser
-from core.verdicts import FAIL, PASS, verdict_of
+from core.records.history_cli import add_parser as add_history_parser
+from core.records.verdicts import FAIL, PASS, verdict_of
+from core.security.access import (ADMIN, ADMINISTER, CONFIGURE, INSPECT, PERMISSIONS, AccessDenied, User,
+                                  as_user, needed_role, require)
+from core.security.users_cli import add_parser as add_users_parser
+from core.station.review_cli import add_parser as add_review_parser
+from core.store.settings import StationSettings, load_settings, save_settings
+from core.store.tools import ROI, ToolStore, TTASettings
 
 if TYPE_CHECKING:
-    from core.training import Progress
+    from core.engine.training import Progress
 
 ROLE_ENV = "INSPECTOR_ROLE"
 
@@ -68,8 +58,8 @@ def _print_progress(progress: Progress) -> None:
 # showing settings or printing a report answers at once.
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from core.datasets import load_folder
-    from core.training import TrainingOptions, train_tool
+    from core.engine.training import TrainingOptions, train_tool
+    from core.store.datasets import load_folder
 
     store = ToolStore()
     folder = Path(args.data)
@@ -97,9 +87,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from core.datasets import load_folder
-    from core.inference import TrainedModel
-    from core.metrics import pass_fail_metrics
+    from core.engine.inference import TrainedModel
+    from core.engine.metrics import pass_fail_metrics
+    from core.store.datasets import load_folder
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool, args.version)
@@ -128,10 +118,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import cv2
 
-    from core.datasets import read_image
-    from core.explanation import blend_heatmap
-    from core.inference import TrainedModel
-    from core.preprocessing import crop_roi
+    from core.engine.explanation import blend_heatmap
+    from core.engine.inference import TrainedModel
+    from core.engine.preprocessing import crop_roi
+    from core.store.datasets import read_image
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
@@ -165,9 +155,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_read(args: argparse.Namespace) -> None:
-    from core.datasets import read_image
-    from core.inference import TrainedModel
-    from core.preprocessing import crop_roi
+    from core.engine.inference import TrainedModel
+    from core.engine.preprocessing import crop_roi
+    from core.store.datasets import read_image
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
@@ -223,14 +213,14 @@ def cmd_create(args: argparse.Namespace) -> None:
     tool = ToolStore().create(args.tool, **settings)
     print(f"created tool {tool.name} in {tool.folder}")
     if not kind.learns:
-        from core.training import train_tool
+        from core.engine.training import train_tool
 
         meta = train_tool(tool)
         print(f"saved its setup as version {meta.id} (active): {meta.validation['method']}")
 
 
 def cmd_set(args: argparse.Namespace) -> None:
-    from core.live import camera_name
+    from core.station.live import camera_name
 
     tool = ToolStore().get(args.tool)
     changes: dict = {}
@@ -250,7 +240,7 @@ def cmd_set(args: argparse.Namespace) -> None:
         changes["expect"] = _expectation(args.expect)
     tool.update(**changes)
     if args.expect:  # a reading tool's setup is its version: the new one is made active at once
-        from core.training import train_tool
+        from core.engine.training import train_tool
 
         train_tool(tool)
     print(json.dumps(tool.config.to_json()))
@@ -266,7 +256,7 @@ def cmd_versions(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from core.comparison import compare_with_active
+    from core.engine.comparison import compare_with_active
 
     c = compare_with_active(ToolStore().get(args.tool), args.version)
     print(f"{c.tool}: {c.candidate.version} against the active {c.active.version} on the same "
@@ -285,7 +275,7 @@ def cmd_activate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from core.exchange import export_onnx, export_tool
+    from core.engine.exchange import export_onnx, export_tool
 
     tool = ToolStore().get(args.tool)
     if args.onnx:
@@ -296,22 +286,22 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from core.exchange import import_tool
+    from core.engine.exchange import import_tool
 
     tool = import_tool(Path(args.file), name=args.name, replace_existing=args.replace)
     print(f"imported tool {tool.name} (version {tool.config.active_version or 'none'})")
 
 
 def cmd_profiles(args: argparse.Namespace) -> None:
-    from core.backbones import available_profiles
+    from core.engine.backbones import available_profiles
 
     for p in available_profiles().values():
         print(f"{p.name}\t{p.architecture}\t{p.input_size}px\t{p.description}")
 
 
 def cmd_cert(args: argparse.Namespace) -> None:
-    from core.https import make_self_signed
-    from core.workspace import workspace_root
+    from core.security.https import make_self_signed
+    from core.store.workspace import workspace_root
 
     cert, key = make_self_signed(Path(args.out) if args.out else workspace_root() / "pki" / "https",
                                  args.host or None)
@@ -346,9 +336,9 @@ def cmd_station_set(args: argparse.Namespace) -> None:
 
 
 def cmd_station_run(args: argparse.Namespace) -> None:
-    from core.headless import parse_sources, run_station
-    from core.line import close_lines
-    from core.live_station import close_live_stations, live_station
+    from core.station.headless import parse_sources, run_station
+    from core.station.line import close_lines
+    from core.station.live_station import close_live_stations, live_station
 
     sources = parse_sources(args.camera)
     stop = threading.Event()
@@ -495,7 +485,7 @@ def shell_user() -> User:
 def record_changes() -> None:
     """Record the command's changes in the station's history (written before the process ends),
     as the app records its own."""
-    from core.history import open_history
+    from core.records.history import open_history
 
     settings = load_settings()
     try:

@@ -9,13 +9,9 @@ long as no element moves above it: confirmations have fixed slots, see ``pages.s
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import av
 import cv2
@@ -24,14 +20,14 @@ from PIL import Image
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
-from core.access import CONFIGURE
-from core.datasets import IMAGE_SUFFIXES, MIN_IMAGES_PER_CLASS, read_image
+from core.engine.explanation import draw_result
+from core.engine.framing import check_camera
+from core.engine.kinds import NONE, OPTIONAL, REQUIRED, get_kind
 from core.errors import InspectorError
-from core.explanation import draw_result
-from core.framing import check_camera
-from core.kinds import NONE, OPTIONAL, REQUIRED, get_kind
-from core.live import FrameHolder
-from core.tools import ROI
+from core.security.access import CONFIGURE
+from core.station.live import FrameHolder
+from core.store.datasets import IMAGE_SUFFIXES, MIN_IMAGES_PER_CLASS, read_image
+from core.store.tools import ROI
 
 CANVAS_WIDTH = 400  # px: half the page at 1280x720 with the sidebar open
 THUMBNAILS = 10  # latest photos shown, newest first

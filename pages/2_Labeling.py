@@ -1,7 +1,7 @@
 """Labeling: the crops the line kept for review (hardest first, a click or a key labels one into
 the tool's photos, with undo), then the tool's photos: fix wrong labels, delete bad shots.
 
-The review queue is ``core.line_learning.ReviewQueue``: frames the station was unsure of, FAIL
+The review queue is ``core.station.line_learning.ReviewQueue``: frames the station was unsure of, FAIL
 images sent from the History page, and the verdicts operators corrected on Live inspection
 (already in the photos, shown for a check).
 Keys label the hardest crop: 1, 2... its classes in order, X discards it, U undoes the latest
@@ -10,22 +10,18 @@ label.
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import streamlit as st
 
 import pages as ui
-from core.access import CONFIGURE
-from core.datasets import read_image
+from core.engine.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first, with_heatmap
 from core.errors import InspectorError
-from core.line_learning import CORRECTED, DISCARD, KeptFrame, ReviewQueue
-from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, hardest_first, with_heatmap
+from core.security.access import CONFIGURE
+from core.station.line_learning import CORRECTED, DISCARD, KeptFrame, ReviewQueue
+from core.store.datasets import read_image
 
 PAGE_SIZE = 24
 COLUMNS = 6

@@ -3,11 +3,7 @@ line, then promote it (or roll back to an older version)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import altair as alt
 import numpy as np
@@ -15,29 +11,22 @@ import pandas as pd
 import streamlit as st
 
 import pages as ui
-from core.access import CONFIGURE
-from core.backbones import available_profiles
-from core.comparison import Comparison, compare_with_active
-from core.datasets import IMAGE_SUFFIXES, check_trainable, read_image
+from core.engine.backbones import available_profiles
+from core.engine.comparison import Comparison, compare_with_active
+from core.engine.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
+from core.engine.explanation import blend_heatmap
+from core.engine.kinds import EXACT, PATTERN, TRIGGER, Expectation, get_kind
+from core.engine.metrics import (Rates, escape_rate_threshold, held_out_scores, operating_curve, percent,
+                                 rates_at, rates_of)
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.evaluation import ANY_DEFECT, merge_photos, new_photo_rates, photo_classes, score_new_photos
-from core.explanation import blend_heatmap
-from core.jobs import job_for, start_training
-from core.kinds import EXACT, PATTERN, TRIGGER, Expectation, get_kind
-from core.line_learning import new_photos_note
-from core.live_station import LiveStation, clock, live_station
-from core.metrics import (
-    Rates,
-    escape_rate_threshold,
-    held_out_scores,
-    operating_curve,
-    percent,
-    rates_at,
-    rates_of,
-)
-from core.tools import VersionMeta, acting_as, current_actor
-from core.training import TrainingOptions, train_tool
-from core.verdicts import PASS, verdict_of
+from core.records.verdicts import PASS, verdict_of
+from core.security.access import CONFIGURE
+from core.station.jobs import job_for, start_training
+from core.station.line_learning import new_photos_note
+from core.station.live_station import LiveStation, clock, live_station
+from core.store.datasets import IMAGE_SUFFIXES, check_trainable, read_image
+from core.store.tools import VersionMeta, acting_as, current_actor
 
 MAX_MISCLASSIFIED = 12
 NO_DEFECTS = "no defect photos: add some to measure how many defects are caught"
@@ -142,7 +131,7 @@ def training_status() -> None:
 training_status()
 
 # ------------------------------------------------------------------ learning on the line
-# (photos labelled on Labeling or corrected on Live since the active version: core.line_learning)
+# (photos labelled on Labeling or corrected on Live since the active version: core.station.line_learning)
 from_the_line = new_photos_note(tool)
 if from_the_line:
     st.info(f"{from_the_line} to use them (kept and corrected on the line, labelled).")
@@ -453,7 +442,7 @@ if meta.skipped:
 @st.cache_data(max_entries=4, show_spinner="Computing heatmaps...")
 def misclassified_views(tool_name: str, version: str, items: tuple[tuple[str, float], ...]
                         ) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
-    from core.inference import TrainedModel
+    from core.engine.inference import TrainedModel
 
     model = TrainedModel(ui.store().get(tool_name), version)
     found = [(p, s, read_image(Path(p))) for p, s in items]

@@ -1,31 +1,26 @@
 """Live inspection: each camera of the station judged frame by frame, a large PASS/FAIL, the live
 settings beside it, and what is on the line.
 
-Everything shown here is the station's (``core.live_station``), not this browser's: opening the
+Everything shown here is the station's (``core.station.live_station``), not this browser's: opening the
 page changes nothing, every widget shows the station's value (another browser's change appears
 within a second: the widget's key names the value) and writes through the station, audited with
 your name. One browser at a time
 feeds a camera (START where nobody feeds, or an explicit take-over); the others show its verdicts
 and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
 Under the verdict, a framing notice says when the ROI shows the parts unlike a running tool's
-photos (``core.framing``, one frame checked every few seconds), and what to do. Below it, the
+photos (``core.engine.framing``, one frame checked every few seconds), and what to do. Below it, the
 operator corrects a tool's latest verdict: "Wrong" (key W, first camera) or the right class; the
-judged ROI goes into the tool's photos with who said it (``core.line_keepers``).
+judged ROI goes into the tool's photos with who said it (``core.station.line_keepers``).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import av
 import pandas as pd
@@ -33,14 +28,14 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import pages as ui
-from core.access import INSPECT
 from core.errors import InspectorError
-from core.line import station_line
-from core.line_keepers import correct_last_verdict, right_label
-from core.live import LiveSession
-from core.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
-from core.tools import ToolConfig, current_actor
-from core.verdicts import ERROR, FAIL, PASS
+from core.records.verdicts import ERROR, FAIL, PASS
+from core.security.access import INSPECT
+from core.station.line import station_line
+from core.station.line_keepers import correct_last_verdict, right_label
+from core.station.live import LiveSession
+from core.station.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
+from core.store.tools import ToolConfig, current_actor
 
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"

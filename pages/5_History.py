@@ -2,39 +2,26 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import date, timedelta
-from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 import pages as ui
-from core.access import REPORT
 from core.errors import InspectorError
-from core.history import PART_RULE, EventFilter, open_history
-from core.line_learning import ReviewQueue
-from core.report_options import DEFAULT_SHIFTS, PERIODS
-from core.reports import (
-    day_range,
-    defect_pareto,
-    events_csv,
-    first_pass_yield,
-    local_zone,
-    operator_corrections,
-    score_distribution,
-    yield_over_time,
-)
+from core.records.history import PART_RULE, EventFilter, open_history
+from core.records.report_options import DEFAULT_SHIFTS, PERIODS
+from core.records.reports import (day_range, defect_pareto, events_csv, first_pass_yield, local_zone,
+                                  operator_corrections, score_distribution, yield_over_time)
+from core.security.access import REPORT
+from core.station.line_learning import ReviewQueue
 
 REVIEW_SENT = "history.review"  # where sending a FAIL image for review is confirmed
 
 
 def send_for_review(event: pd.Series, jpeg: bytes) -> None:
-    """A FAIL image into its tool's review queue (``core.line_learning``)."""
+    """A FAIL image into its tool's review queue (``core.station.line_learning``)."""
     try:
         tool = ui.store().get(event["tool"])
         ReviewQueue(tool).add_fail_image(int(event["id"]), jpeg, event["score"], event["threshold"],

@@ -7,24 +7,19 @@ when the line restarts ('Restart the line': the live sessions go on with the new
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 import streamlit as st
 
 import pages as ui
-from core.access import ADMINISTER
 from core.errors import InspectorError
-from core.line import station_line
-from core.live_station import restart_line
-from core.station import HISTORY_URL_ENV, MQTT_PASSWORD_ENV, load_settings, save_settings
-from core.tools import current_actor
+from core.security.access import ADMINISTER
+from core.station.line import station_line
+from core.station.live_station import restart_line
+from core.store.settings import HISTORY_URL_ENV, MQTT_PASSWORD_ENV, load_settings, save_settings
+from core.store.tools import current_actor
 
 ui.page_setup("Station", needs=ADMINISTER)
 try:

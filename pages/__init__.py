@@ -2,11 +2,12 @@
 
 Only user-interface matters live here: page setup and style (the app icon is a file served by
 the station itself: a ``:material/...:`` page icon makes the browser fetch it from a Google font
-host), the login and each page's role gate (the rules are ``core.access`` and ``core.users``;
-``core`` checks them again at every change, whatever widget or callback calls it),
-confirmations, the tool picker, the verdict banner, the ROI canvas, the framing findings and
-formatting. Every rule lives in ``core`` (``core.live``, ``core.jobs``, ``core.review``,
-``core.guidance``, ``core.datasets``...).
+host), the login and each page's role gate (the rules are ``core.security.access`` and
+``core.security.users``; ``core`` checks them again at every change, whatever widget or callback
+calls it), confirmations, the tool picker, the verdict banner, the ROI canvas, the framing
+findings and formatting. Every rule lives in ``core`` (``core.station.live``,
+``core.station.jobs``, ``core.engine.review``, ``core.station.guidance``,
+``core.store.datasets``...).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core.access import User, identify_callers, refusal, station_account
-from core.datasets import ToolDataset
+from core.engine.framing import ORIGIN, Finding, check_dataset
 from core.errors import InspectorError
-from core.framing import ORIGIN, Finding, check_dataset
-from core.https import exposure_problem
-from core.line import station_line
-from core.station import load_settings
-from core.tools import ROI, Tool, ToolStore
-from core.users import OPEN_STATION, Login, UserStore, browser_user
-from core.verdicts import ERROR, FAIL, PASS
+from core.records.verdicts import ERROR, FAIL, PASS
+from core.security.access import User, identify_callers, refusal, station_account
+from core.security.https import exposure_problem
+from core.security.users import OPEN_STATION, Login, UserStore, browser_user
+from core.station.line import station_line
+from core.store.datasets import ToolDataset
+from core.store.settings import load_settings
+from core.store.tools import ROI, Tool, ToolStore
 
 APP_ICON = str(Path(__file__).resolve().parents[1] / "assets" / "inspector.png")
 CURRENT_TOOL = "current_tool"
@@ -76,7 +77,7 @@ _CSS = """
 
 def page_setup(title: str, needs: str | None = None, icon: str = APP_ICON) -> User:
     """Set the page up and say who is here; the page stops, saying why and with the login, when
-    nobody may see it or the user's role lacks ``needs`` (a ``core.access`` permission)."""
+    nobody may see it or the user's role lacks ``needs`` (a ``core.security.access`` permission)."""
     st.set_page_config(page_title=f"{title} - Shopfloor Inspector", page_icon=icon, layout="wide")
     st.markdown(_CSS, unsafe_allow_html=True)
     st.title(title)
@@ -148,7 +149,7 @@ def user_store() -> UserStore:
 
 
 def _caller() -> User | None:
-    """Who acts, for ``core.access``: in a page's run or a widget's callback, this browser's
+    """Who acts, for ``core.security.access``: in a page's run or a widget's callback, this browser's
     user; in the station's own threads (video, line, watchers), the station itself."""
     if get_script_run_ctx(suppress_warning=True) is None:
         return station_account()
@@ -236,7 +237,7 @@ def roi_from_canvas(json_data: dict | None, canvas_size: tuple[int, int],
     return ROI.from_pixels(left * sx, top * sy, (left + w) * sx, (top + h) * sy, fw, fh)
 
 
-ROI_COLOUR = "#00ff00"  # the ROI box, on the canvas as on the stream (core.explanation's PASS green)
+ROI_COLOUR = "#00ff00"  # the ROI box, on the canvas as on the stream (core.engine.explanation's PASS green)
 ROI_FILL = "rgba(0, 255, 0, 0.12)"
 
 
@@ -252,7 +253,7 @@ def roi_drawing(roi: ROI, canvas_size: tuple[int, int]) -> dict:
 
 
 def show_findings(findings: list[Finding], ok: str | None = None) -> None:
-    """Framing findings (``core.framing``): differences as warnings, advice as information;
+    """Framing findings (``core.engine.framing``): differences as warnings, advice as information;
     ``ok`` as a caption when there is none."""
     for finding in findings:
         (st.info if finding.topic == ORIGIN else st.warning)(finding.message)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import LoadedImages, image_files, read_image
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import LoadedImages, image_files, read_image
+from core.store.tools import ToolStore
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

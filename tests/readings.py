@@ -1,11 +1,11 @@
 """What a reading tool gives, made from a real code photo of ../shared/datasets/zxing_barcodes by
-the real decoder (core.codes): the records and line tests need a reading tool's results, and the
+the real decoder (core.engine.codes): the records and line tests need a reading tool's results, and the
 reading kinds that make them are not these tests' subject."""
 
 from __future__ import annotations
 
-from core.codes import ExpectedCode, check_code, read_codes
-from core.verdicts import FAIL, PASS, Reading, ToolResult
+from core.engine.codes import ExpectedCode, check_code, read_codes
+from core.records.verdicts import FAIL, PASS, Reading, ToolResult
 from tests.test_codes import photo
 
 EAN13_PHOTO = "ean13-1_10.jpg"  # reads 8480010001136

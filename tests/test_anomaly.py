@@ -13,16 +13,16 @@ import pytest
 from safetensors.numpy import save_file
 from sklearn.metrics import roc_auc_score
 
-from core.anomaly import MEMORY_FILE, AnomalyModel, AnomalySettings
 from core.cli import main as cli
-from core.datasets import LoadedImages, check_trainable, image_files, read_image
+from core.engine.anomaly import MEMORY_FILE, AnomalyModel, AnomalySettings
+from core.engine.exchange import export_onnx, export_tool, import_tool
+from core.engine.inference import Inspector, ToolRunner, TrainedModel
+from core.engine.metrics import threshold_for_escape_rate
+from core.engine.model import read_model_file
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.exchange import export_onnx, export_tool, import_tool
-from core.inference import Inspector, ToolRunner, TrainedModel
-from core.metrics import threshold_for_escape_rate
-from core.model import read_model_file
-from core.tools import ROI, ToolStore
-from core.training import TrainingOptions, train_tool
+from core.store.datasets import LoadedImages, check_trainable, image_files, read_image
+from core.store.tools import ROI, ToolStore
 from tests.conftest import DATASETS, sample_paths
 
 SMALL = TrainingOptions(views_per_image=2, anomaly=AnomalySettings(memory_size=2048, local_memory_size=2048))

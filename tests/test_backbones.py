@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbones import available_profiles, create_backbone, get_profile
+from core.engine.backbones import available_profiles, create_backbone, get_profile
+from core.engine.preprocessing import InputShape, to_tensor
+from core.engine.runtime import FeatureExtractor
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.preprocessing import InputShape, to_tensor
-from core.runtime import FeatureExtractor
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 
 

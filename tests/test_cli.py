@@ -94,8 +94,8 @@ def test_versions_and_rollback(tmp_path, folders):
 
 
 def history_of(home):
-    from core.history import open_history
-    from core.station import load_settings
+    from core.records.history import open_history
+    from core.store.settings import load_settings
 
     return open_history(load_settings(home), root=home)
 

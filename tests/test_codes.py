@@ -10,9 +10,9 @@ from functools import cache
 import numpy as np
 import pytest
 
-from core.codes import SHOWN_CHARS, CodeRead, ExpectedCode, ReadOptions, check_code, read_codes
-from core.datasets import read_image
+from core.engine.codes import SHOWN_CHARS, CodeRead, ExpectedCode, ReadOptions, check_code, read_codes
 from core.errors import InspectorError
+from core.store.datasets import read_image
 from tests.conftest import DATASETS
 
 SET = DATASETS / "zxing_barcodes"
@@ -187,5 +187,5 @@ def test_bad_input_is_refused_in_one_line(bad, message):
 
 
 def test_the_module_loads_without_torch():
-    code = "import sys, core.codes; sys.exit('torch' in sys.modules)"
+    code = "import sys, core.engine.codes; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

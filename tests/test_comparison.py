@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.comparison import compare_with_active
-from core.datasets import ToolDataset, photo_key, read_image
+from core.engine.comparison import compare_with_active
+from core.engine.inference import TrainedModel
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.inference import TrainedModel
-from core.line import close_lines
-from core.line_learning import NEAR_THRESHOLD, KeptFrame, ReviewQueue
-from core.live_station import close_live_stations, live_station
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
-from core.verdicts import rejects
+from core.records.verdicts import rejects
+from core.station.line import close_lines
+from core.station.line_learning import NEAR_THRESHOLD, KeptFrame, ReviewQueue
+from core.station.live_station import close_live_stations, live_station
+from core.store.datasets import ToolDataset, photo_key, read_image
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 
 QUICK = TrainingOptions(views_per_image=1, folds=2)

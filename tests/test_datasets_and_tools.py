@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from core.datasets import ToolDataset, check_trainable, load_folder, read_image
 from core.errors import InspectorError
-from core.tools import ROI, ToolConfig, ToolStore, acting_as, add_change_listener
-from core.workspace import atomic_write_bytes
+from core.store.datasets import ToolDataset, check_trainable, load_folder, read_image
+from core.store.tools import ROI, ToolConfig, ToolStore, acting_as, add_change_listener
+from core.store.workspace import atomic_write_bytes
 from tests.conftest import sample_paths
 
 
@@ -226,7 +226,7 @@ def test_the_threshold_a_version_judges_at(workspace):
 
 
 def test_camera_photos_are_told_from_uploaded_ones(workspace):
-    from core.datasets import from_camera
+    from core.store.datasets import from_camera
 
     tool = ToolStore().create("origins")
     dataset = ToolDataset(tool.images_dir, tool.config.classes)
@@ -248,9 +248,9 @@ def test_training_refusal_names_the_counts_in_words():
 def test_capture_saves_the_roi_crop_of_new_frames_and_keeps_them_when_the_camera_stops(workspace):
     import threading
 
-    from core.datasets import from_camera
-    from core.live import FrameHolder
-    from core.tools import ROI
+    from core.station.live import FrameHolder
+    from core.store.datasets import from_camera
+    from core.store.tools import ROI
 
     tool = ToolStore().create("camera")
     dataset = ToolDataset(tool.images_dir, tool.config.classes)

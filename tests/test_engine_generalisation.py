@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.anomaly import AnomalySettings
-from core.datasets import LoadedImages, image_files, read_image
-from core.inference import TrainedModel
-from core.metrics import DECISION_POINT
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.anomaly import AnomalySettings
+from core.engine.inference import TrainedModel
+from core.engine.metrics import DECISION_POINT
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import LoadedImages, image_files, read_image
+from core.store.tools import ToolStore
 from tests.conftest import DATASETS, on_conveyor, sample_paths
 
 SMALL = TrainingOptions(views_per_image=2, anomaly=AnomalySettings(memory_size=2048, local_memory_size=2048))

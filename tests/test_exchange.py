@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from core.engine.exchange import export_onnx, export_tool, import_tool
+from core.engine.inference import TrainedModel
 from core.errors import InspectorError
-from core.exchange import export_onnx, export_tool, import_tool
-from core.inference import TrainedModel
-from core.tools import ToolStore
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 from tests.hostile import add_listed, rewrite
 
@@ -26,7 +26,7 @@ def test_export_import_round_trip_gives_the_same_scores(casting_tool, tmp_path):
 
 
 def test_images_travel_when_asked(casting_tool, tmp_path):
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
 
     dataset = ToolDataset(casting_tool.images_dir, casting_tool.config.classes)
     for label, image in zip([0, 1], load_sample("casting", 1, seed=41).images):
@@ -80,7 +80,7 @@ def test_onnx_export_matches_the_engine_on_real_photos(casting_tool, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from core.preprocessing import InputShape, to_tensor
+    from core.engine.preprocessing import InputShape, to_tensor
 
     images = load_sample("casting", 3, seed=42).images
     report = export_onnx(casting_tool, tmp_path / "casting.onnx", check_images=images)

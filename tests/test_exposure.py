@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from core.https import exposure_problem
+from core.security.https import exposure_problem
 from tests.browser.helpers import APP, streamlit_server
 
 LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp*

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from core import framing
-from core.datasets import ToolDataset, read_image
-from core.preprocessing import crop_roi
-from core.tools import ROI, ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine import framing
+from core.engine.preprocessing import crop_roi
+from core.engine.training import TrainingOptions, train_tool
+from core.store.datasets import ToolDataset, read_image
+from core.store.tools import ROI, ToolStore
 from tests.conftest import on_conveyor, sample_paths
 
 H, W = 480, 640  # the camera's frame
@@ -132,7 +132,7 @@ def test_no_frame_is_a_clear_error(tool):
 def test_the_watch_checks_one_frame_every_few_seconds_and_at_once_after_a_roi_change(tmp_path):
     """FramingWatch: a check at most every ``every_s`` per tool, whoever asks; a new ROI is
     checked at once; a camera that sends nothing is not checked."""
-    from core.live import FrameHolder
+    from core.station.live import FrameHolder
 
     tool = ToolStore(tmp_path).create("casting")
     seen = []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from core.datasets import ToolDataset
-from core.guidance import active_balanced_accuracy, next_steps
-from core.line import close_lines
-from core.live_station import STATE_FILE, LineState, close_live_stations, live_station
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
-from core.workspace import atomic_write_json
+from core.engine.training import TrainingOptions, train_tool
+from core.station.guidance import active_balanced_accuracy, next_steps
+from core.station.line import close_lines
+from core.station.live_station import STATE_FILE, LineState, close_live_stations, live_station
+from core.store.datasets import ToolDataset
+from core.store.tools import ToolStore
+from core.store.workspace import atomic_write_json
 from tests.conftest import load_sample, sample_paths
 
 

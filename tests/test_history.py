@@ -24,13 +24,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from core.datasets import read_image
 from core.errors import InspectorError
-from core.history import HEAD_REVISION, MIGRATIONS, EventFilter, HistoryStore, open_history
-from core.reports import first_pass_yield, yield_over_time
-from core.station import StationSettings
-from core.tools import ToolChange, ToolStore, acting_as
-from core.verdicts import ERROR, TRIGGER, Reading, VerdictRecord
+from core.records.history import HEAD_REVISION, MIGRATIONS, EventFilter, HistoryStore, open_history
+from core.records.reports import first_pass_yield, yield_over_time
+from core.records.verdicts import ERROR, TRIGGER, Reading, VerdictRecord
+from core.store.datasets import read_image
+from core.store.settings import StationSettings
+from core.store.tools import ToolChange, ToolStore, acting_as
 from tests.conftest import sample_paths
 from tests.readings import code_result
 from tests.servers import Postgres, free_port, wait_until
@@ -187,9 +187,9 @@ def test_a_burst_from_several_threads_loses_nothing(store):
 
 WRITER = """
 import sys, time
-from core.history import open_history
-from core.verdicts import VerdictRecord
-from core.station import StationSettings
+from core.records.history import open_history
+from core.records.verdicts import VerdictRecord
+from core.store.settings import StationSettings
 
 store = open_history(StationSettings(name="doomed", history_url=sys.argv[1]))
 recorder = store.recorder("doomed")
@@ -486,9 +486,9 @@ def postgres_url():
 
 STATION = """
 import sys, time
-from core.history import open_history
-from core.verdicts import VerdictRecord
-from core.station import StationSettings
+from core.records.history import open_history
+from core.records.verdicts import VerdictRecord
+from core.store.settings import StationSettings
 
 url, station, parts = sys.argv[1], sys.argv[2], int(sys.argv[3])
 recorder = open_history(StationSettings(name=station, history_url=url)).recorder(station)
@@ -534,9 +534,9 @@ def test_two_stations_write_to_one_postgresql_at_once(postgres_url):
 
 OUTAGE_STATION = """
 import sys
-from core.history import open_history
-from core.verdicts import VerdictRecord
-from core.station import StationSettings
+from core.records.history import open_history
+from core.records.verdicts import VerdictRecord
+from core.store.settings import StationSettings
 from pathlib import Path
 
 url, home, parts = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

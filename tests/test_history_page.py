@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.datasets import read_image
-from core.history import open_history
-from core.station import StationSettings
-from core.tools import ToolChange
-from core.verdicts import Reading, VerdictRecord
+from core.records.history import open_history
+from core.records.verdicts import Reading, VerdictRecord
+from core.store.datasets import read_image
+from core.store.settings import StationSettings
+from core.store.tools import ToolChange
 from tests.conftest import sample_paths
 
 APP = Path(__file__).resolve().parents[1]

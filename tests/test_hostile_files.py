@@ -28,11 +28,11 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from core.cli import main
-from core.datasets import MAX_IMAGE_PIXELS, decode_photo, load_folder
+from core.engine.exchange import export_tool
+from core.engine.inference import TrainedModel
 from core.errors import InspectorError
-from core.exchange import export_tool
-from core.inference import TrainedModel
-from core.tools import STALE_SAVE_S, ToolStore
+from core.store.datasets import MAX_IMAGE_PIXELS, decode_photo, load_folder
+from core.store.tools import STALE_SAVE_S, ToolStore
 from tests.conftest import load_sample
 from tests.hostile import add_listed, blank_png, digest, manifest_bomb, members_of, pack, patch_member
 
@@ -385,9 +385,9 @@ def test_a_damaged_file_on_disk_gives_one_line_not_a_verdict(casting_tool, photo
 
 
 def test_a_damaged_onnx_cache_is_rebuilt(workspace, photos):
-    from core.backbones import get_profile
-    from core.preprocessing import InputShape
-    from core.runtime import FeatureExtractor, _graph_tag, get_extractor
+    from core.engine.backbones import get_profile
+    from core.engine.preprocessing import InputShape
+    from core.engine.runtime import FeatureExtractor, _graph_tag, get_extractor
 
     profile = get_profile("fast")
     cached = workspace / "cache" / f"fast-{_graph_tag(profile, InputShape(192, 192))}.onnx"
@@ -451,8 +451,8 @@ def installed(home: Path) -> tuple[str, str]:
 
 def test_import_replace_killed_at_random_moments_leaves_one_whole_tool(tool_file, workspace, photos,
                                                                        tmp_path):
-    from core.exchange import import_tool
-    from core.runtime import FeatureExtractor
+    from core.engine.exchange import import_tool
+    from core.engine.runtime import FeatureExtractor
 
     members = members_of(tool_file)
     manifest = json.loads(members["manifest.json"])

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.datasets import LoadedImages
+from core.engine.inference import Inspector, ToolRunner, TrainedModel
+from core.engine.preprocessing import tta_variants
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.inference import Inspector, ToolRunner, TrainedModel
-from core.preprocessing import tta_variants
-from core.tools import ROI, ToolStore, TTASettings
-from core.training import TrainingOptions, train_tool
-from core.verdicts import ERROR, PASS, TRIGGER, VerdictRecord
+from core.records.verdicts import ERROR, PASS, TRIGGER, VerdictRecord
+from core.store.datasets import LoadedImages
+from core.store.tools import ROI, ToolStore, TTASettings
 from tests.conftest import load_sample
 
 
@@ -168,8 +168,8 @@ def test_a_tool_without_a_model_says_to_train_it(workspace):
 
 
 def test_labels_of_tools_sharing_a_roi_are_stacked_not_overwritten():
-    from core.explanation import FAIL_COLOUR, PASS_COLOUR
-    from core.verdicts import ToolResult
+    from core.engine.explanation import FAIL_COLOUR, PASS_COLOUR
+    from core.records.verdicts import ToolResult
 
     def result(tool: str, verdict: str) -> ToolResult:
         return ToolResult(tool, verdict, None, 0.1, 0.1, 0.5, (100, 60, 300, 260), None, 5.0, "v1")

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from core.datasets import ToolDataset
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.jobs import job_for, start_training
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.station.jobs import job_for, start_training
+from core.store.datasets import ToolDataset
+from core.store.tools import ToolStore
 from tests.conftest import sample_paths
 
 FAST = TrainingOptions(views_per_image=1, folds=2, activate=False)

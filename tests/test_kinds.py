@@ -11,15 +11,15 @@ import sys
 import numpy as np
 import pytest
 
-from core.datasets import read_image
+from core.engine.exchange import export_tool, import_tool
+from core.engine.inference import Inspector, ToolRunner, TrainedModel
+from core.engine.kinds import KINDS, NONE, REQUIRED, Expectation, get_kind, kind_names
+from core.engine.training import train_tool
 from core.errors import InspectorError
-from core.exchange import export_tool, import_tool
-from core.inference import Inspector, ToolRunner, TrainedModel
-from core.kinds import KINDS, NONE, REQUIRED, Expectation, get_kind, kind_names
-from core.live import Lineup, LiveSession, RecentVerdicts
-from core.tools import ROI, ToolStore, TTASettings
-from core.training import train_tool
-from core.verdicts import FAIL, PASS, TRIGGER
+from core.records.verdicts import FAIL, PASS, TRIGGER
+from core.station.live import Lineup, LiveSession, RecentVerdicts
+from core.store.datasets import read_image
+from core.store.tools import ROI, ToolStore, TTASettings
 from tests.conftest import DATASETS, load_sample
 
 SET = DATASETS / "zxing_barcodes" / "images"
@@ -198,7 +198,7 @@ def test_neural_tools_export_and_import_through_the_registry(casting_tool, tmp_p
 
 
 def test_neural_results_carry_the_rois_pooled_features(casting_tool):
-    from core.model import pool_features
+    from core.engine.model import pool_features
 
     image = load_sample("casting", 1, seed=32).images[0]
     runner = ToolRunner(casting_tool)
@@ -239,22 +239,23 @@ def test_the_cli_reads_images_with_a_reading_tool(workspace):
 
 def test_the_tool_store_and_the_kinds_load_without_the_engines():
     engines = ("torch", "zxingcpp", "rapidocr_onnxruntime", "cv2")
-    code = f"import sys, core.tools, core.kinds, core.cli; print([m for m in {engines} if m in sys.modules])"
+    code = ("import sys, core.store.tools, core.engine.kinds, core.cli; "
+            f"print([m for m in {engines} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_guidance_asks_a_reading_tool_for_its_setup_not_for_photos(workspace):
-    from core.guidance import next_steps
+    from core.station.guidance import next_steps
 
     tool = ToolStore().create("serial", kind="code")
     assert next_steps(tool) == ["Say what it must read on the Training page and save the setup."]
 
 
 def test_a_new_setup_of_a_reading_tool_runs_as_a_trial_then_is_promoted(workspace):
-    from core.line import close_lines
-    from core.live_station import close_live_stations, live_station
-    from core.training import TrainingOptions
+    from core.engine.training import TrainingOptions
+    from core.station.line import close_lines
+    from core.station.live_station import close_live_stations, live_station
 
     frame, roi = on_background(photo(QR))
     tool = reading_tool("serial", "code", "exact", qr_text(), roi)
@@ -282,9 +283,9 @@ def test_a_new_setup_of_a_reading_tool_runs_as_a_trial_then_is_promoted(workspac
 def test_a_code_tool_checks_the_serial_each_mqtt_trigger_sends(workspace, tmp_path):
     """The order's serial sent with the trigger over MQTT is what the code on that part must say:
     the right serial PASSes, another FAILs with what was read, both recorded with the reading."""
-    from core.history import EventFilter, open_history
-    from core.line import close_lines, station_line
-    from core.station import MqttSettings, StationSettings, save_settings
+    from core.records.history import EventFilter, open_history
+    from core.station.line import close_lines, station_line
+    from core.store.settings import MqttSettings, StationSettings, save_settings
     from tests.servers import Mosquitto, MqttSubscriber, wait_until
 
     broker = Mosquitto(tmp_path / "broker").start()

@@ -10,17 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import read_image
+from core.engine.label_text import (ExpectedText, TextLine, TextReading, find_retail_code, normalise,
+                                    read_printed_digits, read_text)
 from core.errors import InspectorError
-from core.label_text import (
-    ExpectedText,
-    TextLine,
-    TextReading,
-    find_retail_code,
-    normalise,
-    read_printed_digits,
-    read_text,
-)
+from core.store.datasets import read_image
 from tests.conftest import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,14 +112,14 @@ def test_reads_offline_without_torch():
         "def refuse(*args, **kwargs):\n"
         "    raise SystemExit('the OCR tried the network')\n"
         "socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse\n"
-        "from core.datasets import read_image\n"
-        "from core.label_text import read_text\n"
+        "from core.store.datasets import read_image\n"
+        "from core.engine.label_text import read_text\n"
         f"reading = read_text(read_image({str(PHOTO)!r})[{DIGITS_ROI[0].start}:{DIGITS_ROI[0].stop},"
         f" {DIGITS_ROI[1].start}:{DIGITS_ROI[1].stop}])\n"
-        "from core.label_text import find_retail_code, read_printed_digits\n"
+        "from core.engine.label_text import find_retail_code, read_printed_digits\n"
         f"image = read_image({str(UPC_PHOTO)!r})\n"
         "digits = read_printed_digits(image, find_retail_code(image))\n"
-        "assert 'torch' not in sys.modules, 'core.label_text loaded torch'\n"
+        "assert 'torch' not in sys.modules, 'core.engine.label_text loaded torch'\n"
         "print(reading.text)\n"
         "print(digits.text)\n"
     )

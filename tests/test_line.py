@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 from core.cli import main
+from core.engine.inference import ToolRunner
 from core.errors import InspectorError
-from core.headless import CameraReader, parse_sources, run_station
-from core.history import EventFilter
-from core.inference import ToolRunner
-from core.line import Line, close_lines, station_line
-from core.live import Lineup, LiveSession, RecentVerdicts
-from core.live_station import close_live_stations, live_station
-from core.station import load_settings
-from core.verdicts import CHANGE, TRIGGER
+from core.records.history import EventFilter
+from core.records.verdicts import CHANGE, TRIGGER
+from core.station.headless import CameraReader, parse_sources, run_station
+from core.station.line import Line, close_lines, station_line
+from core.station.live import Lineup, LiveSession, RecentVerdicts
+from core.station.live_station import close_live_stations, live_station
+from core.store.settings import load_settings
 from tests.conftest import load_sample
 
 FPS = 10
@@ -158,7 +158,7 @@ def test_a_trigger_over_mqtt_and_one_over_opcua_each_record_exactly_one_verdict(
     through the line: the value the camera's session judged the part with."""
     from asyncua.sync import Client
 
-    from core.station import MqttSettings, OpcUaSettings, StationSettings, save_settings
+    from core.store.settings import MqttSettings, OpcUaSettings, StationSettings, save_settings
     from tests.servers import Mosquitto, MqttSubscriber, free_port, wait_until
 
     broker = Mosquitto(tmp_path / "broker").start()

@@ -11,16 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from core import line_keepers
-from core.access import OPERATOR, AccessDenied, User, as_user
-from core.datasets import ToolDataset, read_image
-from core.line import close_lines
-from core.line_keepers import correct_last_verdict, right_label
-from core.line_learning import CORRECTED, KeepPolicy, ReviewQueue
-from core.live_station import close_live_stations, live_station
-from core.preprocessing import crop_roi
-from core.reports import operator_corrections
-from core.tools import ROI
+from core.engine.preprocessing import crop_roi
+from core.records.reports import operator_corrections
+from core.security.access import OPERATOR, AccessDenied, User, as_user
+from core.station import line_keepers
+from core.station.line import close_lines
+from core.station.line_keepers import correct_last_verdict, right_label
+from core.station.line_learning import CORRECTED, KeepPolicy, ReviewQueue
+from core.station.live_station import close_live_stations, live_station
+from core.store.datasets import ToolDataset, read_image
+from core.store.tools import ROI
 from tests.conftest import load_sample, on_conveyor
 
 ROI_AROUND_PART = ROI(0.25, 0.15, 0.5, 0.7)  # the part's disc on the 640 x 480 conveyor

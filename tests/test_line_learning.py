@@ -8,19 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from core.datasets import ToolDataset, read_image
+from core.engine.inference import Inspector, ToolRunner, TrainedModel
+from core.engine.model import pool_features
 from core.errors import InspectorError
-from core.inference import Inspector, ToolRunner, TrainedModel
-from core.line_learning import (
-    DISCARD,
-    NEAR_THRESHOLD,
-    NOVEL,
-    KeepPolicy,
-    LineKeeper,
-    NoveltyReference,
-    ReviewQueue,
-)
-from core.model import pool_features
+from core.station.line_learning import (DISCARD, NEAR_THRESHOLD, NOVEL, KeepPolicy, LineKeeper,
+                                        NoveltyReference, ReviewQueue)
+from core.store.datasets import ToolDataset, read_image
 from tests.conftest import load_sample
 
 

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from core.inference import ToolRunner
-from core.live import Fanout, Feeder, FrameHolder, Lineup, LiveSession, RecentVerdicts, TrialRun
-from core.tools import ToolStore
-from core.verdicts import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
+from core.engine.inference import ToolRunner
+from core.records.verdicts import CHANGE, HEARTBEAT, TRIGGER, VerdictRecord
+from core.station.live import Fanout, Feeder, FrameHolder, Lineup, LiveSession, RecentVerdicts, TrialRun
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 
 

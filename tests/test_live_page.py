@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from core.line import close_lines
-from core.live_station import STATE_FILE, TRIGGERED, close_live_stations, live_station
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.engine.training import TrainingOptions, train_tool
+from core.station.line import close_lines
+from core.station.live_station import STATE_FILE, TRIGGERED, close_live_stations, live_station
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 from tests.test_pages import (  # noqa: F401 - webrtc: autouse, the fake stream widget
     FakeWebRtc,
@@ -196,7 +196,7 @@ def test_a_tool_deleted_elsewhere_leaves_the_page_and_the_line(station_home, str
 
 def test_live_page_says_what_to_do_when_the_camera_sends_no_frames(station_home, stream, photos,
                                                                    monkeypatch):
-    from core.live import LiveSession
+    from core.station.live import LiveSession
 
     # long enough that a page run on a busy machine never outlasts it right after a frame
     monkeypatch.setattr(LiveSession, "NO_FRAMES_AFTER_S", 1.5)
@@ -282,7 +282,7 @@ def test_live_page_says_when_the_roi_frames_the_part_unlike_the_tool_s_photos(st
     """The tool's photos were captured 300x300 around the part; the camera ROI (the whole frame
     here) shows the part small in a wide picture: the page says so and what to do, from one
     frame checked every few seconds, never from the frame callback."""
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
     from tests.conftest import on_conveyor
 
     tool = ToolStore().get("casting")
@@ -322,7 +322,7 @@ def test_live_page_says_when_the_roi_frames_the_part_unlike_the_tool_s_photos(st
 
 
 def test_an_operator_corrects_the_latest_verdict_with_one_click(station_home, stream, photos):
-    from core.line_learning import CORRECTED, ReviewQueue
+    from core.station.line_learning import CORRECTED, ReviewQueue
 
     kiosk = browser("kiosk")  # an operator
     stream.playing = True

@@ -17,21 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.engine.exchange import export_tool, import_tool
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError
-from core.exchange import export_tool, import_tool
-from core.line import close_lines
-from core.live_station import (
-    FIRST_START,
-    STATE_FILE,
-    TRIGGERED,
-    LiveStation,
-    close_live_stations,
-    line_summary,
-    live_station,
-)
-from core.tools import ROI, ToolStore, TTASettings
-from core.training import TrainingOptions, train_tool
-from core.verdicts import ERROR
+from core.records.verdicts import ERROR
+from core.station.line import close_lines
+from core.station.live_station import (FIRST_START, STATE_FILE, TRIGGERED, LiveStation, close_live_stations,
+                                       line_summary, live_station)
+from core.store.tools import ROI, ToolStore, TTASettings
 from tests.conftest import load_sample
 
 APP = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from core.engine.metrics import (MIN_DEFECT_SCORES, Rate, escape_rate_threshold, held_out_scores,
+                                 pass_fail_metrics, percent, rates_at, rates_of)
 from core.errors import InspectorError
-from core.metrics import (MIN_DEFECT_SCORES, Rate, escape_rate_threshold, held_out_scores, pass_fail_metrics,
-                          percent, rates_at, rates_of)
 
 
 def test_a_rate_reads_as_counts_share_and_its_95_percent_range():

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from core.engine.inference import ToolRunner
 from core.errors import InspectorError
-from core.inference import ToolRunner
 from core.integrations.mqtt import MqttLink, parse_trigger
-from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
-from core.station import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
-from core.verdicts import MAX_EXPECTED_CHARS, TRIGGER, Reading, VerdictRecord
+from core.records.verdicts import MAX_EXPECTED_CHARS, TRIGGER, Reading, VerdictRecord
+from core.station.live import Fanout, Lineup, LiveSession, RecentVerdicts
+from core.store.settings import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
 from tests.conftest import load_sample
 from tests.readings import code_result
 from tests.servers import Mosquitto, MqttSubscriber, self_signed_certificate, wait_until
@@ -252,9 +252,9 @@ def test_the_buffer_is_bounded_and_drops_the_oldest_while_the_broker_is_away(tmp
 
 STATION = """
 import sys, time
-from core.integrations.mqtt import MqttLink
 from core.errors import InspectorError
-from core.station import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
+from core.integrations.mqtt import MqttLink
+from core.store.settings import MQTT_PASSWORD_ENV, MqttSettings, StationSettings
 link = MqttLink(MqttSettings(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), topic_root="plant"),
                 "doomed")
 link.start()

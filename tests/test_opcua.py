@@ -15,12 +15,12 @@ import pytest
 from asyncua import ua
 from asyncua.sync import Client
 
-from core.inference import ToolRunner
+from core.engine.inference import ToolRunner
 from core.integrations.opcua import OpcUaLink
-from core.live import Fanout, Lineup, LiveSession, RecentVerdicts
-from core.station import OpcUaSettings
-from core.tools import add_change_listener
-from core.verdicts import CHANGE, ERROR, MAX_EXPECTED_CHARS, TRIGGER, VerdictRecord
+from core.records.verdicts import CHANGE, ERROR, MAX_EXPECTED_CHARS, TRIGGER, VerdictRecord
+from core.station.live import Fanout, Lineup, LiveSession, RecentVerdicts
+from core.store.settings import OpcUaSettings
+from core.store.tools import add_change_listener
 from tests.conftest import load_sample
 from tests.readings import code_result
 from tests.servers import free_port, opcua_client_certificate, wait_until

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.datasets import ToolDataset, image_files, read_image
-from core.history import open_history
-from core.live_station import live_station
-from core.station import load_settings
-from core.tools import ROI, ToolStore
-from core.training import TrainingOptions, train_tool
-from core.users import UserStore
-from core.verdicts import VerdictRecord
+from core.engine.training import TrainingOptions, train_tool
+from core.records.history import open_history
+from core.records.verdicts import VerdictRecord
+from core.security.users import UserStore
+from core.station.live_station import live_station
+from core.store.datasets import ToolDataset, image_files, read_image
+from core.store.settings import load_settings
+from core.store.tools import ROI, ToolStore
 
 APP = Path(__file__).resolve().parents[1]
 if str(APP) not in sys.path:  # the pages' shared helpers are the package ``pages``
@@ -44,7 +44,7 @@ def casting_files(name: str, count: int, skip: int = 0) -> list[Path]:
 
 def fill_tool(store: ToolStore, name: str = "casting", per_class: int = PER_CLASS):
     tool = store.create(name, allow_flips=True)
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
 
     ds = ToolDataset(tool.images_dir, tool.config.classes)
     for cls in ("good", "defect"):
@@ -256,7 +256,7 @@ def test_capture_adds_uploaded_photos_and_zips(home):
     at.button(key="upload_add").click().run()
     no_errors(at)
     counts = ToolStore(home).get("casting")
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
     assert ToolDataset(counts.images_dir, counts.config.classes).counts() == {"good": 2, "defect": 5}
     assert "Added 3 photo(s) to 'defect'" in texts(at)
     at.run()  # the confirmation stays until dismissed
@@ -292,8 +292,8 @@ class Camera:
 
 
 def test_capture_snapshot_and_burst_save_the_roi_crop_and_show_thumbnails(home, webrtc):
-    from core.datasets import ToolDataset
-    from core.tools import ROI
+    from core.store.datasets import ToolDataset
+    from core.store.tools import ROI
 
     tool = ToolStore(home).create("casting")
     tool.update(roi=ROI(0.25, 0.25, 0.5, 0.5))
@@ -336,7 +336,7 @@ def test_capture_snapshot_and_burst_save_the_roi_crop_and_show_thumbnails(home, 
 def test_capture_sets_the_roi_on_the_camera_picture_before_any_photo(home, webrtc, monkeypatch):
     from types import SimpleNamespace
 
-    from core.tools import ROI
+    from core.store.tools import ROI
 
     ToolStore(home).create("casting")
     frame = np.full((480, 640, 3), 128, np.uint8)
@@ -551,7 +551,7 @@ def test_training_page_refuses_an_escape_rate_threshold_from_too_few_defect_phot
 
 
 def test_training_page_tests_the_version_on_new_photos(trained_home):
-    from core.inference import TrainedModel
+    from core.engine.inference import TrainedModel
 
     tool = ToolStore(trained_home).get("casting")
     new_good = casting_files("good", 3, skip=40)
@@ -603,14 +603,14 @@ def test_training_page_tests_the_version_on_new_photos(trained_home):
 
 
 def dataset_counts(tool) -> dict[str, int]:
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
 
     return ToolDataset(tool.images_dir, tool.config.classes).counts()
 
 
 def test_training_page_of_an_anomaly_tool_without_defect_photos(home):
-    from core.anomaly import AnomalySettings
-    from core.datasets import ToolDataset
+    from core.engine.anomaly import AnomalySettings
+    from core.store.datasets import ToolDataset
 
     tool = ToolStore(home).create("cap", kind="anomaly", classes=("good",), allow_flips=True)
     dataset = ToolDataset(tool.images_dir, tool.config.classes)
@@ -646,7 +646,7 @@ def test_training_page_of_an_anomaly_tool_without_defect_photos(home):
 
 
 def test_training_page_trains_in_the_background_without_activating(home):
-    from core.jobs import job_for
+    from core.station.jobs import job_for
 
     tool = fill_tool(ToolStore(home), per_class=5)
     at = page("pages/3_Training.py").run()
@@ -666,7 +666,7 @@ def test_training_page_trains_in_the_background_without_activating(home):
 
 
 def test_training_page_says_when_uploaded_and_captured_photos_differ(home):
-    from core.datasets import ToolDataset
+    from core.store.datasets import ToolDataset
 
     tool = fill_tool(ToolStore(home), per_class=5)  # uploaded 300 x 300 photos
     at = page("pages/3_Training.py").run()

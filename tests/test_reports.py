@@ -13,16 +13,11 @@ import pandas as pd
 import pytest
 
 from core.cli import main
-from core.history import SCORE_BINS, EventFilter, open_history
-from core.reports import (
-    defect_pareto,
-    export_events,
-    first_pass_yield,
-    score_distribution,
-    yield_over_time,
-)
-from core.station import StationSettings
-from core.verdicts import Reading, VerdictRecord
+from core.records.history import SCORE_BINS, EventFilter, open_history
+from core.records.reports import (defect_pareto, export_events, first_pass_yield, score_distribution,
+                                  yield_over_time)
+from core.records.verdicts import Reading, VerdictRecord
+from core.store.settings import StationSettings
 
 BERLIN = ZoneInfo("Europe/Berlin")  # 2025-03-30 02:00 -> 03:00: a 23-hour day
 
@@ -49,7 +44,7 @@ EVENTS = [
     ("2025-03-30 05:59:59", "st1", "0", "label", "FAIL", None, 0.70, "trigger"),
     ("2025-03-30 09:00:00", "st1", "0", "label", "PASS", None, 1.0, "trigger"),
 ]
-# Parts (core.history.PART_RULE): every trigger; in continuous mode a change to FAIL (a defective
+# Parts (core.records.history.PART_RULE): every trigger; in continuous mode a change to FAIL (a defective
 # part comes into view), not the change back to PASS; never a heartbeat.
 PARTS = [e for e in EVENTS if e[7] == "trigger" or (e[7] == "change" and e[4] == "FAIL")]
 TRIGGERED = [e for e in EVENTS if e[7] == "trigger"]

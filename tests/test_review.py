@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import ToolDataset, read_image
-from core.inference import Inspector, ToolRunner
-from core.review import OK, UNCERTAIN, UNREADABLE, WRONG, defect_scores, hardest_first, hardness_order
+from core.engine.inference import Inspector, ToolRunner
+from core.engine.review import OK, UNCERTAIN, UNREADABLE, WRONG, defect_scores, hardest_first, hardness_order
+from core.store.datasets import ToolDataset, read_image
 from tests.conftest import sample_paths
 
 

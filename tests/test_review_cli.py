@@ -9,10 +9,10 @@ import os
 import subprocess
 import sys
 
-from core.datasets import ToolDataset
-from core.inference import Inspector, ToolRunner
-from core.line_learning import KeepPolicy, LineKeeper, ReviewQueue
-from core.training import TrainingOptions, train_tool
+from core.engine.inference import Inspector, ToolRunner
+from core.engine.training import TrainingOptions, train_tool
+from core.station.line_learning import KeepPolicy, LineKeeper, ReviewQueue
+from core.store.datasets import ToolDataset
 from tests.conftest import load_sample
 
 
@@ -69,7 +69,7 @@ def test_review_lists_labels_undoes_and_exports_and_training_learns_from_it(cast
 
 
 def test_the_review_command_and_queue_never_import_torch():
-    light = subprocess.run([sys.executable, "-c", "import sys, core.cli, core.review_cli, "
-                            "core.line_learning; sys.exit('torch' in sys.modules)"],
+    light = subprocess.run([sys.executable, "-c", "import sys, core.cli, core.station.review_cli, "
+                            "core.station.line_learning; sys.exit('torch' in sys.modules)"],
                            capture_output=True, text=True)
     assert light.returncode == 0, light.stderr

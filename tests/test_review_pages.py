@@ -4,10 +4,10 @@ driven with AppTest on real casting photos judged by a real trained tool."""
 
 from __future__ import annotations
 
-from core.datasets import ToolDataset
-from core.inference import Inspector, ToolRunner
-from core.line_learning import KeepPolicy, LineKeeper, ReviewQueue
-from core.tools import ToolStore
+from core.engine.inference import Inspector, ToolRunner
+from core.station.line_learning import KeepPolicy, LineKeeper, ReviewQueue
+from core.store.datasets import ToolDataset
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 from tests.test_pages import (  # noqa: F401 - the fixtures of the pages' tests
     home,
@@ -86,10 +86,10 @@ def test_home_and_training_count_the_photos_labelled_since_the_active_version(
 def test_the_history_page_shows_how_often_operators_correct_each_tool(workspace):
     from datetime import date, datetime
 
-    from core.history import open_history
-    from core.station import StationSettings
-    from core.tools import ToolChange
-    from core.verdicts import CORRECTED, VerdictRecord
+    from core.records.history import open_history
+    from core.records.verdicts import CORRECTED, VerdictRecord
+    from core.store.settings import StationSettings
+    from core.store.tools import ToolChange
 
     store = open_history(StationSettings(name="st1"), root=workspace)
     noon = datetime.combine(date.today(), datetime.min.time()).replace(hour=12).timestamp()
@@ -109,10 +109,10 @@ def test_the_history_page_shows_how_often_operators_correct_each_tool(workspace)
 def test_a_fail_image_of_the_history_goes_to_the_tool_s_review_queue(trained_home):  # noqa: F811
     from datetime import date, datetime
 
-    from core.history import open_history
-    from core.line_learning import FROM_HISTORY
-    from core.station import StationSettings
-    from core.verdicts import VerdictRecord
+    from core.records.history import open_history
+    from core.records.verdicts import VerdictRecord
+    from core.station.line_learning import FROM_HISTORY
+    from core.store.settings import StationSettings
 
     store = open_history(StationSettings(name="st1", keep_fail_images=True), root=trained_home)
     photo = load_sample("casting", 1, seed=6).images[1]  # a defective part

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.line import close_lines
-from core.station import load_settings
+from core.station.line import close_lines
+from core.store.settings import load_settings
 from tests.test_pages import log_in
 
 APP = Path(__file__).resolve().parents[1]
@@ -47,8 +47,8 @@ def test_station_page_saves_settings_and_refuses_bad_ones(workspace):
 
 def test_restart_the_line_applies_saved_settings_with_the_live_sessions_going_on(casting_tool,
                                                                                  workspace):
-    from core.line import station_line
-    from core.live_station import close_live_stations, live_station
+    from core.station.line import station_line
+    from core.station.live_station import close_live_stations, live_station
 
     try:
         station = live_station(workspace)

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.engine.inference import TrainedModel
+from core.engine.metrics import (DECISION_POINT, operating_curve, pass_fail_metrics, rate_interval,
+                                 threshold_for_escape_rate)
+from core.engine.model import pool_features
+from core.engine.training import TrainingOptions, train_tool
 from core.errors import InspectorError, TrainingCancelled
-from core.inference import TrainedModel
-from core.metrics import (DECISION_POINT, operating_curve, pass_fail_metrics, rate_interval,
-                          threshold_for_escape_rate)
-from core.model import pool_features
-from core.tools import ToolStore
-from core.training import TrainingOptions, train_tool
+from core.store.tools import ToolStore
 from tests.conftest import load_sample
 
 
@@ -140,7 +140,7 @@ def test_the_local_part_is_saved_and_a_version_without_it_still_loads(casting_to
     """Versions trained before the local evidence map existed keep working with their global part."""
     from safetensors.numpy import save_file
 
-    from core.model import WEIGHTS_FILE, read_model_file, softmax
+    from core.engine.model import WEIGHTS_FILE, read_model_file, softmax
 
     model = TrainedModel(casting_tool)
     assert model.head.patch_top > 0 and model.head.patch_weight.shape == (112,)
@@ -162,7 +162,7 @@ def test_the_local_part_is_saved_and_a_version_without_it_still_loads(casting_to
 def test_retakes_of_one_part_are_validated_together(workspace):
     """A burst of camera photos of one part is one group: validation never judges a re-take by a
     model that saw the part; uploaded photos and photos taken seconds apart stand alone."""
-    from core.datasets import retake_groups
+    from core.store.datasets import retake_groups
 
     names = ["good/20261202-101500-000000-cam-aaaa.png", "good/20261202-101500-500000-cam-bbbb.png",
              "good/20261202-101501-000000-cam-cccc.png", "good/20261202-101510-000000-cam-dddd.png",
@@ -181,7 +181,7 @@ def retaken(sample, takes: int, seconds_apart: float = 0.5):
     sensor noise on each re-take), the bursts 10 s apart."""
     from datetime import datetime, timedelta
 
-    from core.datasets import LoadedImages
+    from core.store.datasets import LoadedImages
 
     rng = np.random.default_rng(0)
     data, start = LoadedImages(), datetime(2026, 12, 2, 10, 15)
@@ -199,7 +199,7 @@ def retaken(sample, takes: int, seconds_apart: float = 0.5):
 def test_a_burst_on_a_moving_conveyor_is_one_part_per_photo(workspace):
     """Photos taken 0.5 s apart of parts passing one after another are parts, not re-takes; a
     class photographed as re-takes of a single part is validated photo by photo, and says so."""
-    from core.datasets import LoadedImages, retake_groups
+    from core.store.datasets import LoadedImages, retake_groups
 
     sample = load_sample("casting", 6, seed=9)
     stamps = [f"20261202-1015{i // 2:02d}-{i % 2 * 500000:06d}" for i in range(12)]  # 0.5 s apart

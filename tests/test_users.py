@@ -14,36 +14,17 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from core.access import (
-    ADMIN,
-    CONFIGURE,
-    ENGINEER,
-    INSPECT,
-    MANAGER,
-    OPERATOR,
-    REPORT,
-    AccessDenied,
-    User,
-    as_user,
-    require,
-)
-from core.datasets import ToolDataset
+from core.engine.training import train_tool
 from core.errors import InspectorError
-from core.history import open_history
-from core.jobs import start_training
-from core.station import StationSettings, load_settings, save_settings
-from core.tools import ToolStore
-from core.training import train_tool
-from core.users import (
-    KIOSK,
-    LOCKOUT_S,
-    MAX_FAILURES,
-    OPEN_STATION,
-    Login,
-    UserStore,
-    browser_user,
-    users,
-)
+from core.records.history import open_history
+from core.security.access import (ADMIN, CONFIGURE, ENGINEER, INSPECT, MANAGER, OPERATOR, REPORT,
+                                  AccessDenied, User, as_user, require)
+from core.security.users import (KIOSK, LOCKOUT_S, MAX_FAILURES, OPEN_STATION, Login, UserStore,
+                                 browser_user, users)
+from core.station.jobs import start_training
+from core.store.datasets import ToolDataset
+from core.store.settings import StationSettings, load_settings, save_settings
+from core.store.tools import ToolStore
 from tests.test_history import postgres_url  # noqa: F401 - a throw-away PostgreSQL server
 
 OP, ENG = User("olga", OPERATOR), User("eric", ENGINEER)
@@ -270,6 +251,6 @@ def test_the_cli_creates_the_first_admin_and_says_which_role_a_command_needs(wor
 
 
 def test_users_and_access_never_import_torch():
-    light = subprocess.run([sys.executable, "-c", "import sys, core.users, core.access; "
+    light = subprocess.run([sys.executable, "-c", "import sys, core.security.users, core.security.access; "
                             "sys.exit('torch' in sys.modules)"], capture_output=True, text=True)
     assert light.returncode == 0, light.stderr

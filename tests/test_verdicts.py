@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.verdicts import MAX_EXPECTED_CHARS, Reading, expected_value
+from core.records.verdicts import MAX_EXPECTED_CHARS, Reading, expected_value
 from tests.readings import code_result
 
 APP = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ def test_a_value_sent_with_a_trigger_is_a_short_text_or_nothing():
 
 
 def test_the_records_and_the_line_links_load_neither_torch_nor_opencv():
-    code = ("import sys, core.verdicts, core.history, core.reports, core.integrations.mqtt, "
-            "core.integrations.opcua\n"
+    code = ("import sys, core.records.verdicts, core.records.history, core.records.reports, "
+            "core.integrations.mqtt, core.integrations.opcua\n"
             "sys.exit(', '.join(m for m in ('torch', 'cv2') if m in sys.modules) or None)")
     done = subprocess.run([sys.executable, "-c", code], cwd=APP, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

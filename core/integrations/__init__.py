@@ -7,7 +7,7 @@ whose nodes a PLC reads and whose ``Trigger`` it sets, with the usual vision-sen
 Both are verdict sinks (``remember(records)``, called on the video thread, never blocking) and
 hand triggers to an ``on_trigger(camera, trigger_id, expected)`` callback (camera None = every
 camera; ``expected``: the value the line sent for the part, e.g. the order's serial, that a
-reading tool compares what it reads with, already checked by ``core.verdicts.expected_value``).
+reading tool compares what it reads with, already checked by ``core.records.verdicts.expected_value``).
 The topic tree, the node tree and the handshake are described in ``docs/INTEGRATIONS.md``.
 """
 

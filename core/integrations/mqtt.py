@@ -35,8 +35,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from core.errors import InspectorError
 from core.integrations import LinkStatus, TriggerCallback
-from core.station import MqttSettings
-from core.verdicts import PASS, VerdictRecord, expected_value, short_error
+from core.records.verdicts import PASS, VerdictRecord, expected_value, short_error
+from core.store.settings import MqttSettings
 
 LOG = logging.getLogger("shopfloor_inspector.mqtt")
 

@@ -41,9 +41,9 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.integrations import LinkStatus, TriggerCallback
-from core.station import OpcUaSettings
-from core.tools import STATION, acting_as, announce
-from core.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, expected_value, overall
+from core.records.verdicts import ERROR, FAIL, PASS, TRIGGER, VerdictRecord, expected_value, overall
+from core.store.settings import OpcUaSettings
+from core.store.tools import STATION, acting_as, announce
 
 LOG = logging.getLogger("shopfloor_inspector.opcua")
 

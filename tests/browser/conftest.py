@@ -18,9 +18,9 @@ import pytest
 if str(Path(__file__).resolve().parents[2]) not in sys.path:  # for ``tests.browser.helpers``
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core.datasets import ToolDataset  # noqa: E402
-from core.tools import ToolStore  # noqa: E402
-from core.training import TrainingOptions, train_tool  # noqa: E402
+from core.engine.training import TrainingOptions, train_tool  # noqa: E402
+from core.store.datasets import ToolDataset  # noqa: E402
+from core.store.tools import ToolStore  # noqa: E402
 from tests.browser import helpers  # noqa: E402
 from tests.browser.helpers import APP, ARTIFACTS, BrowserError  # noqa: E402
 

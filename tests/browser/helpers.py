@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.datasets import image_files, read_image
-from core.inference import TrainedModel
-from core.tools import Tool
+from core.engine.inference import TrainedModel
+from core.store.datasets import image_files, read_image
+from core.store.tools import Tool
 
 APP = Path(__file__).resolve().parents[2]
 DATASETS = APP.parent / "shared" / "datasets"

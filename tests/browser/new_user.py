@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.datasets import read_image
-from core.history import EventFilter, open_history
-from core.preprocessing import crop_roi
-from core.station import load_settings
-from core.tools import ROI
+from core.engine.preprocessing import crop_roi
+from core.records.history import EventFilter, open_history
+from core.store.datasets import read_image
+from core.store.settings import load_settings
+from core.store.tools import ROI
 from tests.browser import helpers
 from tests.browser.helpers import BrowserError, open_page
 from tests.conftest import on_conveyor

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from core.datasets import ToolDataset, read_image
-from core.tools import ROI, ToolStore
+from core.store.datasets import ToolDataset, read_image
+from core.store.tools import ROI, ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import (
     ARTIFACTS,

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from core.live_station import LiveStation
-from core.tools import ToolStore
+from core.station.live_station import LiveStation
+from core.store.tools import ToolStore
 from tests.browser.helpers import (
     ARTIFACTS,
     launch_chromium,
@@ -84,7 +84,7 @@ def test_live_inspection_passes_good_parts_and_fails_defective_ones(page, server
     metrics = {m.locator('[data-testid="stMetricLabel"]').inner_text().strip():
                m.locator('[data-testid="stMetricValue"]').inner_text().strip()
                for m in page.locator('[data-testid="stMetric"]').all()}
-    # continuous mode: each defective part that came into view is a FAIL part (core.reports)
+    # continuous mode: each defective part that came into view is a FAIL part (core.records.reports)
     assert int(metrics["FAIL"].replace(",", "")) >= 1, metrics
     page.get_by_role("tab", name="Events").click()
     page.get_by_text("event(s), newest first").first.wait_for(timeout=10_000)

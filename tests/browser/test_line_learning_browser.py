@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from core.datasets import ToolDataset
-from core.history import open_history
-from core.inference import Inspector, ToolRunner
-from core.line_learning import CORRECTED, KeepPolicy, LineKeeper, ReviewQueue
-from core.station import load_settings
-from core.tools import ToolStore
-from core.users import UserStore
+from core.engine.inference import Inspector, ToolRunner
+from core.records.history import open_history
+from core.security.users import UserStore
+from core.station.line_learning import CORRECTED, KeepPolicy, LineKeeper, ReviewQueue
+from core.store.datasets import ToolDataset
+from core.store.settings import load_settings
+from core.store.tools import ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import (
     ARTIFACTS,

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.history import EventFilter, open_history
-from core.preprocessing import crop_roi
-from core.station import load_settings
-from core.tools import ROI, ToolStore
-from core.users import UserStore
+from core.engine.preprocessing import crop_roi
+from core.records.history import EventFilter, open_history
+from core.security.users import UserStore
+from core.store.settings import load_settings
+from core.store.tools import ROI, ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import (
     ARTIFACTS,

@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.datasets import ToolDataset, read_image
-from core.inference import TrainedModel
-from core.tools import ToolStore
+from core.engine.inference import TrainedModel
+from core.store.datasets import ToolDataset, read_image
+from core.store.tools import ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import APP, ARTIFACTS, BrowserError, new_page, open_page, start_camera
 from tests.browser.new_user import (

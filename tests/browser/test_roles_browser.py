@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from core.history import open_history
-from core.station import load_settings, save_settings
-from core.tools import ToolStore
-from core.users import MAX_FAILURES, UserStore
+from core.records.history import open_history
+from core.security.users import MAX_FAILURES, UserStore
+from core.store.settings import load_settings, save_settings
+from core.store.tools import ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import ARTIFACTS, BrowserError, log_in, new_page, open_page
 
