@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from core.engine.kinds import KINDS, REQUIRED, Expectation, get_kind
@@ -31,6 +32,8 @@ from core.store.settings import StationSettings, load_settings, save_settings
 from core.store.tools import ROI, ToolStore, TTASettings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from core.engine.training import Progress
 
 ROLE_ENV = "INSPECTOR_ROLE"
@@ -120,8 +123,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from core.engine.explanation import blend_heatmap
     from core.engine.inference import TrainedModel
-    from core.engine.preprocessing import crop_roi
-    from core.store.datasets import read_image
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
@@ -129,11 +130,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise InspectorError(f"'{tool.name}' is a {model.kind.name} tool: read images with "
                              f"'inspector read --tool {tool.name} IMAGE...'")
     rows = []
-    for name in args.images:
-        image = read_image(Path(name))
-        if image is None:
-            raise InspectorError(f"'{name}' is not a readable image")
-        roi = crop_roi(image, tool.config.roi) if args.full_frame else image
+    for name, roi in _rois(args, tool.config.roi):
         explained = model.explain([roi])[0]
         verdict = verdict_of(explained.score, tool.config.threshold)
         row = {"image": name, "verdict": verdict, "score": explained.score,
@@ -156,8 +153,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_read(args: argparse.Namespace) -> None:
     from core.engine.inference import TrainedModel
-    from core.engine.preprocessing import crop_roi
-    from core.store.datasets import read_image
 
     tool = ToolStore().get(args.tool)
     model = TrainedModel(tool)
@@ -165,12 +160,8 @@ def cmd_read(args: argparse.Namespace) -> None:
         raise InspectorError(f"'{tool.name}' is a {model.kind.name} tool, it reads nothing: score "
                              f"images with 'inspector predict --tool {tool.name} IMAGE...'")
     rows = []
-    for name in args.images:
-        image = read_image(Path(name))
-        if image is None:
-            raise InspectorError(f"'{name}' is not a readable image")
-        judged = model.judge.read(crop_roi(image, tool.config.roi) if args.full_frame else image,
-                                  args.expected)
+    for name, roi in _rois(args, tool.config.roi):
+        judged = model.judge.read(roi, args.expected)
         reading = judged.reading
         rows.append({"image": name, "verdict": verdict_of(judged.score, tool.config.threshold),
                      "text": reading.text if reading else None,
@@ -183,6 +174,19 @@ def cmd_read(args: argparse.Namespace) -> None:
     for row in rows:
         read = f"{row['format']} '{row['text']}'" if row["text"] is not None else "nothing read"
         print(f"{row['image']}: {row['verdict']} ({read}{'; ' + row['why'] if row['why'] else ''})")
+
+
+def _rois(args: argparse.Namespace, roi: ROI) -> Iterator[tuple[str, np.ndarray]]:
+    """Each image the command names with the part it judges: the tool's ROI of a full camera
+    frame (``--full-frame``), else the image itself (already a ROI crop)."""
+    from core.engine.preprocessing import crop_roi
+    from core.store.datasets import read_image
+
+    for name in args.images:
+        image = read_image(Path(name))
+        if image is None:
+            raise InspectorError(f"'{name}' is not a readable image")
+        yield name, crop_roi(image, roi) if args.full_frame else image
 
 
 def _expectation(text: str) -> dict[str, str]:

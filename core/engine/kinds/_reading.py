@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from core.engine.kinds._registry import NONE, Kind, ReadingJudge, Report, Trained
+from core.engine.kinds._registry import NONE, Judgement, Kind, ReadingJudge, Report, Trained
 from core.errors import InspectorError, quoted
 
 if TYPE_CHECKING:
     from core.engine.training import TrainingOptions
+    from core.records.verdicts import Reading
     from core.store.datasets import LoadedImages
     from core.store.tools import ToolConfig, VersionMeta
 
@@ -60,6 +61,12 @@ class Expectation:
         if self.mode == TRIGGER:
             return "the value sent with each trigger"
         return f"{'text matching ' if self.mode == PATTERN else ''}'{self.value}'"
+
+
+def reading_judgement(passed: bool, why: str | None, reading: Reading | None) -> Judgement:
+    """A reading tool's judgement of one ROI: a pass, or a fail and why, with what was read."""
+    return Judgement(READ_PASSED if passed else READ_FAILED, None if passed else why, None,
+                     reading=reading)
 
 
 class _SetupOnly:

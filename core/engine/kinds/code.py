@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.engine.kinds._reading import EXACT, PATTERN, READ_FAILED, READ_PASSED, Expectation, ReadingKind
+from core.engine.kinds._reading import EXACT, PATTERN, Expectation, ReadingKind, reading_judgement
 from core.engine.kinds._registry import Judgement, register_kind
 from core.records.verdicts import Reading
 
@@ -44,9 +44,7 @@ class CodeJudge:
         check = check_code(read_codes(roi), self.expected, expected)
         reading = None if check.read is None else Reading(check.read.text, check.read.symbology,
                                                           grade=print_grade(check.read))
-        if check.passed:
-            return Judgement(READ_PASSED, None, None, reading=reading)
-        return Judgement(READ_FAILED, check.message, None, reading=reading)
+        return reading_judgement(check.passed, check.message, reading)
 
 
 @register_kind

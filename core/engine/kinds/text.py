@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.engine.kinds._reading import EXACT, PATTERN, READ_FAILED, READ_PASSED, Expectation, ReadingKind
+from core.engine.kinds._reading import EXACT, PATTERN, Expectation, ReadingKind, reading_judgement
 from core.engine.kinds._registry import Judgement, register_kind
 from core.records.verdicts import Reading
 
@@ -44,9 +44,7 @@ class TextJudge:
         verdict = self.expected.check(reading, expected)
         confidence = min((line.confidence for line in reading.lines), default=None)
         read = Reading(verdict.read, self.format, confidence=confidence) if reading.lines else None
-        if verdict.passed:
-            return Judgement(READ_PASSED, None, None, reading=read)
-        return Judgement(READ_FAILED, verdict.message, None, reading=read)
+        return reading_judgement(verdict.passed, verdict.message, read)
 
 
 @register_kind
