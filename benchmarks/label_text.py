@@ -224,7 +224,8 @@ it.
 Two decoders use the known layout: each digit cell's likeliest digit among the steps within its
 columns, and the likeliest CTC path spelling exactly the code's 13 (12) digits; the reading
 whose check digit holds is kept, else the surer. Times: one `read_printed_digits` (locating
-not included).
+not included). In the station this is the `digits` kind (`core/engine/kinds/digits.py`): a
+tool whose ROI holds the code and the digits under it, checked like label text.
 
 {results_table(items, method, "passed")}
 
