@@ -465,7 +465,7 @@ def test_training_page_compares_a_retrain_with_the_active_version_before_serving
     at.button(key="compare").click().run()
     no_errors(at)
     table = next(d.value for d in at.dataframe if "Misses" in d.value.columns)
-    assert table["Version"].tolist() == [f"{meta['id']} (new)", f"{active} (active)"]
+    assert table["Version"].tolist() == [f"{meta.id} (new)", f"{active} (active)"]
     assert table["Misses"].str.endswith("of 3").all() and table["False rejects"].str.endswith("of 3").all()
     assert f"The same 6 photos for both: the 3 good and 3 defect photos {active} was not" in texts(at)
     assert ToolStore(trained_home).get("casting").config.active_version == active  # serves once promoted
