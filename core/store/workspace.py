@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]  # core/store/workspace.py -> the app folder
 
 
 def workspace_root() -> Path:
