@@ -389,7 +389,7 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "machine": machine(), "chromium": chromium_version(), "args": vars(args),
-        "validation": {k: validation.get(k) for k in ("balanced_accuracy", "method")},
+        "validation": {"balanced_accuracy": validation.balanced_accuracy, "method": validation.method},
         "shown": a, "follow": b, "train_to_verdict": c, "camera_path": d, "offline": offline,
         "protocol": drawn}, indent=1) + "\n")
     rows = [
@@ -433,8 +433,8 @@ def main() -> None:
         f"it: created on Home (flips allowed), its ROI drawn on Capture around the part, a burst "
         f"of {args.photos} photos while good parts passed and one while defective parts passed "
         f"(one part a second, {BURST_INTERVAL_S:g} s between photos), trained with profile "
-        f"fast (validation: {validation.get('method')}, balanced accuracy "
-        f"{validation.get('balanced_accuracy'):.3f}), run as a trial, promoted. (c) times the "
+        f"fast (validation: {validation.method}, balanced accuracy "
+        f"{validation.balanced_accuracy:.3f}), run as a trial, promoted. (c) times the "
         "clicks from \"Start training\" to the first verdict on Live inspection (Playwright's "
         "clicks, no human delay; the backbone's ONNX graph was already built, as on any station "
         f"after its first training). (d, e): {args.unseen} good and {args.unseen} defective "

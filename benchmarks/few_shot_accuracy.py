@@ -97,7 +97,7 @@ def run(sets: list[str], profiles: list[str], ks: list[int], seeds: list[int]) -
                                           meta.suggested_threshold)
                     results.setdefault(f"{dataset}|{profile}|{k}", []).append({
                         "balanced_accuracy": m["balanced_accuracy"], "auroc": m["auroc"],
-                        "validation": meta.validation["balanced_accuracy"],
+                        "validation": meta.validation.balanced_accuracy,
                         "training_s": meta.training_seconds})
                 rows = results[f"{dataset}|{profile}|{k}"]
                 print(f"{dataset} {profile} k={k}: balanced accuracy "
@@ -106,7 +106,7 @@ def run(sets: list[str], profiles: list[str], ks: list[int], seeds: list[int]) -
             k = max(ks)
             drawn = draw(photos.is_defect, k, seeds[0])
             results[f"{dataset}|{profile}|stability"] = [
-                {"threshold": meta.suggested_threshold, "validation": meta.validation["balanced_accuracy"]}
+                {"threshold": meta.suggested_threshold, "validation": meta.validation.balanced_accuracy}
                 for meta, _, _ in (train_and_score(store, photos, drawn, profile, s) for s in STABILITY_SEEDS)]
             if dataset in MULTI_CLASS_SETS:
                 results[f"{dataset}|{profile}|named"] = named_runs(store, photos, profile, k, seeds)
@@ -130,7 +130,7 @@ def named_runs(store: ToolStore, photos: SetImages, profile: str, k: int, seeds:
         failed = head.defect_scores(probabilities) >= meta.suggested_threshold
         runs.append({"named": named_defect_share(truth, head.top_defect(probabilities), failed,
                                                  head.good_index),
-                     "validation_named": meta.validation.get("named_defect_share"),
+                     "validation_named": meta.validation.named_defect_share,
                      "chance": 1 / (len(classes) - 1)})
     return runs
 

@@ -78,9 +78,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     meta = train_tool(tool, data, TrainingOptions(seed=args.seed, activate=not args.no_activate),
                       on_progress=_print_progress)
     v = meta.validation
-    figures = (f"validation balanced accuracy {v['balanced_accuracy']:.3f}, ROC AUC {v['auroc']:.3f}"
-               if v["balanced_accuracy"] is not None else
-               f"{v['confusion']['false_fail']} of {v['n']} good photos above the threshold held out")
+    figures = (f"validation balanced accuracy {v.balanced_accuracy:.3f}, ROC AUC {v.auroc:.3f}"
+               if v.balanced_accuracy is not None else
+               f"{v.confusion.false_fail} of {v.n} good photos above the threshold held out")
     photos = ", ".join(f"{n} {name}" for name, n in meta.images.items())
     print(f"trained {tool.name} {meta.id} on {photos} photos in {meta.training_seconds} s: "
           f"{figures}, suggested threshold {meta.suggested_threshold:.3f}"
@@ -220,7 +220,7 @@ def cmd_create(args: argparse.Namespace) -> None:
         from core.engine.training import train_tool
 
         meta = train_tool(tool)
-        print(f"saved its setup as version {meta.id} (active): {meta.validation['method']}")
+        print(f"saved its setup as version {meta.id} (active): {meta.validation.method}")
 
 
 def cmd_set(args: argparse.Namespace) -> None:
@@ -256,7 +256,7 @@ def cmd_versions(args: argparse.Namespace) -> None:
         v = meta.validation
         print(f"{'*' if meta.id == tool.config.active_version else ' '} {meta.id}\t{meta.profile or '-'}\t"
               f"images={sum(meta.images.values())}\tbalanced_accuracy="
-              + ("-" if v.get("balanced_accuracy") is None else f"{v['balanced_accuracy']:.3f}"))
+              + ("-" if v.balanced_accuracy is None else f"{v.balanced_accuracy:.3f}"))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

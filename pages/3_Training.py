@@ -154,10 +154,10 @@ def version_row(v: VersionMeta) -> dict:
         "Good passed": percent(rates.good_passed.share) if rates.good_passed.total else "-",
         "Defects caught": (percent(rates.defects_caught.share) if rates.defects_caught.total
                            else "no defect photos"),
-        "Bal. accuracy": ("needs defect photos" if v.validation.get("balanced_accuracy") is None
-                          else ui.fmt_pct(v.validation["balanced_accuracy"])),
-        "ROC AUC": ("needs defect photos" if v.validation.get("auroc") is None
-                    else f"{v.validation['auroc']:.3f}"),
+        "Bal. accuracy": ("needs defect photos" if v.validation.balanced_accuracy is None
+                          else ui.fmt_pct(v.validation.balanced_accuracy)),
+        "ROC AUC": ("needs defect photos" if v.validation.auroc is None
+                    else f"{v.validation.auroc:.3f}"),
         "Suggested threshold": round(v.suggested_threshold, 3),
     }
 
@@ -311,18 +311,17 @@ else:  # saved before the scores were kept: its figures at the threshold they we
         in_force = f"the suggested one; this version kept no scores to show them at {threshold:.3f}"
 st.markdown(f"At threshold **{measured:.3f}** ({in_force}):")
 show_rates(rates)
-st.caption(f"Held-out photos of the training set ({v.get('method', 'validation')}, "
-           f"{v.get('n')} photos): each was judged by a model that had not seen it, but they share "
+st.caption(f"Held-out photos of the training set ({v.method or 'validation'}, "
+           f"{v.n} photos): each was judged by a model that had not seen it, but they share "
            "the training's days, light and parts. A few dozen photos give wide ranges: the 95 % "
            "range is where the rate on many more parts like these most likely lies. To check on "
            "photos the tool has never seen, use **Test on new photos** below. "
            f"Profile {meta.profile}, {meta.training_seconds:.0f} s of training.")
 figures = [("Threshold", f"{threshold:.3f}"), ("Suggested threshold", f"{meta.suggested_threshold:.3f}")]
-if v.get("balanced_accuracy") is not None:  # both good and defect photos were validated
-    figures += [("Balanced accuracy", ui.fmt_pct(v["balanced_accuracy"])),
-                ("ROC AUC", f"{v['auroc']:.3f}")]
-if v.get("named_defect_share") is not None:
-    figures.append(("Defect named right", ui.fmt_pct(v["named_defect_share"])))
+if v.balanced_accuracy is not None:  # both good and defect photos were validated
+    figures += [("Balanced accuracy", ui.fmt_pct(v.balanced_accuracy)), ("ROC AUC", f"{v.auroc:.3f}")]
+if v.named_defect_share is not None:
+    figures.append(("Defect named right", ui.fmt_pct(v.named_defect_share)))
 for column, (label, value) in zip(st.columns(len(figures)), figures):
     column.metric(label, value)
 
@@ -346,17 +345,17 @@ if "anomaly" in meta.details:  # a memory of good patches: what it holds
     st.caption(f"Anomaly tool: it learns what good parts look like from good photos only. {memory}"
                f"{scale} {defects}")
 
-cls = v.get("classes", {})
+cls = v.classes
 left, right = st.columns(2) if cls else (st.container(), None)
 with left:
     st.markdown("**Pass/fail confusion** (rows: truth, columns: verdict)")
-    matrix = v["confusion"]["matrix"]
+    matrix = v.confusion.matrix
     st.dataframe(pd.DataFrame(matrix, index=["good", "defect"], columns=["PASS", "FAIL"]),
                  width="content" if right is None else "stretch")
 if right is not None:
     with right:
         st.markdown("**Class confusion** (rows: truth, columns: predicted)")
-        st.dataframe(pd.DataFrame(cls["matrix"], index=cls["labels"], columns=cls["labels"]),
+        st.dataframe(pd.DataFrame(cls.matrix, index=cls.labels, columns=cls.labels),
                      width="stretch")
 
 

@@ -57,8 +57,8 @@ def test_defects_score_far_above_good_parts_and_the_good_threshold_holds(bottle_
     meta = bottle_tool.version_meta()
     assert meta.kind == "anomaly" and meta.suggested_threshold == 0.5
     assert meta.images == {"good": 10} and meta.details["memory_patches"] <= 2 * 2048
-    assert meta.validation["balanced_accuracy"] is None  # no defect photo to estimate it
-    assert meta.validation["confusion"]["false_fail"] <= 1  # held-out good photos pass
+    assert meta.validation.balanced_accuracy is None  # no defect photo to estimate it
+    assert meta.validation.confusion.false_fail <= 1  # held-out good photos pass
     images, is_defect = held_out_bottles(8)
     scores = TrainedModel(bottle_tool).defect_scores(images)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -128,14 +128,14 @@ def test_defect_photos_report_accuracy_and_suggest_a_threshold_for_an_escape_rat
     tool = ToolStore().create("with defects", kind="anomaly")
     meta = train_tool(tool, data, SMALL)
     v = meta.validation
-    assert v["n"] == 13 and v["balanced_accuracy"] >= 0.8 and v["auroc"] >= 0.8
+    assert v.n == 13 and v.balanced_accuracy >= 0.8 and v.auroc >= 0.8
     assert meta.suggested_threshold == 0.5  # the calibrated decision point, defects or not
     assert ToolStore().get("with defects").config.threshold == 0.5
-    assert len(v["scores"]["good"]) == 8 and len(v["scores"]["defect"]) == 5
-    scores = np.array(v["scores"]["good"] + v["scores"]["defect"])
+    assert len(v.scores["good"]) == 8 and len(v.scores["defect"]) == 5
+    scores = np.array(v.scores["good"] + v.scores["defect"])
     is_defect = np.array([False] * 8 + [True] * 5)
     catch_all = threshold_for_escape_rate(is_defect, scores, 0.0)
-    assert (scores[is_defect] >= catch_all).all() and catch_all == min(v["scores"]["defect"])
+    assert (scores[is_defect] >= catch_all).all() and catch_all == min(v.scores["defect"])
 
 
 def test_versions_roll_back_and_export_import_keeps_scores(bottle_tool, workspace, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from core.engine.metrics import (MIN_DEFECT_SCORES, Rate, escape_rate_threshold, held_out_scores,
                                  pass_fail_metrics, percent, rates_at, rates_of)
 from core.errors import InspectorError
+from core.records.validation import Validation
 
 
 def test_a_rate_reads_as_counts_share_and_its_95_percent_range():
@@ -21,7 +22,7 @@ def test_rates_are_the_complements_of_the_false_fail_and_missed_defect_figures()
     is_defect = np.array([0] * 6 + [1] * 4, bool)
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.3, 0.55, 0.8, 0.9])
     figures = pass_fail_metrics(is_defect, scores, 0.5)
-    rates = rates_of(figures)
+    rates = rates_of(Validation.from_json(figures))
     assert rates.threshold == 0.5
     assert rates.good_passed == Rate(4, 6) and rates.defects_caught == Rate(3, 4)
     assert rates.good_passed.share == pytest.approx(1 - figures["false_fail_rate"])
@@ -33,12 +34,12 @@ def test_rates_are_the_complements_of_the_false_fail_and_missed_defect_figures()
 
 
 def test_held_out_scores_of_a_version_with_and_without_defects_or_scores():
-    is_defect, scores = held_out_scores({"scores": {"good": [0.1, 0.2], "defect": [0.9]}})
+    is_defect, scores = held_out_scores(Validation(scores={"good": (0.1, 0.2), "defect": (0.9,)}))
     assert is_defect.tolist() == [False, False, True] and scores.tolist() == [0.1, 0.2, 0.9]
-    is_defect, scores = held_out_scores({"scores": {"good": [0.1, 0.2]}})  # anomaly, good only
+    is_defect, scores = held_out_scores(Validation(scores={"good": (0.1, 0.2)}))  # anomaly, good only
     assert not is_defect.any() and len(scores) == 2
     assert rates_at(is_defect, scores, 0.5).defects_caught == Rate(0, 0)
-    assert held_out_scores({"confusion": {}}) is None  # saved before the scores were kept
+    assert held_out_scores(Validation.from_json({"n": 3})) is None  # saved before the scores were kept
 
 
 def test_an_escape_rate_threshold_needs_enough_defect_photos():
@@ -55,3 +56,29 @@ def test_an_escape_rate_threshold_needs_enough_defect_photos():
         escape_rate_threshold(np.zeros(4, bool), np.array(good), 0.05)
     with pytest.raises(InspectorError, match="must lie in 0..100 %"):
         escape_rate_threshold(is_defect, scores, 1.5)
+
+
+@pytest.mark.parametrize("figures", [
+    {"n": 2, "balanced_accuracy": None, "auroc": None, "threshold": 0.5,  # anomaly, good photos only
+     "confusion": {"labels": ["good", "defect"], "matrix": [[2, 0], [0, 0]], "false_fail": 0,
+                   "missed_defect": 0},
+     "false_fail_rate": 0.0, "false_fail_interval": [0.0, 0.66], "missed_defect_rate": None,
+     "missed_defect_interval": None, "method": "leave-one-out on good photos",
+     "scores": {"good": [0.1, 0.2], "defect": []}},
+    {"method": "set up, not trained: expects 'A1'", "balanced_accuracy": None,  # a reading kind
+     "scores": {"good": [], "defect": []}},
+    {"balanced_accuracy": 0.9, "classes": {"labels": ["good", "a", "b"], "matrix": [[1, 0, 0]] * 3},
+     "from_a_newer_station": {"kept": True}},
+    {}])
+def test_validation_figures_round_trip_meta_json_as_written(figures):
+    assert Validation.from_json(figures).to_json() == figures
+
+
+def test_a_version_with_mistyped_validation_figures_is_refused():
+    from core.store.tools import version_meta_problem
+
+    sound = {"balanced_accuracy": 0.9, "scores": {"good": [0.1]}}
+    assert version_meta_problem({"validation": sound}) is None
+    for wrong in ({"balanced_accuracy": "0.9"}, {"confusion": {"matrix": [[1, "2"]]}}, {"n": 2.5},
+                  {"scores": {"good": [True]}}, {"false_fail_interval": [0.1]}):
+        assert "validation." in version_meta_problem({"validation": wrong})

@@ -483,7 +483,7 @@ def chart_marks(at: AppTest) -> dict[str, float]:
 
 def test_training_page_shows_held_out_rates_and_saves_an_escape_rate_threshold(trained_home):
     tool = ToolStore(trained_home).get("casting")
-    kept = tool.version_meta().validation["scores"]
+    kept = tool.version_meta().validation.scores
     good, defect = np.array(kept["good"]), np.array(kept["defect"])
     assert (len(good), len(defect)) == (PER_CLASS, PER_CLASS)
     at = log_in(page("pages/3_Training.py"), "anna", "engineer", trained_home)  # for the audit

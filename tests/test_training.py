@@ -38,10 +38,10 @@ def test_few_shot_model_beats_chance_by_a_wide_margin(workspace, dataset):
 def test_validation_estimate_is_cross_validated_and_complete(casting_tool):
     meta = casting_tool.version_meta()
     v = meta.validation
-    assert v["method"].endswith("fold cross-validation")
-    assert v["n"] == 24 and sum(map(sum, v["confusion"]["matrix"])) == 24
+    assert v.method.endswith("fold cross-validation")
+    assert v.n == 24 and sum(map(sum, v.confusion.matrix)) == 24
     assert 0 < meta.suggested_threshold < 1
-    wrong = v["confusion"]["false_fail"] + v["confusion"]["missed_defect"]
+    wrong = v.confusion.false_fail + v.confusion.missed_defect
     assert len(meta.misclassified) == wrong
     assert meta.images == {"good": 12, "defect": 12}
 
@@ -173,7 +173,7 @@ def test_retakes_of_one_part_are_validated_together(workspace):
 
     data = retaken(load_sample("casting", 2, seed=9), 3)  # bursts of 3 re-takes of each part
     meta = train_tool(ToolStore().create("bursts"), data, TrainingOptions(views_per_image=2))
-    assert meta.validation["method"] == "2-fold cross-validation"  # 2 parts of each class
+    assert meta.validation.method == "2-fold cross-validation"  # 2 parts of each class
 
 
 def retaken(sample, takes: int, seconds_apart: float = 0.5):
@@ -209,8 +209,8 @@ def test_a_burst_on_a_moving_conveyor_is_one_part_per_photo(workspace):
     assert len(set(retake_groups(conveyor.paths))) == 2  # by time alone: a burst per class
     assert len(set(retake_groups(conveyor.paths, conveyor.images))) == 12  # they differ: parts
     meta = train_tool(ToolStore().create("conveyor"), conveyor, TrainingOptions(views_per_image=2))
-    assert meta.validation["method"] == "5-fold cross-validation"
+    assert meta.validation.method == "5-fold cross-validation"
 
     one_part = retaken(load_sample("casting", 1, seed=9), 6)  # 6 re-takes of one part per class
     meta = train_tool(ToolStore().create("one part"), one_part, TrainingOptions(views_per_image=2))
-    assert meta.validation["method"].startswith("5-fold cross-validation (photo by photo")
+    assert meta.validation.method.startswith("5-fold cross-validation (photo by photo")

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from core.errors import InspectorError
+from core.records.validation import Validation
 from core.records.verdicts import rejects
 
 DECISION_POINT = 0.5  # the suggested threshold of every model version, see the module docstring
@@ -144,28 +145,28 @@ class Rates(NamedTuple):
     defects_caught: Rate
 
 
-def rates_of(figures: dict) -> Rates:
-    """Good parts passed and defects caught of ``pass_fail_metrics`` figures (a version's
-    ``validation`` included): the complements of its false-FAIL and missed-defect counts, whose
-    Wilson intervals they mirror."""
-    (good_pass, good_fail), (defect_pass, defect_fail) = figures["confusion"]["matrix"]
-    return Rates(figures.get("threshold"), Rate(int(good_pass), int(good_pass + good_fail)),
+def rates_of(figures: Validation) -> Rates:
+    """Good parts passed and defects caught of a version's validation figures (or
+    ``pass_fail_metrics``' read by ``Validation.from_json``): the complements of its false-FAIL
+    and missed-defect counts, whose Wilson intervals they mirror."""
+    (good_pass, good_fail), (defect_pass, defect_fail) = figures.confusion.matrix
+    return Rates(figures.threshold, Rate(int(good_pass), int(good_pass + good_fail)),
                  Rate(int(defect_fail), int(defect_pass + defect_fail)))
 
 
 def rates_at(is_defect: np.ndarray, scores: np.ndarray, threshold: float) -> Rates:
     """``rates_of`` the photos' figures at ``threshold``."""
-    return rates_of(pass_fail_metrics(is_defect, scores, threshold))
+    return rates_of(Validation.from_json(pass_fail_metrics(is_defect, scores, threshold)))
 
 
-def held_out_scores(validation: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def held_out_scores(validation: Validation) -> tuple[np.ndarray, np.ndarray] | None:
     """(is_defect, scores) of the held-out photos a version's validation kept (training stores
-    ``validation["scores"]``: good and defect lists; an anomaly tool trained on good photos only
-    has no defect side), or None for a version saved before they were kept."""
-    kept = validation.get("scores")
-    if not isinstance(kept, dict):
+    ``validation.scores``: good and defect; an anomaly tool trained on good photos only has no
+    defect side), or None for a version saved before they were kept."""
+    kept = validation.scores
+    if kept is None:
         return None
-    good, defect = list(kept.get("good") or []), list(kept.get("defect") or [])
+    good, defect = list(kept.get("good", ())), list(kept.get("defect", ()))
     is_defect = np.r_[np.zeros(len(good), bool), np.ones(len(defect), bool)]
     return is_defect, np.asarray(good + defect, float)
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from core.engine.model import ClassifierHead, neighbourhood_average, pool_featur
 from core.engine.preprocessing import InputShape, augment
 from core.engine.runtime import FeatureMaps, get_extractor
 from core.errors import TrainingCancelled
+from core.records.validation import Validation
 from core.security.access import CONFIGURE, require
 from core.store.datasets import LoadedImages, ToolDataset, photo_key
 from core.store.tools import Tool, ToolConfig, VersionMeta, announce
@@ -310,12 +311,13 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
     started = time.perf_counter()
     trained = kind.train(config, data, options, report)
     report("saving", 0, 1)
-    scores, validation = trained.scores, trained.validation
+    scores = trained.scores
     is_defect = np.asarray(data.labels) != config.classes.index("good")
     wrong = [{"path": str(p), "score": float(s)} for p, s, d in zip(data.paths, scores, is_defect)
              if (s >= DECISION_POINT) != d]
-    validation["scores"] = {side: [round(float(s), 4) for s in scores[is_defect == (side == "defect")]]
-                            for side in ("good", "defect")}  # the operating curve's photos
+    validation = replace(trained.validation, scores={  # the operating curve's photos
+        side: tuple(round(float(s), 4) for s in scores[is_defect == (side == "defect")])
+        for side in ("good", "defect")})
     meta = VersionMeta(
         id=_new_version_id(tool), kind=config.kind, profile=config.profile if kind.neural else None,
         classes=config.classes, created=datetime.now(timezone.utc).isoformat(), images=counts,
@@ -326,7 +328,7 @@ def train_tool(tool: Tool, data: LoadedImages | None = None, options: TrainingOp
         details={"seed": options.seed, **trained.details})
     save_version(tool, trained.model, meta)
     announce(tool.name, "trained", version=meta.id, profile=meta.profile,
-             balanced_accuracy=validation.get("balanced_accuracy"))
+             balanced_accuracy=validation.balanced_accuracy)
     report("saving", 1, 1)
     if options.activate:
         tool.activate(meta.id)
@@ -350,14 +352,14 @@ def train_classifier(config: ToolConfig, data: LoadedImages, options: TrainingOp
     head.cam_scale = _calibrate_cam_scale(head, data.images, labels, config.profile, shape)
     is_defect = labels != head.good_index
     scores = head.defect_scores(oof)
-    validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
-    validation["method"] = f"{folds}-fold cross-validation" + ("" if together else (
+    method = f"{folds}-fold cross-validation" + ("" if together else (
         " (photo by photo: a class's photos are re-takes of one part, so a held-out photo's part "
         "was seen in training; capture more parts)"))
-    validation["classes"] = class_confusion(labels, oof.argmax(axis=1), config.classes)
-    if len(config.defect_classes) > 1:
-        validation["named_defect_share"] = named_defect_share(
-            labels, head.top_defect(oof), scores >= DECISION_POINT, head.good_index)
+    named = (named_defect_share(labels, head.top_defect(oof), scores >= DECISION_POINT, head.good_index)
+             if len(config.defect_classes) > 1 else None)
+    validation = Validation.from_json({
+        **pass_fail_metrics(is_defect, scores, DECISION_POINT), "method": method,
+        "classes": class_confusion(labels, oof.argmax(axis=1), config.classes), "named_defect_share": named})
     return Trained(head, scores, validation, {"input": shape.to_json(), "views_per_image": views})
 
 
@@ -401,9 +403,10 @@ def train_anomaly(config: ToolConfig, data: LoadedImages, options: TrainingOptio
         scores[rows] = model.score(maps)[0]
         report("scoring defect photos", start + len(rows), len(defect_rows))
     is_defect = labels != config.classes.index("good")
-    validation = pass_fail_metrics(is_defect, scores, DECISION_POINT)
-    validation["method"] = ("leave-one-out on good photos"
-                            + (", defect photos scored by the model" if is_defect.any() else ""))
+    validation = Validation.from_json({
+        **pass_fail_metrics(is_defect, scores, DECISION_POINT),
+        "method": "leave-one-out on good photos" + (", defect photos scored by the model"
+                                                    if is_defect.any() else "")})
     return Trained(model, scores, validation, {"anomaly": settings.to_json(),
                                                "memory_patches": model.patch_count,
                                                "input": shape.to_json(), "views_per_image": views})

@@ -17,7 +17,7 @@ def active_balanced_accuracy(tool: Tool) -> float | None:
     if not tool.config.active_version:
         return None
     try:
-        return tool.version_meta().validation.get("balanced_accuracy")
+        return tool.version_meta().validation.balanced_accuracy
     except (InspectorError, KeyError, OSError, ValueError):
         return None
 

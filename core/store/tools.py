@@ -28,6 +28,7 @@ from typing import Any
 
 from core.engine.kinds import get_kind, kind_names
 from core.errors import InspectorError, quoted
+from core.records.validation import Validation, validation_problem
 from core.security.access import CONFIGURE, acting_user, require
 from core.store.workspace import atomic_write_json, fsync_dir, workspace_root
 
@@ -251,7 +252,7 @@ def version_meta_problem(meta: Any) -> str | None:
                        ("classes", list)):
         if not isinstance(meta.get(key, types()), types):
             return f"'{key}' is not a JSON {'object' if types is dict else 'list'}"
-    return None
+    return validation_problem(meta.get("validation", {}))
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ class VersionMeta:
     classes: tuple[str, ...] = ()
     created: str = ""  # ISO 8601, UTC
     suggested_threshold: float = 0.5
-    validation: dict[str, Any] = field(default_factory=dict)  # core.engine.metrics.pass_fail_metrics & co
+    validation: Validation = field(default_factory=Validation)
     images: dict[str, int] = field(default_factory=dict)  # photos per class it was trained on
     misclassified: tuple[dict[str, Any], ...] = ()  # held-out photos on the wrong side: path, score
     held_out_by_photo: dict[str, float] = field(default_factory=dict)  # every photo's held-out
@@ -283,12 +284,15 @@ class VersionMeta:
         for key in ("classes", "misclassified", "skipped"):
             if key in values:
                 values[key] = tuple(values[key])
+        if "validation" in values:
+            values["validation"] = Validation.from_json(values["validation"])
         return cls(**values, details={k: v for k, v in data.items() if k not in typed})
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
         for key in ("classes", "misclassified", "skipped"):
             data[key] = list(data[key])
+        data["validation"] = self.validation.to_json()
         return {**self.details, **data}
 
 

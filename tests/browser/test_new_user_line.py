@@ -173,7 +173,8 @@ def test_a_new_user_gets_unseen_parts_judged_right_on_the_line(line):
             for v, s in zip(judged, offline)]
     right = sum(v.right for v in judged)
     report = {"right": right, "total": len(judged), "threshold": tool.config.threshold,
-              "validation": {k: meta.validation.get(k) for k in ("balanced_accuracy", "method")},
+              "validation": {"balanced_accuracy": meta.validation.balanced_accuracy,
+                             "method": meta.validation.method},
               "photos": {c: sorted({p.path.name for p in found}) for c, found in shown.items()},
               "framing": framing, "timings": {k: round(v, 1) for k, v in timings.items()},
               "parts": rows}

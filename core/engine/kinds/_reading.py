@@ -13,6 +13,7 @@ import numpy as np
 
 from core.engine.kinds._registry import NONE, Judgement, Kind, ReadingJudge, Report, Trained
 from core.errors import InspectorError, quoted
+from core.records.validation import Validation
 
 if TYPE_CHECKING:
     from core.engine.training import TrainingOptions
@@ -99,8 +100,7 @@ class ReadingKind(Kind):
             raise InspectorError(f"say what '{config.name}' must read first (an exact text, a "
                                  "pattern, or the value sent with each trigger)")
         expectation = Expectation.from_json(config.expect)
-        validation = {"method": f"set up, not trained: expects {expectation.shown()}",
-                      "balanced_accuracy": None}
+        validation = Validation(method=f"set up, not trained: expects {expectation.shown()}")
         return Trained(_SetupOnly(), np.zeros(0, np.float32), validation,
                        {"expect": expectation.to_json()})
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from core.errors import InspectorError, quoted
+from core.records.validation import Validation
 from core.records.verdicts import Reading, short_error
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class Trained(NamedTuple):
 
     model: SavableModel
     scores: np.ndarray
-    validation: dict[str, Any]
+    validation: Validation
     details: dict[str, Any]
 
 
