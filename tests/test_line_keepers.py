@@ -96,3 +96,39 @@ def test_an_operator_s_correction_lands_in_the_dataset_and_in_the_history(statio
     report = operator_corrections(station.line.history).set_index("tool").loc["casting"]
     assert report["corrections"] == 1 and report["parts"] >= 1
     assert report["share"] == pytest.approx(1 / report["parts"])
+
+
+def test_a_tool_deleted_while_the_line_keeps_its_frames_is_gone_at_once(workspace):
+    """The line may write a kept crop into a tool at the moment it is deleted: the delete
+    succeeds, and no write brings the tool's folder back."""
+    import threading
+    import uuid
+
+    from core.station.line_learning import NEAR_THRESHOLD, KeptFrame
+    from core.store.tools import ToolStore
+
+    store = ToolStore()
+    tool = store.create("doomed")
+    review, crop = ReviewQueue(tool), load_sample("casting", 1, seed=0).images[0]
+    stop, written = threading.Event(), []
+
+    def keep() -> None:  # the line's writer thread, as fast as it goes
+        while not stop.is_set():
+            frame = KeptFrame(uuid.uuid4().hex[:12], "doomed", 0.5, 0.5, "v001", time.time(), NEAR_THRESHOLD)
+            try:
+                review.add(crop, frame)
+                written.append(frame.id)
+            except OSError:
+                pass  # the tool went between the check and the write: the crop is lost, as it should
+
+    writer = threading.Thread(target=keep)
+    writer.start()
+    try:
+        while len(written) < 20:
+            time.sleep(0.01)
+        store.delete("doomed")
+    finally:
+        stop.set()
+        writer.join()
+    assert not store.exists("doomed") and not (store.root / "doomed").exists()
+    assert [p.name for p in store.root.iterdir()] == []  # the deleted folder went too

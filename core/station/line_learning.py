@@ -188,6 +188,7 @@ class ReviewQueue:
         ok, encoded = cv2.imencode(".png", crop)
         if not ok:
             raise InspectorError("could not encode the kept crop to store it")
+        self.folder.mkdir(exist_ok=True)  # inside the tool's folder only: never bring a deleted one back
         atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes())
         atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json())
 

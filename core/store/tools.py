@@ -37,7 +37,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 _CONFIG_FILE = "tool.json"
 SCHEMA_VERSION = 1
 MAX_JSON_BYTES = 16 * 1024 * 1024  # tool.json, meta.json, a tool file's manifest
-_LEFTOVER = re.compile(r"^\.(import|trash)-(.+)-(\d+)-[0-9a-f]{8}$")  # .<kind>-<tool>-<pid>-<id>
+_LEFTOVER = re.compile(r"^\.(import|trash|deleted)-(.+)-(\d+)-[0-9a-f]{8}$")  # .<kind>-<tool>-<pid>-<id>
 STALE_SAVE_S = 15 * 60  # a temporary file or version folder this old is left by an interrupted save
 
 
@@ -458,7 +458,7 @@ class ToolStore:
                 if match[1] == "trash" and not target.exists():
                     entry.rename(target)
                     fsync_dir(self.root)
-                elif match[1] == "import" or (target / _CONFIG_FILE).is_file():
+                elif match[1] in ("import", "deleted") or (target / _CONFIG_FILE).is_file():
                     shutil.rmtree(entry, ignore_errors=True)
             except OSError:
                 continue  # another process recovers it at the same moment, or it stays for later
@@ -557,8 +557,13 @@ class ToolStore:
         return tools, broken
 
     def delete(self, name: str) -> None:
+        """Delete a tool in one rename: it is gone at once, even while the line still writes into
+        it (a kept crop), and a kill halfway through the removal leaves no half tool."""
         require(CONFIGURE)
-        shutil.rmtree(self.get(name).folder)
+        doomed = self.root / f".deleted-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.get(name).folder.rename(doomed)
+        fsync_dir(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)  # what cannot be deleted now goes at the next open
         announce(name, "deleted")
 
     def rename(self, name: str, new_name: str) -> Tool:
