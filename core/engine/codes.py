@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from core.engine.kinds._reading import compiled_pattern
 from core.errors import InspectorError
 
 SHOWN_CHARS = 40  # of a code's text in a check's message, so that it stays one line
@@ -187,11 +188,7 @@ class ExpectedCode:
         if self.text == "":
             raise InspectorError("The expected text is empty: type what the code must read")
         if self.pattern is not None:
-            try:
-                object.__setattr__(self, "_compiled", re.compile(self.pattern))
-            except re.error as error:
-                raise InspectorError(f"The pattern '{self.pattern}' is not a valid regular "
-                                     f"expression ({error}): correct it") from None
+            object.__setattr__(self, "_compiled", compiled_pattern(self.pattern))
 
     @classmethod
     def exact(cls, text: str) -> ExpectedCode:

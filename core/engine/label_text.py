@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from core.engine.kinds._reading import compiled_pattern
 from core.errors import InspectorError
 
 # The detector sees the ROI at this shorter side, its longer side at most LONG_SIDE: the
@@ -215,11 +216,7 @@ class ExpectedText:
         if self.kind != "trigger" and not self.value.strip():
             raise InspectorError(f"the expected {self._noun} is empty: type the text the label must show")
         if self.kind == "pattern":
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise InspectorError(f"'{self.value}' is not a valid regular expression ({exc}); "
-                                     r"write it like LOT\d{6}") from None
+            compiled_pattern(self.value)
 
     @classmethod
     def exact(cls, text: str) -> ExpectedText:

@@ -26,6 +26,16 @@ MODES = (EXACT, PATTERN, TRIGGER)
 READ_PASSED, READ_FAILED = 0.0, 1.0  # a reading tool's scores: either side of any threshold in (0, 1]
 
 
+def compiled_pattern(pattern: str) -> re.Pattern[str]:
+    """An expected pattern compiled, or refused with how one is written: the one rule for every
+    reading tool's pattern."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InspectorError(f"{quoted(pattern)} is not a valid regular expression ({exc}): write "
+                             "it like LOT\\d{6}") from None
+
+
 @dataclass(frozen=True)
 class Expectation:
     """What the ROI must read: an exact text, a regular expression it must match whole, or the
@@ -40,11 +50,7 @@ class Expectation:
         if self.mode != TRIGGER and not self.value.strip():
             raise InspectorError("the expected value is empty: type what the ROI must read")
         if self.mode == PATTERN:
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise InspectorError(f"{quoted(self.value)} is not a valid regular expression "
-                                     f"({exc}): write it like LOT\\d{{6}}") from None
+            compiled_pattern(self.value)
 
     @classmethod
     def from_json(cls, data: Any) -> Expectation:
