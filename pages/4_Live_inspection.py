@@ -32,7 +32,7 @@ from core.errors import InspectorError
 from core.records.verdicts import ERROR, FAIL, PASS
 from core.security.access import INSPECT
 from core.station.line import station_line
-from core.station.line_keepers import correct_last_verdict, right_label
+from core.station.line_keepers import correct_last_verdict, learns_on_the_line, right_label
 from core.station.live import LiveSession
 from core.station.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
 from core.store.tools import ToolConfig, current_actor
@@ -232,10 +232,10 @@ def corrections(camera: str, first: bool) -> None:
     session = station.session(camera)
     shown = session.current() if station.feed_state(camera, browser) != "free" else None
     judged = {r.tool: r for r in (shown.results if shown else ()) if r.verdict != ERROR}
-    runners = session.runners
-    if not judged or not set(judged) & set(runners):
-        return
+    runners = {n: r for n, r in session.runners.items() if learns_on_the_line(r)}
     names = [n for n in judged if n in runners]
+    if not names:
+        return
     tool = names[0] if len(names) == 1 else st.selectbox(
         "Correct the verdict of", names, key=f"correct_tool::{camera}")
     result, classes = judged[tool], runners[tool].tool.config.classes

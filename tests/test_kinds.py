@@ -328,3 +328,24 @@ def test_a_digits_tool_reads_the_digits_printed_under_the_code(workspace):
     assert wrong.verdict == FAIL and wrong.defect_class.startswith("read '1 81497 00087 9', expected")
     blank = judge(tool, np.full_like(frame, 118))
     assert blank.verdict == FAIL and blank.defect_class == "no EAN or UPC code found"
+
+
+def test_the_line_keeps_no_frames_of_a_reading_tool_and_refuses_correcting_it(workspace):
+    """A code tool learns from no photos: no keeper on the line, and "this verdict was wrong"
+    is refused with what to do instead (nothing lands in its folder)."""
+    from core.station.line_keepers import LineKeeping, correct_last_verdict
+
+    frame, roi = on_background(photo(QR))
+    tool = reading_tool("serial", "code", "exact", "not what the QR says", roi)
+    runner = ToolRunner(tool)
+    keeping = LineKeeping()
+    try:
+        assert keeping.follow({"serial": runner}) == {}
+    finally:
+        keeping.close()
+    live = LiveSession(Lineup((runner,)), RecentVerdicts(), heartbeat_s=None)
+    live.process(frame)
+    assert live.latest.results[0].verdict == FAIL
+    with pytest.raises(InspectorError, match="learns from no photos"):
+        correct_last_verdict(live, "serial", "good")
+    assert not (tool.folder / "review").exists() and not tool.images_dir.exists()

@@ -48,6 +48,12 @@ def novelty_reference(tool: Tool, model: TrainedModel) -> NoveltyReference | Non
     return NoveltyReference(pooled, pooled.mean(0), pooled.std(0) + 1e-6)
 
 
+def learns_on_the_line(runner: ToolRunner) -> bool:
+    """Whether the line's frames and corrections are worth keeping for a tool: only a kind that
+    learns from photos (a code or text tool's setup is its expected value, not photos)."""
+    return runner.model.kind.learns
+
+
 class LineKeeping:
     """The keepers of the tools on a station's line. ``follow`` is called with the line's
     runners at every change of the line: a tool joining gets a keeper, a tool whose version
@@ -63,10 +69,11 @@ class LineKeeping:
     def follow(self, runners: dict[str, ToolRunner]) -> dict[str, LineKeeper]:
         """The keepers of these runners' tools (a copy: the lineup holds it)."""
         with self._lock:
-            for name in set(self._keepers) - set(runners):
+            learning = {name: r for name, r in runners.items() if learns_on_the_line(r)}
+            for name in set(self._keepers) - set(learning):
                 self._versions.pop(name, None)
                 self._keepers.pop(name).close()
-            for name, runner in runners.items():
+            for name, runner in learning.items():
                 keeper = self._keepers.get(name)
                 if keeper is None or keeper.review.folder != runner.tool.folder / "review":
                     keeper = self._keepers[name] = LineKeeper(ReviewQueue(runner.tool, self.policy))
@@ -122,6 +129,9 @@ def correct_last_verdict(session: LiveSession, tool: str, label: str,
     runner = session.runners.get(tool)
     if judged is None or runner is None:
         raise InspectorError(f"'{tool}' has no verdict on camera {session.camera} to correct yet")
+    if not learns_on_the_line(runner):
+        raise InspectorError(f"'{tool}' learns from no photos: change what it expects on the "
+                             "Training page instead")
     result, crop = judged
     if result.verdict == ERROR:
         raise InspectorError(f"'{tool}' could not judge that frame ({result.error}): there is no "
