@@ -241,17 +241,16 @@ def corrections(camera: str, first: bool) -> None:
     result, classes = judged[tool], runners[tool].tool.config.classes
     said = "good" if result.passed else result.defect_class
     wrong = right_label(result, classes)
-    buttons = st.columns(1 + len(classes))
-    if wrong is not None:
-        buttons[0].button(f"Wrong: it is {wrong}", key=f"wrong::{camera}", type="primary",
-                          shortcut=WRONG_KEY if first else None, on_click=correct,
-                          args=(camera, tool, wrong),
-                          help=f"The latest verdict of {tool} ({result.verdict}) was wrong: its "
-                               "ROI goes into the tool's photos with your name"
-                               + (f" (key {WRONG_KEY})." if first else "."))
-    for column, name in zip(buttons[1:], [c for c in classes if c not in (said, wrong)]):
+    if wrong is not None:  # the whole width: the label must be read at a glance
+        st.button(f"Wrong: it is {wrong}", key=f"wrong::{camera}", type="primary", width="stretch",
+                  shortcut=WRONG_KEY if first else None, on_click=correct, args=(camera, tool, wrong),
+                  help=f"The latest verdict of {tool} ({result.verdict}) was wrong: its ROI goes "
+                       "into the tool's photos with your name"
+                       + (f" (key {WRONG_KEY})." if first else "."))
+    others = [c for c in classes if c not in (said, wrong)]
+    for column, name in zip(st.columns(len(others)) if others else (), others):
         column.button(f"It is {name}", key=f"is::{camera}::{name}", on_click=correct,
-                      args=(camera, tool, name))
+                      args=(camera, tool, name), width="stretch")
 
 
 # ------------------------------------------------------------------ live settings
