@@ -16,6 +16,7 @@ import it; the live station's side (``core.station.line_keepers``) builds the no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import queue
@@ -268,22 +269,44 @@ class ReviewQueue:
             return self._place(record, earlier.get("label"), earlier.get("labelled_by"),
                                earlier.get("labelled_at"))
 
+    @staticmethod
+    def correction_id(camera: str, when: float) -> str:
+        """The kept crop id of a correction of the frame ``camera`` judged at ``when``: one id
+        per judged frame, so that one frame corrected twice (two clicks, two browsers) is one
+        photo, as one FAIL image sent twice is one crop."""
+        return "corrected-" + hashlib.sha1(f"{camera}\n{when!r}".encode()).hexdigest()[:12]
+
+    def correction(self, camera: str, when: float) -> KeptFrame | None:
+        """The correction of the frame ``camera`` judged at ``when``, if one is kept."""
+        frame_id = self.correction_id(camera, when)
+        return self._get(frame_id) if (self.folder / f"{frame_id}.json").is_file() else None
+
     def correct(self, crop: np.ndarray, result: ToolResult, label: str, camera: str = DEFAULT_CAMERA,
                 when: float | None = None, who: str | None = None) -> KeptFrame:
         """An operator's "this verdict was wrong": the judged ROI crop goes into the dataset under
         ``label`` at once, kept here (reason ``CORRECTED``) for the engineer's review, and the
-        correction is announced (the history's audit trail records it). INSPECT: whoever watches
-        the verdicts may say one was wrong; it changes no model and no setting."""
+        correction is announced (the history's audit trail records it). A frame already
+        corrected is refused: its label is the engineer's to change, on the Labeling page.
+        INSPECT: whoever watches the verdicts may say one was wrong; it changes no model and no
+        setting."""
         require(INSPECT)
         if label == DISCARD:
             raise InspectorError("a correction names the right class; discard kept crops on the "
                                  "Labeling page")
         self._check(label)
-        frame = KeptFrame(uuid.uuid4().hex[:12], self.tool.name, float(result.score),
-                          float(result.threshold), result.version,
-                          time.time() if when is None else when, CORRECTED, camera, hardness=0.0)
+        when = time.time() if when is None else when
+        frame = KeptFrame(self.correction_id(camera, when), self.tool.name, float(result.score),
+                          float(result.threshold), result.version, when, CORRECTED, camera,
+                          hardness=0.0)
         who = who or current_actor()
         with self._lock:
+            done = self.correction(camera, when)
+            if done is not None and done.label is not None:
+                raise InspectorError(
+                    f"that verdict of {self.tool.name} ({result.verdict} at "
+                    f"{datetime.fromtimestamp(when):%H:%M:%S}) is already corrected: labelled "
+                    f"'{done.label}' by {done.labelled_by}; an engineer changes that label on the "
+                    "Labeling page")
             self._write(crop, frame)
             record = self._place(frame, label, who, time.time(), needs=INSPECT)
         with acting_as(who):
