@@ -9,8 +9,9 @@ feeds a camera (START where nobody feeds, or an explicit take-over); the others 
 and its processed picture. Triggered mode judges one frame per TRIGGER (button or key T).
 Under the verdict, a framing notice says when the ROI shows the parts unlike a running tool's
 photos (``core.engine.framing``, one frame checked every few seconds), and what to do. Below it, the
-operator corrects a tool's latest verdict: "Wrong" (key W, first camera) or the right class; the
-judged ROI goes into the tool's photos with who said it (``core.station.line_keepers``).
+operator corrects a tool's latest verdict: "Wrong" (key W, first camera) or the right class, or
+one of its recent verdicts in the strip under it; the judged ROI goes into the tool's photos with
+who said it (``core.station.line_keepers``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from core.errors import InspectorError
 from core.records.verdicts import ERROR, FAIL, PASS
 from core.security.access import INSPECT
 from core.station.line import station_line
-from core.station.line_keepers import correct_last_verdict, learns_on_the_line, right_label
+from core.station.line_keepers import correct_verdict, learns_on_the_line, other_labels, right_label
+from core.station.line_learning import ReviewQueue
 from core.station.live import LiveSession
 from core.station.live_station import CONTINUOUS, TRIGGERED, clock, line_summary, live_station
-from core.store.tools import ToolConfig, current_actor
+from core.store.tools import Tool, ToolConfig, current_actor
 
 MODES = {"Continuous": CONTINUOUS, "Triggered": TRIGGERED}
 REFUSED = "live_refused"
@@ -143,13 +145,17 @@ def feed(camera: str, session: LiveSession) -> None:
 VERDICT_MARKS = {PASS: ":green[PASS]", FAIL: ":red[FAIL]", ERROR: ":orange[ERROR]"}
 
 
+def verdict_mark(result) -> str:
+    return VERDICT_MARKS[PASS] if result.passed else f":red[FAIL {result.defect_class or ''}]"
+
+
 def tool_line(result, note: str | None) -> str:
     if result.verdict == ERROR:
         return (f"**{result.tool}** {VERDICT_MARKS[ERROR]} · {result.error} · threshold "
                 f"{result.threshold:.2f} · {result.version}")
-    icon = VERDICT_MARKS[PASS] if result.passed else f":red[FAIL {result.defect_class or ''}]"
-    text = (f"**{result.tool}** {icon} · score {result.smoothed:.2f} (frame {result.score:.2f}) / "
-            f"threshold {result.threshold:.2f} · {result.latency_ms:.0f} ms · {result.version}")
+    text = (f"**{result.tool}** {verdict_mark(result)} · score {result.smoothed:.2f} (frame "
+            f"{result.score:.2f}) / threshold {result.threshold:.2f} · {result.latency_ms:.0f} ms · "
+            f"{result.version}")
     return text + (f"  \n:orange[{note}]" if note else "")
 
 
@@ -214,10 +220,11 @@ def framing_notice(camera: str) -> None:
             st.warning(f"**{runner.tool.name}**, framing: {finding.message}")
 
 
-def correct(camera: str, tool: str, label: str) -> None:
-    """The operator's correction of the tool's latest verdict on the camera."""
+def correct(camera: str, tool: str, label: str, at: float | None = None) -> None:
+    """The operator's correction of the tool's latest verdict on the camera (or of its recent
+    verdict judged at ``at``)."""
     try:
-        record = correct_last_verdict(station.session(camera), tool, label, actor)
+        record = correct_verdict(station.session(camera), tool, label, actor, at)
     except InspectorError as exc:
         ui.flash(str(exc), CORRECTIONS, error=True)
         return
@@ -225,32 +232,58 @@ def correct(camera: str, tool: str, label: str) -> None:
              f"{record.labelled_by}); the next training learns from it.", CORRECTIONS)
 
 
+def recent_verdicts(session: LiveSession, tool: Tool) -> None:
+    """The tool's last parts (``LiveSession.recent``), newest first, each with its own
+    correction: for a wrong verdict noticed after the next part came."""
+    parts = session.recent.of(tool.name)
+    if not parts:
+        return
+    st.caption(f"Recent verdicts of {tool.name}")
+    queue, classes = ReviewQueue(tool), tool.config.classes
+    for part in parts:
+        picture, said, choices = st.columns([1, 3, 3], vertical_alignment="center")
+        picture.image(ui.to_rgb(part.crop), width=48)
+        said.markdown(f"{datetime.fromtimestamp(part.time):%H:%M:%S} {verdict_mark(part.result)} · "
+                      f"score {part.result.smoothed:.2f}")
+        done = queue.correction(session.camera, part.time)
+        if done is not None and done.label is not None:
+            choices.markdown(f":green[corrected: {done.label}] ({done.labelled_by})")
+            continue
+        wrong = right_label(part.result, classes)
+        for name in ([wrong] if wrong else []) + other_labels(part.result, classes):
+            choices.button(f"Wrong: it is {name}" if name == wrong else f"It is {name}",
+                           key=f"recent::{session.camera}::{tool.name}::{part.time!r}::{name}",
+                           on_click=correct, args=(session.camera, tool.name, name, part.time),
+                           width="stretch")
+
+
 @st.fragment(run_every=1.0)
 def corrections(camera: str, first: bool) -> None:
-    """Say a tool's latest verdict was wrong (or name the right class): one click, or key W."""
+    """Say a tool's latest verdict was wrong (or name the right class): one click, or key W;
+    or one of its recent verdicts, in the strip under it."""
     ui.show_flash(CORRECTIONS)
     session = station.session(camera)
     shown = session.current() if station.feed_state(camera, browser) != "free" else None
     judged = {r.tool: r for r in (shown.results if shown else ()) if r.verdict != ERROR}
     runners = {n: r for n, r in session.runners.items() if learns_on_the_line(r)}
-    names = [n for n in judged if n in runners]
+    names = [n for n in runners if n in judged or session.recent.of(n)]
     if not names:
         return
     tool = names[0] if len(names) == 1 else st.selectbox(
         "Correct the verdict of", names, key=f"correct_tool::{camera}")
-    result, classes = judged[tool], runners[tool].tool.config.classes
-    said = "good" if result.passed else result.defect_class
-    wrong = right_label(result, classes)
+    result, classes = judged.get(tool), runners[tool].tool.config.classes
+    wrong = right_label(result, classes) if result is not None else None
     if wrong is not None:  # the whole width: the label must be read at a glance
         st.button(f"Wrong: it is {wrong}", key=f"wrong::{camera}", type="primary", width="stretch",
                   shortcut=WRONG_KEY if first else None, on_click=correct, args=(camera, tool, wrong),
                   help=f"The latest verdict of {tool} ({result.verdict}) was wrong: its ROI goes "
                        "into the tool's photos with your name"
                        + (f" (key {WRONG_KEY})." if first else "."))
-    others = [c for c in classes if c not in (said, wrong)]
+    others = other_labels(result, classes) if result is not None else []
     for column, name in zip(st.columns(len(others)) if others else (), others):
         column.button(f"It is {name}", key=f"is::{camera}::{name}", on_click=correct,
                       args=(camera, tool, name), width="stretch")
+    recent_verdicts(session, runners[tool].tool)
 
 
 # ------------------------------------------------------------------ live settings

@@ -333,7 +333,7 @@ def test_a_digits_tool_reads_the_digits_printed_under_the_code(workspace):
 def test_the_line_keeps_no_frames_of_a_reading_tool_and_refuses_correcting_it(workspace):
     """A code tool learns from no photos: no keeper on the line, and "this verdict was wrong"
     is refused with what to do instead (nothing lands in its folder)."""
-    from core.station.line_keepers import LineKeeping, correct_last_verdict
+    from core.station.line_keepers import LineKeeping, correct_verdict
 
     frame, roi = on_background(photo(QR))
     tool = reading_tool("serial", "code", "exact", "not what the QR says", roi)
@@ -347,5 +347,5 @@ def test_the_line_keeps_no_frames_of_a_reading_tool_and_refuses_correcting_it(wo
     live.process(frame)
     assert live.latest.results[0].verdict == FAIL
     with pytest.raises(InspectorError, match="learns from no photos"):
-        correct_last_verdict(live, "serial", "good")
+        correct_verdict(live, "serial", "good")
     assert not (tool.folder / "review").exists() and not tool.images_dir.exists()

@@ -1,8 +1,9 @@
 """Learning on the line at the live station, on real casting photos judged by a real trained
 tool: the station keeps a line tool's uncertain frames (the ROI of the frame) up to the hourly
 bound and no further while the session runs, builds the novelty reference off the video thread,
-and an operator's correction of a verdict lands in the tool's dataset with its label and author
-and in the history, where a report counts corrections against parts per tool."""
+and an operator's correction of a verdict (the latest, or one of the tool's recent ones, once per
+judged frame) lands in the tool's dataset with its label and author and in the history, where a
+report counts corrections against parts per tool."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 
 from core.engine.preprocessing import crop_roi
+from core.errors import InspectorError
 from core.records.reports import operator_corrections
 from core.security.access import OPERATOR, AccessDenied, User, as_user
 from core.station import line_keepers
 from core.station.line import close_lines
-from core.station.line_keepers import correct_last_verdict, right_label
+from core.station.line_keepers import correct_verdict, right_label
 from core.station.line_learning import CORRECTED, KeepPolicy, ReviewQueue
+from core.station.live import RecentParts
 from core.station.live_station import close_live_stations, live_station
 from core.store.datasets import ToolDataset, read_image
 from core.store.tools import ROI
@@ -77,7 +80,7 @@ def test_an_operator_s_correction_lands_in_the_dataset_and_in_the_history(statio
     wanted = right_label(result, ("good", "defect"))
     assert wanted == {"FAIL": "good", "PASS": "defect"}[result.verdict]
     with as_user(KIOSK):
-        record = correct_last_verdict(session, "casting", wanted)
+        record = correct_verdict(session, "casting", wanted)
         with pytest.raises(AccessDenied, match="engineer"):  # reviewing the queue is theirs
             ReviewQueue(session.runners["casting"].tool).undo(record.id)
     tool = session.runners["casting"].tool
@@ -96,6 +99,62 @@ def test_an_operator_s_correction_lands_in_the_dataset_and_in_the_history(statio
     report = operator_corrections(station.line.history).set_index("tool").loc["casting"]
     assert report["corrections"] == 1 and report["parts"] >= 1
     assert report["share"] == pytest.approx(1 / report["parts"])
+
+
+def test_an_operator_corrects_a_recent_verdict_once(station, frames):
+    """The session keeps each tool's last parts (a change of verdict or a trigger, not every
+    frame), at most ``RecentParts.KEEP``; correcting the one before the latest puts that
+    frame's ROI into the dataset with its label, who and when, and the history; the same
+    judged frame corrected again, from the strip or as the latest, adds no second photo."""
+    session = station.session("0")
+    for _ in range(5):  # one part held on screen: one verdict, however many frames
+        session.process(frames[0])
+    assert len(session.recent.of("casting")) == 1
+    session.continuous = False  # triggered: every trigger is a part of its own
+    times = []
+    for frame in frames:
+        session.request_trigger()
+        session.process(frame)
+        times.append(session.latest.time)
+    parts = session.recent.of("casting")
+    assert len(parts) == RecentParts.KEEP == 6  # bounded: the oldest went
+    assert [p.time for p in parts] == times[::-1][:6]  # newest first
+    assert all(np.array_equal(p.crop, crop_roi(f, ROI_AROUND_PART))
+               for p, f in zip(parts, frames[::-1]))
+
+    tool = session.runners["casting"].tool
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    before, second = dataset.counts(), parts[1]  # the verdict before the latest
+    wanted = right_label(second.result, tool.config.classes)
+    with as_user(KIOSK):
+        record = correct_verdict(session, "casting", wanted, at=second.time)
+    assert (record.label, record.labelled_by, record.reason) == (wanted, "kiosk", CORRECTED)
+    assert record.time == second.time and time.time() - record.labelled_at < 60
+    photo = tool.images_dir / record.dataset_path
+    assert photo.parent.name == wanted
+    assert np.array_equal(read_image(photo), crop_roi(frames[-2], ROI_AROUND_PART))
+    assert dataset.counts() == {**before, wanted: before[wanted] + 1}
+    assert ReviewQueue(tool).correction("0", second.time).id == record.id  # the strip's mark
+
+    with as_user(KIOSK), pytest.raises(InspectorError, match="already corrected: labelled"):
+        correct_verdict(session, "casting", wanted, at=second.time)
+    latest = parts[0]  # the latest verdict is the strip's newest part: one frame, one photo
+    with as_user(KIOSK):
+        correct_verdict(session, "casting", right_label(latest.result, tool.config.classes))
+        with pytest.raises(InspectorError, match="already corrected"):
+            correct_verdict(session, "casting", right_label(latest.result, tool.config.classes),
+                            at=latest.time)
+        with pytest.raises(InspectorError, match="among its last 6"):
+            correct_verdict(session, "casting", wanted, at=times[0])  # no longer in memory
+    assert sum(dataset.counts().values()) == sum(before.values()) + 2
+
+    assert station.line.recorder.flush(10)
+    changes = station.line.history.changes()
+    rows = changes[changes["action"] == CORRECTED]  # newest first
+    assert len(rows) == 2 and set(rows["actor"]) == {"kiosk"}
+    first = rows.iloc[-1]["details"]
+    assert (first["verdict"], first["label"], first["kept"]) == (second.result.verdict, wanted,
+                                                                  record.id)
 
 
 def test_a_tool_deleted_while_the_line_keeps_its_frames_is_gone_at_once(workspace):

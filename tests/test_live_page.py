@@ -341,3 +341,29 @@ def test_an_operator_corrects_the_latest_verdict_with_one_click(station_home, st
     assert (tool.images_dir / record.dataset_path).parent.name == "good"
     row = audit(CORRECTED).iloc[0]
     assert row["actor"] == "kiosk" and row["details"]["verdict"] == "FAIL"
+
+
+def test_an_operator_corrects_a_recent_verdict_from_the_strip_once(station_home, stream, photos):
+    from core.station.line_learning import CORRECTED, ReviewQueue
+
+    kiosk = browser("kiosk")
+    stream.playing = True
+    kiosk.run()
+    stream.send("live::0", photos["defect"][0])  # FAIL: the part the operator noticed too late
+    stream.send("live::0", photos["good"][0])  # PASS: the part on screen now
+    kiosk.run()
+    no_errors(kiosk)
+    assert "Recent verdicts of casting" in texts(kiosk)
+    assert kiosk.button(key="wrong::0").label == "Wrong: it is defect"  # the latest, as before
+    strip = [b for b in kiosk.button if b.key.startswith("recent::0::casting::")]
+    assert [b.label for b in strip] == ["Wrong: it is defect", "Wrong: it is good"]  # newest first
+    strip[1].click().run()
+    no_errors(kiosk)
+    assert "is in the photos of casting as 'good' (by kiosk)" in texts(kiosk)
+    record = ReviewQueue(ToolStore().get("casting")).labelled()[0]
+    assert (record.label, record.labelled_by, record.reason) == ("good", "kiosk", CORRECTED)
+    assert record.time == live_station().session("0").recent.of("casting")[1].time
+    assert "corrected: good" in texts(kiosk)  # marked in the strip: no button to add it twice
+    assert [b.label for b in kiosk.button if b.key.startswith("recent::0::casting::")] == [
+        "Wrong: it is defect"]
+    assert audit(CORRECTED).iloc[0]["details"]["verdict"] == "FAIL"

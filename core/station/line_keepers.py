@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 
 import numpy as np
 
@@ -119,21 +120,38 @@ def right_label(result: ToolResult, classes: tuple[str, ...]) -> str | None:
     return None
 
 
-def correct_last_verdict(session: LiveSession, tool: str, label: str,
-                         who: str | None = None) -> KeptFrame:
-    """The operator says the latest verdict of ``tool`` on the session's camera was wrong (the
-    part is ``label``): the ROI of the judged frame goes into the tool's dataset with its label,
-    who said it and when (``ReviewQueue.correct``), and the history records the correction."""
-    latest = session.latest
-    judged = latest.crop(tool) if latest is not None else None
+def other_labels(result: ToolResult, classes: tuple[str, ...]) -> list[str]:
+    """The classes an operator may name for a verdict besides ``right_label``'s: every class
+    but the one the verdict said and that one (an ERROR offers none: it said nothing)."""
+    if result.verdict == ERROR:
+        return []
+    said = "good" if result.passed else result.defect_class
+    return [c for c in classes if c not in (said, right_label(result, classes))]
+
+
+def correct_verdict(session: LiveSession, tool: str, label: str, who: str | None = None,
+                    at: float | None = None) -> KeptFrame:
+    """The operator says a verdict of ``tool`` on the session's camera was wrong (the part is
+    ``label``): the latest one, or the recent one judged at ``at`` (``LiveSession.recent``).
+    The ROI of the judged frame goes into the tool's dataset with its label, who said it and
+    the frame's time (``ReviewQueue.correct``, which refuses a frame corrected already), and
+    the history records the correction."""
+    if at is None:
+        latest = session.latest
+        part = latest.part(tool) if latest is not None else None
+    else:
+        part = next((p for p in session.recent.of(tool) if p.time == at), None)
     runner = session.runners.get(tool)
-    if judged is None or runner is None:
-        raise InspectorError(f"'{tool}' has no verdict on camera {session.camera} to correct yet")
+    if part is None or runner is None:
+        which = "" if at is None else (f" of {datetime.fromtimestamp(at):%H:%M:%S} among its last "
+                                       f"{session.recent.keep}")
+        raise InspectorError(f"'{tool}' has no verdict{which} on camera {session.camera} to "
+                             "correct")
     if not learns_on_the_line(runner):
         raise InspectorError(f"'{tool}' learns from no photos: change what it expects on the "
                              "Training page instead")
-    result, crop = judged
-    if result.verdict == ERROR:
-        raise InspectorError(f"'{tool}' could not judge that frame ({result.error}): there is no "
-                             "verdict to correct")
-    return ReviewQueue(runner.tool).correct(crop, result, label, session.camera, latest.time, who)
+    if part.result.verdict == ERROR:
+        raise InspectorError(f"'{tool}' could not judge that frame ({part.result.error}): there "
+                             "is no verdict to correct")
+    return ReviewQueue(runner.tool).correct(part.crop, part.result, label, session.camera,
+                                            part.time, who)

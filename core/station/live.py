@@ -11,7 +11,9 @@ frame's verdicts, as trigger events with its id), so a PLC waiting for a result 
 hanging. ``LiveSession`` hands its events to a sink with a ``remember(records)`` method,
 called on the video thread, so a sink must never block (the history store and the line
 integrations queue them). ``Fanout`` hands them to several sinks (``core.station.line`` gives every
-session the station's); ``RecentVerdicts`` keeps the latest ones in memory.
+session the station's); ``RecentVerdicts`` keeps the latest ones in memory. ``LiveSession.recent``
+keeps each tool's last few parts with the ROI each judged, so that an operator can say one of them
+was wrong (``core.station.line_keepers.correct_verdict``).
 
 What a session runs is its ``Lineup``: the runners of the tools on the line (their verdicts are
 the station's) and ``TrialRun``s beside them (a model version judging the same frames, its
@@ -134,6 +136,45 @@ class RecentVerdicts:
             if record.tool == tool:
                 return record
         return None
+
+
+@dataclass(frozen=True)
+class JudgedPart:
+    """One tool's verdict on one frame, with the ROI it judged: what an operator corrects."""
+
+    result: ToolResult
+    crop: np.ndarray = field(compare=False, repr=False)
+    time: float  # time.time() of the judged frame: its timestamp, shown and recorded
+
+
+class RecentParts:
+    """Per tool, its last ``keep`` judged parts an operator can tell apart, newest first
+    (thread-safe, bounded, in memory only).
+
+    Why not every frame: at 15 frames a second the last six frames are one part seen for
+    half a second. What an operator tells apart is what the history records as a part: a
+    change of the tool's smoothed verdict (its first frame) or a trigger; a heartbeat is the
+    same part still held, and an ERROR has no verdict to correct. The video thread only
+    copies the ROI (not a view that would hold the whole frame), and only at such a verdict:
+    no encoding, a few microseconds a part.
+    """
+
+    KEEP = 6
+
+    def __init__(self, keep: int = KEEP):
+        self.keep = keep
+        self._parts: dict[str, deque[JudgedPart]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, part: JudgedPart) -> None:
+        kept = JudgedPart(part.result, part.crop.copy(), part.time)
+        with self._lock:
+            self._parts.setdefault(part.result.tool, deque(maxlen=self.keep)).appendleft(kept)
+
+    def of(self, tool: str) -> list[JudgedPart]:
+        """A tool's recent parts, newest first."""
+        with self._lock:
+            return list(self._parts.get(tool, ()))
 
 
 class Fanout:
@@ -264,13 +305,13 @@ class LiveResults:
     expected: str | None = None  # the value the trigger sent for this part (e.g. its serial)
     frame: np.ndarray | None = field(default=None, compare=False, repr=False)  # the judged frame
 
-    def crop(self, tool: str) -> tuple[ToolResult, np.ndarray] | None:
+    def part(self, tool: str) -> JudgedPart | None:
         """A line tool's result on this frame and the ROI it judged (None: no such result)."""
         found = next((r for r in self.results if r.tool == tool), None)
         if found is None or self.frame is None:
             return None
         x0, y0, x1, y1 = found.box
-        return found, self.frame[y0:y1, x0:x1]
+        return JudgedPart(found, self.frame[y0:y1, x0:x1], self.time)
 
     @property
     def verdict(self) -> str:
@@ -326,6 +367,7 @@ class LiveSession:
         self.heatmaps = False
         self.trigger = threading.Event()
         self.latest: LiveResults | None = None
+        self.recent = RecentParts()  # per tool, its last parts with their ROIs: to correct
         self.overlay: np.ndarray | None = None  # the latest frame as drawn, for viewers
         self.error: str | None = None
         self.feeder: Feeder | None = None
@@ -426,6 +468,9 @@ class LiveSession:
         events = self._events(results, image, request.trigger_id)
         if events:
             self.sink.remember(events)
+            for event in events:
+                if event.cause != HEARTBEAT and event.verdict != ERROR:
+                    self.recent.add(results.part(event.tool))
         self._keep(results, lineup)
         return results
 
@@ -434,11 +479,11 @@ class LiveSession:
         waits: a crop it keeps is written on its own thread)."""
         for result in results.results:
             keeper = lineup.keepers.get(result.tool)
-            judged = results.crop(result.tool) if keeper is not None else None
+            judged = results.part(result.tool) if keeper is not None else None
             if judged is None:
                 continue
             try:
-                keeper.offer(judged[1], result, self.camera, result.features)
+                keeper.offer(judged.crop, result, self.camera, result.features)
             except Exception:  # noqa: BLE001 - keeping a frame for review never costs a verdict
                 LOG.exception("keeping a frame of '%s' for review failed", result.tool)
 
