@@ -1,10 +1,13 @@
 """Learning on the line in a real Chromium: an operator on Live inspection presses W ("this
 verdict was wrong") and the judged part lands in the tool's photos with its label and the
-operator's name, and in the history; an engineer on Labeling labels the hardest kept crop with
-a key and undoes it. The session's fake webcam shows real casting parts (good, then defective)."""
+operator's name, and in the history, then corrects a verdict before the latest one with a click
+in the strip of recent verdicts, where it shows as corrected; an engineer on Labeling labels the
+hardest kept crop with a key and undoes it. The session's fake webcam shows real casting parts
+(good, then defective)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 
@@ -119,13 +122,28 @@ def settled(count, quiet_s: float = 3.0, within_s: float = 90.0) -> int:
     raise BrowserError(f"the count kept changing for {within_s:.0f} s")
 
 
+def recent_buttons(page) -> dict[float, object]:
+    """The buttons of the strip of casting's recent verdicts on camera 0, by the time of the
+    verdict each corrects (its key, ``recent::0::casting::<time>::<class>``, names it)."""
+    found = {}
+    for box in page.locator('[class*="st-key-recent--0--casting--"]').all():
+        try:
+            classes = box.get_attribute("class", timeout=2000) or ""
+        except Exception:  # noqa: BLE001 - replaced by the strip's refresh meanwhile
+            continue
+        stamp = re.search(r"st-key-recent--0--casting--(\d+)-(\d+)--", classes)
+        if stamp:
+            found[float(f"{stamp[1]}.{stamp[2]}")] = box.get_by_role("button").first
+    return found
+
+
 def corrections(home) -> list:
     return [r for r in ReviewQueue(ToolStore(home).get("casting")).labelled()
             if r.reason == CORRECTED]
 
 
-def test_an_operator_s_key_w_puts_the_part_in_the_photos_and_the_history(tab, url,
-                                                                       learning_home):
+def test_an_operator_s_key_w_and_a_click_on_a_recent_verdict_put_parts_in_the_photos(
+        tab, url, learning_home):
     open_as(tab, url, "Live_inspection", "Live inspection", "kiosk")
     start_camera(tab)
     wait_verdict(tab, {"PASS", "FAIL"}, 90)
@@ -148,6 +166,22 @@ def test_an_operator_s_key_w_puts_the_part_in_the_photos_and_the_history(tab, ur
     row = within(30, audited, "the correction in the history")[0]
     assert row["actor"] == "kiosk" and row["details"]["label"] == record.label
     assert {"FAIL": "good", "PASS": "defect"}[row["details"]["verdict"]] == record.label
+
+    # a verdict before the latest one, corrected by a click in the strip under the buttons
+    older = within(90, lambda: sorted(recent_buttons(tab), reverse=True)[1:2],
+                   "a second verdict in the strip of recent verdicts")[0]
+    dataset = ToolDataset(tool.images_dir, tool.config.classes)
+    before, button = dataset.counts(), recent_buttons(tab)[older]
+    label = button.inner_text().strip().removeprefix("Wrong: it is ").removeprefix("It is ")
+    button.click()
+    record = within(30, lambda: [r for r in corrections(learning_home) if r.time == older],
+                    "the recent verdict's correction reaching the tool")[0]
+    tab.get_by_text(f"corrected: {label}").first.wait_for(timeout=30_000)  # no second click
+    tab.screenshot(path=str(ARTIFACTS / "line-learning-recent-correction.png"))
+    assert (record.label, record.labelled_by, record.reason) == (label, "kiosk", CORRECTED)
+    assert (tool.images_dir / record.dataset_path).parent.name == label
+    assert dataset.counts() == {**before, label: before[label] + 1}
+    assert older not in recent_buttons(tab)
 
 
 def test_an_engineer_labels_the_hardest_kept_crop_with_a_key_and_undoes_it(tab, url,
