@@ -54,7 +54,8 @@ def review_action(change, frame_id: str, *args: str) -> None:
 
 def kept_caption(record: KeptFrame) -> str:
     when = f"{datetime.fromtimestamp(record.time):%d %b %H:%M}"
-    caption = (f"score {record.score:.2f} / {record.threshold:.2f} · {record.reason} · "
+    boundary = "" if record.centre is None else f" (the line's boundary {record.centre:.2f})"
+    caption = (f"score {record.score:.2f} / {record.threshold:.2f}{boundary} · {record.reason} · "
                f"{record.version} · {when}")
     if record.label is not None:
         caption = f"**{record.label}** by {record.labelled_by} · " + caption

@@ -58,6 +58,8 @@ def test_uncertain_frames_are_kept_up_to_the_bound_and_no_further(station, frame
     assert session.latest is not None and session.error is None
     keeper = session.lineup.keepers["casting"]
     keeper.flush()
+    assert keeper.trained_share == 0.5  # good against one defect class, weighted equally
+    assert keeper.fail_share.value() is None  # 16 frames: the line's FAIL share is not known yet
     pending = ReviewQueue(keeper.review.tool).pending()
     assert len(pending) == 3  # the hour's bound, whatever else the session judged
     crops = {p.id: ReviewQueue(keeper.review.tool).crop(p.id) for p in pending}

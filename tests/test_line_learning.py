@@ -3,6 +3,7 @@ crops into the tool's dataset, on real casting photos judged by a real trained t
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from core.engine.inference import Inspector, ToolRunner, TrainedModel
 from core.engine.model import pool_features
 from core.errors import InspectorError
+from core.records.verdicts import rejects
 from core.station.line_learning import (DISCARD, NEAR_THRESHOLD, NOVEL, KeepPolicy, LineKeeper,
                                         NoveltyReference, ReviewQueue)
 from core.store.datasets import ToolDataset, read_image
@@ -146,3 +148,35 @@ def test_the_review_order_alternates_the_hardest_of_each_side(judged):
         assert hardness == sorted(hardness)
     one_sided = ReviewQueue(review.tool, KeepPolicy(both_sides=False)).pending()
     assert [p.hardness for p in one_sided] == sorted(p.hardness for p in pending)
+
+
+def test_the_line_s_boundary_follows_its_fail_share_by_bayes_rule():
+    policy = KeepPolicy()
+    assert policy.centre(0.5, 0.3) == pytest.approx(0.7)  # 30 % FAIL: unsure where the score is 0.7
+    assert policy.centre(0.5, None) == 0.5 and KeepPolicy(line_prior=False).centre(0.5, 0.3) == 0.5
+    assert policy.centre(0.5, 0.0) == pytest.approx(0.98)  # no FAIL yet: bounded, still a boundary
+    assert policy.centre(0.5, 0.75, trained_share=0.75) == pytest.approx(0.5)  # the share it assumes
+    odds = 0.8 / 0.2 * 0.7 / 0.3  # an engineer's threshold of 0.8 is moved by the same odds
+    assert policy.centre(0.8, 0.3) == pytest.approx(odds / (1 + odds))
+    assert policy.hardness(0.55, 0.5) < 1 < policy.hardness(0.95, 0.5, novelty=3.0) <= 2  # novel ones last
+
+
+def test_a_classifier_s_keeper_keeps_near_the_line_s_boundary(judged):
+    tool, photos, results = judged
+    stream = results * 2  # 32 judged frames: the share is known from the 20th
+    failed = [bool(rejects([r.score], r.threshold)[0]) for r in stream]  # each frame's own score
+    policy = KeepPolicy(margin=0.2, novelty=math.inf)
+    keeper = LineKeeper(ReviewQueue(tool, policy), trained_share=0.5)
+    start = time.time()
+    for i, (photo, result) in enumerate(zip(photos * 2, stream)):
+        kept = keeper.offer(photo, result, now=start + i)
+        share = sum(failed[:i + 1]) / (i + 1) if i >= 19 else None
+        centre = policy.centre(result.threshold, share)
+        assert kept == policy.reason(result.score, centre), i
+    keeper.close()
+    fails = sum(failed) / len(stream)
+    assert keeper.fail_share.value() == pytest.approx(fails)
+    centres = {round(policy.centre(tool.config.threshold, sum(failed[:i + 1]) / (i + 1)), 6)
+               for i in range(19, len(stream))}  # what the running share gave
+    moved = [p for p in ReviewQueue(tool, policy).pending() if p.centre is not None]
+    assert moved and {round(p.boundary, 6) for p in moved} <= centres

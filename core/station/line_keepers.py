@@ -19,7 +19,8 @@ from core.engine.inference import ToolRunner, TrainedModel
 from core.engine.model import pool_features
 from core.errors import InspectorError
 from core.records.verdicts import ERROR, FAIL, PASS, ToolResult
-from core.station.line_learning import KeepPolicy, KeptFrame, LineKeeper, NoveltyReference, ReviewQueue
+from core.station.line_learning import (FailShare, KeepPolicy, KeptFrame, LineKeeper, NoveltyReference,
+                                        ReviewQueue)
 from core.station.live import LiveSession
 from core.store.datasets import ToolDataset, read_image
 from core.store.tools import Tool
@@ -55,6 +56,15 @@ def learns_on_the_line(runner: ToolRunner) -> bool:
     return runner.model.kind.learns
 
 
+def trained_share(runner: ToolRunner) -> float | None:
+    """The defect share a tool's score assumes (its classes weighted equally: the defect classes'
+    share of them), or None for a score that is no such probability (``Kind.balanced_score``)."""
+    if not runner.model.kind.balanced_score:
+        return None
+    classes = runner.tool.config.classes
+    return sum(c != "good" for c in classes) / len(classes)
+
+
 class LineKeeping:
     """The keepers of the tools on a station's line. ``follow`` is called with the line's
     runners at every change of the line: a tool joining gets a keeper, a tool whose version
@@ -79,7 +89,8 @@ class LineKeeping:
                 if keeper is None or keeper.review.folder != runner.tool.folder / "review":
                     keeper = self._keepers[name] = LineKeeper(ReviewQueue(runner.tool, self.policy))
                 if self._versions.get(name) != runner.model.version:
-                    keeper.novelty = None
+                    keeper.novelty, keeper.fail_share = None, FailShare()
+                    keeper.trained_share = trained_share(runner)
                     self._versions[name] = runner.model.version
                     threading.Thread(target=self._build, args=(name, runner), daemon=True,
                                      name=f"novelty-{name}").start()

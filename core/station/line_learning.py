@@ -43,15 +43,18 @@ NEAR_THRESHOLD, NOVEL = "near threshold", "novel"  # why the station kept a fram
 FROM_HISTORY = "FAIL in the history"  # why a crop is kept: someone sent a recorded FAIL image
 DISCARD = "discard"  # the label of a crop nobody should train on (blurred, no part, two parts)
 REVIEW_DIR = "review"
+SHARE_BOUNDS = (0.02, 0.98)  # the line's FAIL share as KeepPolicy.centre takes it
 
 
 @dataclass(frozen=True)
 class KeepPolicy:
     """Which judged frames are worth an operator's label, and how many per hour.
 
-    ``margin``: a score this close to the threshold is uncertain. ``novelty``: a frame whose
-    ``NoveltyReference.novelty`` reaches this is unlike the training photos (``math.inf``: never
-    kept for novelty alone). ``both_sides``: the review order (``review_order``) alternates the
+    ``margin``: a score this close to the line's boundary (``centre``) is uncertain.
+    ``line_prior``: that boundary moves with the share of the line's frames judged FAIL (else it
+    is the tool's threshold). ``novelty``: a frame whose ``NoveltyReference.novelty`` reaches this
+    is unlike the training photos (``math.inf``: never kept for novelty alone); it is reviewed
+    after every uncertain one. ``both_sides``: the review order (``review_order``) alternates the
     frames judged FAIL and those judged PASS. ``per_hour`` bounds what one tool asks of the
     operator; ``max_pending`` and ``max_age_days`` bound the disk (the easiest and the oldest
     unlabelled crops go first).
@@ -60,27 +63,59 @@ class KeepPolicy:
     margin: float = 0.15
     novelty: float = 1.5
     both_sides: bool = True
+    line_prior: bool = True
     per_hour: int = 60
     max_pending: int = 500
     max_age_days: float = 30.0
 
-    def reason(self, score: float, threshold: float, novelty: float | None = None) -> str | None:
+    def centre(self, threshold: float, fail_share: float | None, trained_share: float = 0.5) -> float:
+        """The score where the tool is really unsure of a part of this line: the threshold, or
+        with ``line_prior`` and the line's FAIL share known, the threshold moved by the line's odds.
+
+        Why: a classifier head is trained with its classes weighted equally, so its score
+        assumes a defect share ``trained_share`` (0.5 for good against one defect class). By
+        Bayes' rule, on a line where a share f of the parts fail, a score's odds of a defect are
+        times f / (1 - f) over the trained odds; the parts the tool is unsure of sit where those
+        odds are the threshold's (1 - f for one defect class and the 0.5 threshold), and that is
+        where a label moves it most (measured in BENCHMARKS.md, line learning). The share is
+        bounded (``SHARE_BOUNDS``) so a line with no FAIL yet keeps something to learn from.
+        """
+        if not self.line_prior or fail_share is None or not 0.0 < threshold < 1.0:
+            return threshold
+        share = min(max(fail_share, SHARE_BOUNDS[0]), SHARE_BOUNDS[1])
+        odds = threshold / (1.0 - threshold) * (1.0 - share) / share * trained_share / (1.0 - trained_share)
+        return odds / (1.0 + odds)
+
+    def reason(self, score: float, centre: float, novelty: float | None = None) -> str | None:
         """Why a frame is worth a label (``NEAR_THRESHOLD`` or ``NOVEL``), or None. A frame the tool
         could not judge (a score that is not a number) is a fault to fix, not a label to give."""
-        if not (math.isfinite(score) and math.isfinite(threshold)):
+        if not (math.isfinite(score) and math.isfinite(centre)):
             return None
-        if abs(score - threshold) <= self.margin:
+        if abs(score - centre) <= self.margin:
             return NEAR_THRESHOLD
         if novelty is not None and novelty >= self.novelty:
             return NOVEL
         return None
 
-    def hardness(self, score: float, threshold: float, novelty: float | None = None) -> float:
-        """0 is hardest: a score on the threshold, or a frame infinitely far from the training
-        photos; 1 is where the policy stops keeping."""
-        near = abs(score - threshold) / self.margin if self.margin > 0 else math.inf
-        far = self.novelty / novelty if novelty else math.inf
-        return float(min(near, far))
+    def keep(self, score: float, threshold: float, novelty: float | None = None,
+             fail_share: float | None = None, trained_share: float = 0.5) -> tuple[str, float, float] | None:
+        """Whether to keep a judged frame: why, the boundary it was judged near (``centre``) and
+        its review rank (``hardness``), or None. One rule for the line and the benchmark."""
+        centre = self.centre(threshold, fail_share, trained_share)
+        reason = self.reason(score, centre, novelty)
+        if reason is None:
+            return None
+        return reason, centre, self.hardness(score, centre, novelty)
+
+    def hardness(self, score: float, centre: float, novelty: float | None = None) -> float:
+        """The review rank of a kept frame: 0 is hardest, a score on the line's boundary; 1 is
+        where the policy stops keeping uncertain frames; novel ones rank after them, in (1, 2],
+        the farthest from the training photos first. Why after: a label where the tool hesitates
+        moves its boundary; a novel part the tool judges with confidence is mostly worth a look."""
+        near = abs(score - centre) / self.margin if self.margin > 0 else math.inf
+        if near <= 1.0 or not novelty:
+            return float(near)
+        return float(1.0 + self.novelty / novelty)
 
     def review_order(self, frames: Sequence[KeptFrame]) -> list[KeptFrame]:
         """The order an operator labels kept frames in: hardest first and, with ``both_sides``,
@@ -94,7 +129,7 @@ class KeepPolicy:
         hardest = sorted(frames, key=lambda f: f.hardness)
         if not self.both_sides:
             return hardest
-        judged_fail = [bool(rejects([f.score], f.threshold)[0]) for f in hardest]
+        judged_fail = [bool(rejects([f.score], f.boundary)[0]) for f in hardest]
         failed = [f for f, fail in zip(hardest, judged_fail) if fail]
         passed = [f for f, fail in zip(hardest, judged_fail) if not fail]
         alternated = [f for pair in zip(failed, passed) for f in pair]
@@ -148,11 +183,17 @@ class KeptFrame:
     camera: str = DEFAULT_CAMERA
     novelty: float | None = None
     hardness: float = 1.0
+    centre: float | None = None  # the line's boundary it was kept near (KeepPolicy.centre); None: threshold
     label: str | None = None  # a class of the tool, or DISCARD
     labelled_by: str | None = None
     labelled_at: float | None = None
     previous: list[dict[str, Any]] = field(default_factory=list)  # earlier labels, for undo
     dataset_path: str | None = None  # where the crop is in the tool's dataset ("<class>/<file>")
+
+    @property
+    def boundary(self) -> float:
+        """The score its side (judged FAIL or PASS on the line) is read against."""
+        return self.threshold if self.centre is None else self.centre
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -370,14 +411,36 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+class FailShare:
+    """The share of a tool's latest judged frames that FAILed: the line's defect share as the
+    tool sees it (``KeepPolicy.centre``); None until ``least`` frames were judged. A new version
+    starts a new share (its verdicts are its own)."""
+
+    def __init__(self, window: int = 500, least: int = 20):
+        self._failed: deque[bool] = deque(maxlen=window)
+        self.least = least
+
+    def add(self, failed: bool) -> None:
+        self._failed.append(failed)
+
+    def value(self) -> float | None:
+        judged = len(self._failed)
+        return sum(self._failed) / judged if judged >= self.least else None  # one C loop: no tear
+
+
 class LineKeeper:
     """The frame callback's side of learning on the line: ``offer`` decides in microseconds and
-    queues the crop; one writer thread stores it. A full queue drops the frame, never waits."""
+    queues the crop; one writer thread stores it. A full queue drops the frame, never waits.
+    ``trained_share``: the defect share the tool's score assumes, for a score learnt with its
+    classes weighted equally (``core.engine.kinds.Kind.balanced_score``; None: any other score),
+    so the line's FAIL share may move the boundary frames are kept near (``KeepPolicy.centre``)."""
 
     QUEUE_SIZE = 32
 
-    def __init__(self, review: ReviewQueue, novelty: NoveltyReference | None = None):
+    def __init__(self, review: ReviewQueue, novelty: NoveltyReference | None = None,
+                 trained_share: float | None = None):
         self.review, self.policy, self.novelty = review, review.policy, novelty
+        self.trained_share, self.fail_share = trained_share, FailShare()
         self._kept_times: deque[float] = deque()
         self._queue: queue.Queue[tuple[np.ndarray, KeptFrame] | None] = queue.Queue(self.QUEUE_SIZE)
         self._writer = threading.Thread(target=self._write, name=f"keeper-{review.tool.name}", daemon=True)
@@ -391,17 +454,22 @@ class LineKeeper:
         novelty, reference = None, self.novelty  # set later, by the thread that builds it
         if reference is not None and pooled is not None:
             novelty = float(reference.novelty(pooled)[0])
-        reason = self.policy.reason(result.score, result.threshold, novelty)
-        if reason is None:
+        share, trained = None, self.trained_share
+        if trained is not None and math.isfinite(result.score):
+            self.fail_share.add(bool(rejects([result.score], result.threshold)[0]))
+            share = self.fail_share.value()
+        decision = self.policy.keep(result.score, result.threshold, novelty, share, trained or 0.5)
+        if decision is None:
             return None
+        reason, centre, hardness = decision
         now = time.time() if now is None else now
         while self._kept_times and self._kept_times[0] <= now - 3600:
             self._kept_times.popleft()
         if len(self._kept_times) >= self.policy.per_hour:
             return None
         frame = KeptFrame(uuid.uuid4().hex[:12], result.tool, float(result.score), float(result.threshold),
-                          result.version, now, reason, camera, novelty,
-                          self.policy.hardness(result.score, result.threshold, novelty))
+                          result.version, now, reason, camera, novelty, hardness,
+                          None if centre == result.threshold else centre)
         try:
             self._queue.put_nowait((crop.copy(), frame))
         except queue.Full:

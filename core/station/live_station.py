@@ -19,7 +19,7 @@ owns everything live inspection runs on, whichever browser, page or command look
   its verdicts are counted and compared with the line's, never sent to the line or the history;
   ``promote`` makes it the active version (``stop_trial`` ends it).
 - per tool on the line, the **keeper** of its uncertain frames (``keeping``,
-  ``core.station.line_keepers``): frames near the threshold or unlike the tool's photos are kept for
+  ``core.station.line_keepers``): frames near the line's boundary or unlike the tool's photos are kept for
   review in ``<tool>/review/``, a bounded number an hour, never making the video thread wait.
 
 The state is kept in ``<workspace>/line.json`` (written atomically), so a restart runs exactly

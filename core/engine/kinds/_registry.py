@@ -111,6 +111,9 @@ class Kind:
     neural: ClassVar[bool]  # judged from the backbone's maps (NeuralJudge), else ReadingJudge
     weights_file: ClassVar[str | None]  # the file a version holds beside meta.json; None: settings only
     onnx: ClassVar[bool] = False  # whether 'inspector export --onnx' can write it as one graph
+    # whether its score is a defect probability learnt with both classes weighted equally (the
+    # line's FAIL share then tells where it is unsure: core.station.line_learning.KeepPolicy.centre)
+    balanced_score: ClassVar[bool] = False
     new_tool: ClassVar[dict[str, Any]] = {}  # settings a new tool of this kind starts with
 
     def classes_to_capture(self, classes: tuple[str, ...]) -> tuple[str, ...]:

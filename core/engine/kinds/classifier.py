@@ -68,6 +68,7 @@ class Classifier(Kind):
     neural = True
     weights_file = WEIGHTS_FILE
     onnx = True
+    balanced_score = True  # core.engine.training.fit_head: class_weight='balanced'
 
     def check_photos(self, counts: dict[str, int], minimum: int) -> None:
         """``minimum`` photos of every class, and photos of at least two."""
