@@ -65,11 +65,8 @@ def station(tmp_path_factory) -> dict:
 def server(station, tmp_path_factory):
     """``streamlit run Home.py`` on a free port, with INSPECTOR_HOME set to the station."""
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    try:
-        with helpers.streamlit_server(station["home"], log) as url:
-            yield {"url": url, "log": log}
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    with helpers.serving(station["home"], log) as url:
+        yield {"url": url, "log": log}
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from core.engine.inference import TrainedModel
 from core.store.datasets import image_files, read_image
@@ -154,6 +155,17 @@ def streamlit_server(home: Path, log: Path, timeout_s: float = 60, address: str 
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def serving(home: Path, log: Path, **options) -> Iterator[str]:
+    """``streamlit_server`` for a fixture: a server that does not start fails the test that
+    needs it, with the server's log, instead of erroring in the fixture."""
+    try:
+        with streamlit_server(home, log, **options) as url:
+            yield url
+    except BrowserError as exc:
+        pytest.fail(str(exc))
 
 
 def launch_chromium(browser_type, video: Path, allow_camera: bool = True):

@@ -15,7 +15,6 @@ from core.store.tools import ROI, ToolStore
 from tests.browser import helpers
 from tests.browser.helpers import (
     ARTIFACTS,
-    BrowserError,
     leaving_the_machine,
     new_page,
     open_page,
@@ -44,10 +43,8 @@ def conveyor(tmp_path_factory, browser):
     video = helpers.write_y4m(home / "conveyor.y4m", [(parts, 6)], 10)
     filming = helpers.launch_chromium(browser.browser_type, video)
     try:
-        with helpers.streamlit_server(home, home / "streamlit.log") as url:
+        with helpers.serving(home, home / "streamlit.log") as url:
             yield {"home": home, "url": url, "browser": filming}
-    except BrowserError as exc:
-        pytest.fail(str(exc))
     finally:
         filming.close()
 

@@ -60,11 +60,8 @@ def learning_home(station, tmp_path_factory):
 @pytest.fixture(scope="module")
 def url(learning_home, tmp_path_factory):
     log = tmp_path_factory.mktemp("line_learning_server") / "streamlit.log"
-    try:
-        with helpers.streamlit_server(learning_home, log) as address:
-            yield address
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    with helpers.serving(learning_home, log) as address:
+        yield address
 
 
 @pytest.fixture

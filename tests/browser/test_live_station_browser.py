@@ -79,11 +79,8 @@ def line_home(station, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def url(line_home, tmp_path_factory):
     log = tmp_path_factory.mktemp("live_station_server") / "streamlit.log"
-    try:
-        with helpers.streamlit_server(line_home["home"], log) as address:
-            yield address
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    with helpers.serving(line_home["home"], log) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

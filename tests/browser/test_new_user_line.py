@@ -88,11 +88,9 @@ def line(tmp_path_factory, playwright_session):
     engineer = helpers.launch_chromium(playwright_session.chromium, camera)
     operator = helpers.launch_chromium(playwright_session.chromium, line_camera)
     try:
-        with helpers.streamlit_server(home, home / "streamlit.log") as url:
+        with helpers.serving(home, home / "streamlit.log") as url:
             yield {"home": home, "url": url, "engineer": engineer, "operator": operator,
                    "photographed": photographed, "unseen": unseen}
-    except BrowserError as exc:
-        pytest.fail(str(exc))
     finally:
         engineer.close()
         operator.close()

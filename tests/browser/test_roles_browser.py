@@ -16,7 +16,7 @@ from core.security.users import MAX_FAILURES, UserStore
 from core.store.settings import load_settings, save_settings
 from core.store.tools import ToolStore
 from tests.browser import helpers
-from tests.browser.helpers import ARTIFACTS, BrowserError, log_in, new_page, open_page
+from tests.browser.helpers import ARTIFACTS, log_in, new_page, open_page
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +45,8 @@ def home(station, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(home, tmp_path_factory):
-    log = tmp_path_factory.mktemp("roles_server") / "streamlit.log"
-    try:
-        with helpers.streamlit_server(home, log) as address:
-            yield address
-    except BrowserError as exc:
-        pytest.fail(str(exc))
+    with helpers.serving(home, tmp_path_factory.mktemp("roles_server") / "streamlit.log") as address:
+        yield address
 
 
 @pytest.fixture
