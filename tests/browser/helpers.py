@@ -168,6 +168,17 @@ def serving(home: Path, log: Path, **options) -> Iterator[str]:
         pytest.fail(str(exc))
 
 
+def within(seconds: float, check: Callable[[], object], what: str) -> object:
+    """``check()``'s first true answer within ``seconds`` (polled), else a BrowserError naming ``what``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise BrowserError(f"{what} did not happen within {seconds:.0f} s")
+
+
 def launch_chromium(browser_type, video: Path, allow_camera: bool = True):
     """Debian's Chromium, headless, whose webcam plays ``video`` (a .y4m) in a loop; with
     ``allow_camera=False`` it refuses pages the camera, as a user answering 'Block' would."""

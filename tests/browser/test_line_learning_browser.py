@@ -29,6 +29,7 @@ from tests.browser.helpers import (
     open_page,
     start_camera,
     wait_verdict,
+    within,
 )
 from tests.conftest import load_sample
 
@@ -76,16 +77,6 @@ def open_as(page, url: str, path: str, title: str, name: str) -> None:
     open_page(page, url, path, title)
     log_in(page, name, f"{name}-password")
     page.get_by_text(f"Logged in as {name} ({ROLES[name]})").wait_for(timeout=30_000)
-
-
-def within(seconds: float, check, what: str):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise BrowserError(f"{what} did not happen within {seconds:.0f} s")
 
 
 def press(page, key: str, took, what: str) -> None:
@@ -178,7 +169,7 @@ def test_an_operator_s_key_w_and_a_click_on_a_recent_verdict_put_parts_in_the_ph
     assert (record.label, record.labelled_by, record.reason) == (label, "kiosk", CORRECTED)
     assert (tool.images_dir / record.dataset_path).parent.name == label
     assert dataset.counts() == {**before, label: before[label] + 1}
-    assert older not in recent_buttons(tab)
+    within(30, lambda: older not in recent_buttons(tab), "the corrected verdict's buttons going")
 
 
 def test_an_engineer_labels_the_hardest_kept_crop_with_a_key_and_undoes_it(tab, url,
