@@ -31,8 +31,14 @@ from core.engine.preprocessing import InputShape
 from core.engine.runtime import get_extractor
 from core.engine.training import ViewFeatures, extract_view_features, fit_head, orientation_count
 from core.records.verdicts import ToolResult, rejects
-from core.station.line_learning import (FailShare, KeepPolicy, KeptFrame, LineKeeper, NoveltyReference,
-                                        ReviewQueue)
+from core.station.line_learning import (
+    FailShare,
+    KeepPolicy,
+    KeptFrame,
+    LineKeeper,
+    NoveltyReference,
+    ReviewQueue,
+)
 from core.store.datasets import read_image
 from core.store.tools import ToolConfig, ToolStore
 
@@ -67,6 +73,20 @@ ARM_NOTES = {
     **EXPERIMENTS,
 }
 ARMS = tuple(ARM_NOTES)
+EARLIER = (  # what was measured before, or outside this script, so that it is not tried again blindly
+    "Before `line_prior` (2026-12-03, commit 985eeca) the default kept near the tool's threshold or "
+    "novel, the hardest of either first (`balanced_novelty`): +0.019 / +0.015 / +0.066 over random on "
+    "magnetic_tile / elpv / deeppcb, seeds 0-4; `margin_novelty` (the hardest ten, one side) -0.021 / "
+    "+0.007 / +0.047 (seeds 0-4 / 0-1 / 0-1). Tried with an exploratory script on the tuned half (seeds "
+    "0-9, this simulation, not kept in this file), gain over random after 5 rounds on magnetic_tile / "
+    "elpv: BADGE (k-means++ on the head's gradient embeddings, all 200 parts) +0.028 / +0.006; BADGE "
+    "among the kept frames +0.024 / +0.021; TypiClust (the most typical part of the largest "
+    "uncovered k-means cluster) -0.031 (3 seeds) / not run; half uncertain, half k-center +0.000 / "
+    "+0.060 (2 seeds); the round's FAIL share known before the round (`balanced_prior`) +0.025 / "
+    "+0.011. No arm reaches +0.03 on elpv, whose line is half defects: random photos are already "
+    "class-balanced there (23 defects of 50 labels against 24 for line_prior), and the balance the "
+    "line's choice brings on the other sets (magnetic_tile: 12 against 23) is no gain."
+)
 # Each arm's own stream of parts, numbered once so stored runs stay reproducible.
 ARM_STREAM = {"random": 0, "margin": 2, "balanced": 3, "balanced_diverse": 4, "balanced_prior": 7,
               "line_prior": 8}
@@ -267,6 +287,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
                      f"{cost['frames']} frames offered back to back (target p95 < 1 ms); "
                      f"{cost['stored']} crops on disk (bound {policy.per_hour} per hour; a frame "
                      "offered while the writer's queue is full is dropped, never waited for)")
+    lines += ["", EARLIER]
     lines += ["", "Re-run: `.venv/bin/python -m benchmarks.line_learning` (`--sets`, `--seeds`, `--arms`; "
               "one process per set can run side by side, then `--report-only` with every set rewrites "
               f"this section from `{RESULTS.relative_to(RESULTS.parents[2])}/<set>.json`)."]
