@@ -281,3 +281,14 @@ def test_capture_saves_the_roi_crop_of_new_frames_and_keeps_them_when_the_camera
     with pytest.raises(InspectorError, match="no picture from the camera for 2 s.*1 photo"):
         dataset.capture(frames, "good", roi, count=3)  # the latest frame, then silence
     assert dataset.counts()["good"] == 5  # what was taken before the silence stays
+
+
+def test_a_write_that_must_not_make_folders_fails_where_its_folder_was_deleted(tmp_path):
+    """The line's keeper writes with make_parents=False: a tool deleted between its check and the
+    write loses the crop (an OSError) and is not brought back as an empty folder."""
+    gone = tmp_path / "tools" / "doomed" / "review"
+    with pytest.raises(OSError):
+        atomic_write_bytes(gone / "kept.png", b"png", make_parents=False)
+    assert not (tmp_path / "tools").exists()
+    atomic_write_bytes(gone / "kept.png", b"png")  # the default makes them, as every other writer wants
+    assert (gone / "kept.png").read_bytes() == b"png"

@@ -231,8 +231,8 @@ class ReviewQueue:
         if not ok:
             raise InspectorError("could not encode the kept crop to store it")
         self.folder.mkdir(exist_ok=True)  # inside the tool's folder only: never bring a deleted one back
-        atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes())
-        atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json())
+        atomic_write_bytes(self.folder / f"{frame.id}.png", encoded.tobytes(), make_parents=False)
+        atomic_write_json(self.folder / f"{frame.id}.json", frame.to_json(), make_parents=False)
 
     def _records(self) -> list[KeptFrame]:
         if not self.folder.is_dir():
@@ -384,7 +384,7 @@ class ReviewQueue:
             (self.tool.images_dir / record.dataset_path).unlink(missing_ok=True)
         record.dataset_path = placed
         record.label, record.labelled_by, record.labelled_at = label, who, when
-        atomic_write_json(self.folder / f"{record.id}.json", record.to_json())
+        atomic_write_json(self.folder / f"{record.id}.json", record.to_json(), make_parents=False)
         return record
 
     def labelled_since_active(self) -> int:

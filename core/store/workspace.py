@@ -17,13 +17,15 @@ def workspace_root() -> Path:
     return Path(home).expanduser().resolve() if home else APP_ROOT / "models"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, make_parents: bool = True) -> None:
     """Write to a temporary file, flush it to disk, then rename over the target.
 
     A rename is atomic on POSIX and Windows, so a reader (or a power cut) sees either the old
-    file or the new one, never half of one.
+    file or the new one, never half of one. ``make_parents=False``: a missing folder is an
+    OSError, not created (a writer that must never bring back a folder deleted meanwhile).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -37,8 +39,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+def atomic_write_json(path: Path, payload: Any, make_parents: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode(),
+                       make_parents)
 
 
 def fsync_dir(folder: Path) -> None:
