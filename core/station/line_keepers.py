@@ -19,8 +19,7 @@ from core.engine.inference import ToolRunner, TrainedModel
 from core.engine.model import pool_features
 from core.errors import InspectorError
 from core.records.verdicts import ERROR, FAIL, PASS, ToolResult
-from core.station.line_learning import (FailShare, KeepPolicy, KeptFrame, LineKeeper, NoveltyReference,
-                                        ReviewQueue)
+from core.station.line_learning import KeepPolicy, KeptFrame, LineKeeper, NoveltyReference, ReviewQueue
 from core.station.live import LiveSession
 from core.store.datasets import ToolDataset, read_image
 from core.store.tools import Tool
@@ -61,8 +60,8 @@ def trained_share(runner: ToolRunner) -> float | None:
     share of them), or None for a score that is no such probability (``Kind.balanced_score``)."""
     if not runner.model.kind.balanced_score:
         return None
-    classes = runner.tool.config.classes
-    return sum(c != "good" for c in classes) / len(classes)
+    config = runner.tool.config
+    return len(config.defect_classes) / len(config.classes)
 
 
 class LineKeeping:
@@ -89,8 +88,7 @@ class LineKeeping:
                 if keeper is None or keeper.review.folder != runner.tool.folder / "review":
                     keeper = self._keepers[name] = LineKeeper(ReviewQueue(runner.tool, self.policy))
                 if self._versions.get(name) != runner.model.version:
-                    keeper.novelty, keeper.fail_share = None, FailShare()
-                    keeper.trained_share = trained_share(runner)
+                    keeper.new_version(trained_share(runner))
                     self._versions[name] = runner.model.version
                     threading.Thread(target=self._build, args=(name, runner), daemon=True,
                                      name=f"novelty-{name}").start()

@@ -446,6 +446,11 @@ class LineKeeper:
         self._writer = threading.Thread(target=self._write, name=f"keeper-{review.tool.name}", daemon=True)
         self._writer.start()
 
+    def new_version(self, trained_share: float | None) -> None:
+        """The tool now judges with another version: its novelty reference (built later, on a
+        thread) and its share of FAILs start again, and its score may assume another share."""
+        self.novelty, self.fail_share, self.trained_share = None, FailShare(), trained_share
+
     def offer(self, crop: np.ndarray, result: ToolResult, camera: str = DEFAULT_CAMERA,
               pooled: np.ndarray | None = None, now: float | None = None) -> str | None:
         """Keep a judged frame's ROI crop if the policy wants it and the hour's bound allows;
