@@ -193,3 +193,21 @@ def test_a_tool_deleted_while_the_line_keeps_its_frames_is_gone_at_once(workspac
         writer.join()
     assert not store.exists("doomed") and not (store.root / "doomed").exists()
     assert [p.name for p in store.root.iterdir()] == []  # the deleted folder went too
+
+
+def test_a_correction_of_a_tool_deleted_since_its_verdict_says_so_and_keeps_nothing(station, frames):
+    """An operator corrects a verdict just as an engineer deletes the tool (the correction read
+    the tool before the delete, and writes after it): a clear refusal, and the deleted tool's
+    folder does not come back."""
+    from core.store.tools import ToolStore
+
+    session = station.session("0")
+    session.process(frames[4])
+    part = session.latest.part("casting")
+    wanted = right_label(part.result, ("good", "defect"))
+    tool = session.runners["casting"].tool
+    review = ReviewQueue(tool)
+    ToolStore().delete("casting")
+    with as_user(KIOSK), pytest.raises(InspectorError, match="no longer in this station's tools"):
+        review.correct(part.crop, part.result, wanted, "0", part.time)
+    assert not tool.folder.exists()

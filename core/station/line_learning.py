@@ -348,8 +348,12 @@ class ReviewQueue:
                     f"{datetime.fromtimestamp(when):%H:%M:%S}) is already corrected: labelled "
                     f"'{done.label}' by {done.labelled_by}; an engineer changes that label on the "
                     "Labeling page")
-            self._write(crop, frame)
-            record = self._place(frame, label, who, time.time(), needs=INSPECT)
+            try:
+                self._write(crop, frame)
+                record = self._place(frame, label, who, time.time(), needs=INSPECT)
+            except FileNotFoundError as exc:  # deleted (or renamed) since the frame was judged
+                raise InspectorError(f"'{self.tool.name}' is no longer in this station's tools (deleted "
+                                     "or renamed meanwhile): the correction was not kept") from exc
         with acting_as(who):
             announce(self.tool.name, CORRECTED, verdict=result.verdict, label=label,
                      score=_finite(result.score), version=result.version, camera=camera,
