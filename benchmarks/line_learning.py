@@ -92,7 +92,8 @@ EARLIER = (  # what was measured before, or outside this script, so that it is n
     "arm's mean gain over 10 seeds is 0.008-0.016. No arm reaches +0.03 on elpv, whose line is "
     "half defects: random photos are already class-balanced there (23 defects of 50 labels "
     "against 24 for line_prior), the balance the line's choice brings on the other sets "
-    "(magnetic_tile: 12 against 23) is no gain, and its headroom (above: 0.05 from random to every line photo labelled) is small."
+    "(magnetic_tile: 12 against 23) is no gain, and its headroom (above: 0.05 from random to "
+    "every line photo labelled) is small."
 )
 # Each arm's own stream of parts, numbered once so stored runs stay reproducible.
 ARM_STREAM = {"random": 0, "margin": 2, "balanced": 3, "balanced_diverse": 4, "balanced_prior": 7,
