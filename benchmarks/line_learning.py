@@ -253,6 +253,11 @@ def policy_cost(photos: SetFeatures, policy: KeepPolicy, frames: int = 2000) -> 
             "frames": frames, "stored": stored}
 
 
+def last_round(runs: list[dict]) -> dict[int, float]:
+    """Each seed's balanced accuracy after the last round, of one arm's stored runs."""
+    return {r["seed"]: r["balanced_accuracy"][-1] for r in runs}
+
+
 def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy) -> str:
     lines = [
         "## Learning on the line (kept frames labelled against random photos, same effort)", "",
@@ -277,7 +282,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
     ]
     for name, per_arm in results["accuracy"].items():
         half = "tuned" if name in POLICY_TUNED_ON else "untuned"
-        random_final = {r["seed"]: r["balanced_accuracy"][-1] for r in per_arm.get("random", [])}
+        random_final = last_round(per_arm.get("random", []))
         for arm in (a for a in arms if a in per_arm):
             runs = [r for r in per_arm[arm] if r["seed"] in seeds]
             curve = np.array([r["balanced_accuracy"] for r in runs])
@@ -294,7 +299,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
               f"{TARGET_GAIN:.2f} after {ROUNDS} rounds on every set, mean over seeds:"]
     line = default_arm()
     for name, per_arm in results["accuracy"].items():
-        final = {arm: {r["seed"]: r["balanced_accuracy"][-1] for r in runs} for arm, runs in per_arm.items()}
+        final = {arm: last_round(runs) for arm, runs in per_arm.items()}
         paired = sorted(set(final.get(line, {})) & set(final.get("random", {})) & set(seeds))
         if paired:
             gain = float(np.mean([final[line][s] - final["random"][s] for s in paired]))
@@ -306,7 +311,7 @@ def report(results: dict, seeds: list[int], arms: list[str], policy: KeepPolicy)
               "them would give, `whole_line`), against random's last round, same seeds:", ""]
     for name, per_arm in results["accuracy"].items():
         whole = {int(s): v for s, v in results["whole_line"].get(name, {}).items() if int(s) in seeds}
-        random_final = {r["seed"]: r["balanced_accuracy"][-1] for r in per_arm.get("random", [])}
+        random_final = last_round(per_arm.get("random", []))
         paired = sorted(set(whole) & set(random_final))
         if paired:
             top = float(np.mean([whole[s] for s in paired]))
